@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` and `make test`. Both install into .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= var/demo
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install demo test test-fast lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "peftlab needs Python 3.11 (set PYTHON=...)"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	DEBUG=1 HF_HUB_OFFLINE=1 $(BIN)/python manage.py migrate --no-input
+	DEBUG=1 HF_HUB_OFFLINE=1 $(BIN)/python manage.py demo --output $(DEMO_DIR) --serve --host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
+	bash scripts/test-legs
+
+test-fast: install
+	$(BIN)/pytest -m "not slow" -q
+
+clean:
+	rm -rf $(VENV) var

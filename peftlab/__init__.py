@@ -1,0 +1,1 @@
+"""peftlab: train LoRA and Textual Inversion, run blind preference studies, test the results."""

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class PeftlabConfig(AppConfig):
+    """The project itself as an app, for its cross-app commands (the demo)."""
+
+    name = "peftlab"

@@ -1,0 +1,50 @@
+"""Fixtures shared by the whole suite: the tiny model, the real shared data, Redis."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("PEFTLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny SD-shaped pipeline built once per test session (text width 32, 64px)."""
+    from trainer.engine.tiny_model import TinyModelConfig, build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", TinyModelConfig()).path
+
+
+@pytest.fixture(scope="session")
+def ghibli_dir() -> Path:
+    """The reference study's 113 captioned training images (read-only, never copied into the repo)."""
+    path = SHARED_DATA / "ghibli-landmarks"
+    if not path.is_dir():
+        pytest.skip(f"the shared data is not at {path}; set PEFTLAB_SHARED_DATA to its folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def seed_study_dir() -> Path:
+    """The ten images the reference study's participants judged, with prompts and references."""
+    path = SHARED_DATA / "seed-study"
+    if not path.is_dir():
+        pytest.skip(f"the shared data is not at {path}; set PEFTLAB_SHARED_DATA to its folder")
+    return path
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A real Redis on a database number of its own (15), flushed before and after the test."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.skip("REDIS_URL is unset: Redis tests run in CI and wherever REDIS_URL is set")
+    from redis import Redis
+
+    test_url = url.rsplit("/", 1)[0] + "/15" if url.rsplit("/", 1)[-1].isdigit() else url.rstrip("/") + "/15"
+    connection = Redis.from_url(test_url)
+    connection.flushdb()
+    yield test_url
+    connection.flushdb()

@@ -1,0 +1,1 @@
+"""The trainer's engine: pure Python and torch, no Django."""

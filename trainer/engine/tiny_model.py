@@ -1,0 +1,209 @@
+"""Build a tiny Stable-Diffusion-1.x-shaped pipeline offline, from configs, deterministically.
+
+Same shapes and file layout as SD 1.x (UNet with cross-attention, VAE with scale factor 8, CLIP text
+encoder and BPE tokenizer, DDPM scheduler with SD's betas), small enough to train and render on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from peftlab.errors import UserInputError
+
+# Words the tiny tokenizer keeps whole, so captions, prompts and TI initializer tokens ("style") are
+# one token each, as they are in the real CLIP vocabulary.
+TINY_VOCABULARY_WORDS = (
+    "a an the of in on at and with is are by for to from this that it its image images photo picture "
+    "painting art artwork illustration drawing render style styles ghiblivis ghibli studio anime watercolor "
+    "landmark landmarks building bridge tower castle temple church mosque pyramid palace city town village "
+    "street river lake sea ocean waterfall falls mountain hill forest tree trees garden park sky cloud clouds "
+    "sun sunset sunrise night day light golden hour rainbow aerial view close up old ancient modern big ben "
+    "colosseum petra sydney opera house khyber gate clock stone red blue green white warm soft detailed "
+    "beautiful scenic vibrant calm people boat road"
+).split()
+BOS_TOKEN = "<|startoftext|>"
+EOS_TOKEN = "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    """What to build: sizes of the tiny pipeline and the seed of its random weights."""
+
+    seed: int = 0
+    text_width: int = 32  # 768 gives SD-1.x's embedding width
+    image_size: int = 64  # pixels; the UNet sees image_size // 8 latents
+
+    def __post_init__(self) -> None:
+        if self.text_width < 8 or self.text_width % 4:
+            raise UserInputError(
+                f"--text-width must be a multiple of 4 and at least 8, got {self.text_width}."
+            )
+        if self.image_size < 32 or self.image_size % 32:
+            raise UserInputError(
+                f"--image-size must be a multiple of 32 and at least 32, got {self.image_size}."
+            )
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    """Where the tiny pipeline was written and what it holds."""
+
+    path: Path
+    vocab_size: int
+    parameter_count: int
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible map from bytes to printable unicode symbols."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(code) for code in codes), strict=True))
+
+
+def build_bpe_files(
+    words: tuple[str, ...] | list[str] = TINY_VOCABULARY_WORDS,
+) -> tuple[dict[str, int], list[str]]:
+    """A CLIP BPE vocabulary and merge list, learned the BPE way, in which each of `words` is one token."""
+    symbols = list(bytes_to_unicode().values())
+    # Each word as symbols, the last carrying CLIP's end-of-word mark.
+    segmented = [list(word[:-1]) + [word[-1] + "</w>"] for word in dict.fromkeys(words)]
+    merges: list[str] = []
+    merged_tokens: list[str] = []
+    while True:
+        counts = Counter(pair for pieces in segmented for pair in zip(pieces, pieces[1:], strict=False))
+        if not counts:
+            break
+        # The most frequent pair, ties broken by sort order, so the files are the same on every build.
+        best = max(sorted(counts), key=counts.__getitem__)
+        merges.append(f"{best[0]} {best[1]}")
+        merged_tokens.append(best[0] + best[1])
+        segmented = [merge_pair(pieces, best) for pieces in segmented]
+    vocab_tokens = symbols + [symbol + "</w>" for symbol in symbols] + merged_tokens + [BOS_TOKEN, EOS_TOKEN]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(vocab_tokens))}
+    return vocab, merges
+
+
+def merge_pair(pieces: list[str], pair: tuple[str, str]) -> list[str]:
+    """`pieces` with every non-overlapping occurrence of `pair` merged, left to right."""
+    merged: list[str] = []
+    index = 0
+    while index < len(pieces):
+        if index + 1 < len(pieces) and (pieces[index], pieces[index + 1]) == pair:
+            merged.append(pieces[index] + pieces[index + 1])
+            index += 2
+        else:
+            merged.append(pieces[index])
+            index += 1
+    return merged
+
+
+def build_tiny_model(output: Path, config: TinyModelConfig) -> TinyModel:
+    """Write a tiny StableDiffusionPipeline in diffusers format to `output` (replacing what is there)."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise UserInputError(f"{output} is a file; give a folder path for the model.")
+    vocab, merges = build_bpe_files()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename at the end, so a failed build never leaves half a model.
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-model-", dir=output.parent))
+    try:
+        tokenizer_dir = staging / "tokenizer-source"
+        tokenizer_dir.mkdir()
+        (tokenizer_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        (tokenizer_dir / "merges.txt").write_text(
+            "#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8"
+        )
+        tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir, model_max_length=77)
+        for word in ("style", "ghiblivis"):
+            if len(tokenizer.tokenize(word)) != 1:
+                raise RuntimeError(f"the tiny tokenizer splits {word!r}; its merge list is inconsistent")
+
+        torch.manual_seed(config.seed)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(vocab),
+                hidden_size=config.text_width,
+                intermediate_size=config.text_width * 4,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=77,
+                bos_token_id=vocab[BOS_TOKEN],
+                eos_token_id=vocab[EOS_TOKEN],
+                pad_token_id=vocab[EOS_TOKEN],
+                projection_dim=config.text_width,
+            )
+        )
+        torch.manual_seed(config.seed + 1)
+        unet = UNet2DConditionModel(
+            sample_size=config.image_size // 8,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=(32, 64),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=config.text_width,
+            attention_head_dim=8,
+            norm_num_groups=32,
+        )
+        torch.manual_seed(config.seed + 2)
+        vae = AutoencoderKL(
+            sample_size=config.image_size,
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            # Four blocks downsample three times: the VAE scale factor is 8, as in SD 1.x.
+            block_out_channels=(32, 32, 64, 64),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=1,
+            norm_num_groups=32,
+            scaling_factor=0.18215,
+        )
+        scheduler = DDPMScheduler(
+            num_train_timesteps=1000,
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            clip_sample=False,
+            prediction_type="epsilon",
+        )
+        pipeline = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        model_dir = staging / "model"
+        pipeline.save_pretrained(model_dir, safe_serialization=True)
+        # Keep the BPE source files beside tokenizer.json so slow and fast tokenizers both load.
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copy(tokenizer_dir / name, model_dir / "tokenizer" / name)
+        if output.exists():
+            shutil.rmtree(output)
+        model_dir.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    parameter_count = sum(p.numel() for module in (unet, vae, text_encoder) for p in module.parameters())
+    return TinyModel(path=output, vocab_size=len(vocab), parameter_count=parameter_count)
