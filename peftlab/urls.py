@@ -11,6 +11,9 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("admin/", admin.site.urls),
     path("django-rq/", include("django_rq.urls")),
+    path("generation/", include("generation.urls")),
+    path("studies/", include("studies.urls")),
+    path("analysis/", include("analysis.urls")),
 ]
 if settings.DEBUG:
     urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -1,0 +1,4 @@
+"""Analysis's pages."""
+
+app_name = "analysis"
+urlpatterns: list = []

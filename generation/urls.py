@@ -1,0 +1,4 @@
+"""Generation's pages."""
+
+app_name = "generation"
+urlpatterns: list = []

@@ -1,0 +1,4 @@
+"""Studies's pages."""
+
+app_name = "studies"
+urlpatterns: list = []
