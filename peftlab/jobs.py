@@ -243,7 +243,7 @@ def job_cancel(*, job: Job) -> Job:
 def _mark_run_failed(job: Job, error: str) -> None:
     """Mark the job's run failed too, when the run row tracks a status of its own."""
     run = job.run
-    if run is None or not hasattr(run, "status") or getattr(run, "status") in ("finished", "failed"):
+    if run is None or not hasattr(run, "status") or run.status in ("finished", "failed"):
         return
     run.status = "failed"
     fields = ["status"]

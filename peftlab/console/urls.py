@@ -1,0 +1,15 @@
+"""The researcher console's pages (staff only)."""
+
+from django.urls import path
+
+from peftlab.console import views
+
+app_name = "console"
+urlpatterns = [
+    path("", views.runs, name="runs"),
+    path("runs.json", views.runs_json, name="runs_json"),
+    path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
+    path("jobs/<int:pk>/cancel/", views.job_cancel_view, name="job_cancel"),
+    path("jobs/<int:pk>/retry/", views.job_retry_view, name="job_retry"),
+    path("datasets/new/", views.dataset_new, name="dataset_new"),
+]
