@@ -1,0 +1,415 @@
+"""Render prompts x seeds for each arm of a comparison (base, LoRA, TI) under identical noise. No Django.
+
+The base pipeline is loaded once; the LoRA is loaded once as a named adapter that is enabled only for the
+`lora` arm, and the TI token only appears in the `ti` arm's prompts, so each arm sees the same model
+except for its own method. Before any image of an adapter arm is rendered, the adapter must prove it took
+effect: its layers or token are present, and a fixed-seed probe render differs from the base model's.
+"""
+
+from __future__ import annotations
+
+import platform
+import string
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from generation.engine_adapters import (
+    LoraFormat,
+    detect_lora_format,
+    load_lora,
+    load_textual_inversion,
+    lora_layer_count,
+)
+from peftlab.errors import UserInputError
+from peftlab.progress import Progress, ProgressCallback, ignore_progress
+
+ARMS = ("base", "lora", "ti")
+# Scheduler names users type -> (diffusers class, extra config); DPM-Solver++ is the default.
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "ddim": ("DDIMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+DEFAULT_TEMPLATES = {"base": "{prompt}", "lora": "{prompt}", "ti": "An image of {token}, {prompt}"}
+TEMPLATE_FIELDS = {"prompt", "token"}
+VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensors", "pillow")
+
+
+def check_template(template: str, arm: str) -> None:
+    """Refuse a prompt template with unknown fields, without {prompt}, or (for TI) without {token}."""
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as error:
+        raise UserInputError(f"template {template!r} of arm {arm!r} is malformed: {error}.") from None
+    unknown = fields - TEMPLATE_FIELDS
+    if unknown:
+        raise UserInputError(
+            f"template {template!r} of arm {arm!r} uses {{{sorted(unknown)[0]}}}; only {{prompt}} and {{token}} exist."
+        )
+    if "prompt" not in fields:
+        raise UserInputError(f"template {template!r} of arm {arm!r} must contain {{prompt}}.")
+    if arm == "ti" and "token" not in fields:
+        raise UserInputError(
+            f"template {template!r} of arm 'ti' must contain {{token}}, or TI has no effect."
+        )
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """One prompt to render: `key` identifies it to the caller (e.g. a Prompt row's id)."""
+
+    key: int
+    text: str
+    negative_prompt: str = ""
+    templates: dict[str, str] = field(default_factory=dict)  # per-arm overrides of the run's templates
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Everything a comparison rendering needs; JSON-serialisable through `to_dict` / `from_dict`."""
+
+    model: str  # a local diffusers folder, or a Hugging Face id (needs the hub cache offline)
+    arms: tuple[str, ...] = ("base",)
+    seeds: tuple[int, ...] = (0,)
+    steps: int = 30
+    guidance: float = 7.5
+    scheduler: str = "dpmsolver++"
+    width: int = 512
+    height: int = 512
+    batch_size: int = 4
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    dtype: str = "auto"  # auto: float16 on CUDA, float32 elsewhere
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    lora: str | None = None  # diffusers file/folder, kohya file, or peft adapter folder
+    ti: str | None = None  # diffusers {token: tensor} or A1111 emb_params file
+    token: str | None = None
+    templates: dict[str, str] = field(default_factory=dict)  # per-arm prompt templates over the defaults
+    effect_threshold: float = 0.5  # minimum mean |pixel difference| (0-255) between adapter and base probes
+    probe_seed: int = 0
+
+    def __post_init__(self) -> None:
+        model = Path(self.model)
+        if model.exists() and not (model / "model_index.json").is_file():
+            raise UserInputError(
+                f"--model {self.model} has no model_index.json; give a diffusers pipeline folder."
+            )
+        if not model.exists() and (self.model.startswith((".", "/", "~")) or self.model.count("/") != 1):
+            raise UserInputError(f"--model {self.model} does not exist.")
+        if not self.arms or len(set(self.arms)) != len(self.arms) or set(self.arms) - set(ARMS):
+            raise UserInputError(
+                f"--arms must be distinct names from {', '.join(ARMS)}; got {','.join(self.arms)}."
+            )
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise UserInputError("--seeds must be one or more distinct integers.")
+        if self.steps < 1 or self.batch_size < 1:
+            raise UserInputError("--steps and --batch-size must be at least 1.")
+        if self.width % 8 or self.height % 8 or min(self.width, self.height) < 8:
+            raise UserInputError(f"--size must be multiples of 8, got {self.width}x{self.height}.")
+        if self.scheduler not in SCHEDULERS:
+            raise UserInputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}; got {self.scheduler}.")
+        if self.dtype not in DTYPES:
+            raise UserInputError(f"--dtype must be one of {', '.join(DTYPES)}; got {self.dtype}.")
+        if ("lora" in self.arms) != (self.lora is not None):
+            raise UserInputError("the 'lora' arm and --lora go together: give both or neither.")
+        if ("ti" in self.arms) != (self.ti is not None) or (self.ti is None) != (self.token is None):
+            raise UserInputError("the 'ti' arm, --ti and --token go together: give all three or none.")
+        if self.lora is not None:
+            detect_lora_format(Path(self.lora))  # fail now, not after loading the model
+        if self.ti is not None and not Path(self.ti).is_file():
+            raise UserInputError(f"--ti {self.ti} does not exist.")
+        if self.effect_threshold < 0:
+            raise UserInputError("--effect-threshold must be non-negative.")
+        for arm, template in self.templates.items():
+            check_template(template, arm)
+
+    def template(self, arm: str, prompt: PromptItem) -> str:
+        """The template `arm` renders `prompt` with: the prompt's own, the run's, or the default."""
+        return prompt.templates.get(arm) or self.templates.get(arm) or DEFAULT_TEMPLATES[arm]
+
+    def render_prompt(self, arm: str, prompt: PromptItem) -> str:
+        """The exact text `arm` renders for `prompt`."""
+        return self.template(arm, prompt).format(prompt=prompt.text, token=self.token or "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy (tuples become lists)."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationConfig:
+        """The config `to_dict` wrote."""
+        return cls(**{**data, "arms": tuple(data["arms"]), "seeds": tuple(data["seeds"])})
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    """One image of one arm, with every parameter that produced it."""
+
+    arm: str
+    prompt_key: int
+    seed: int
+    rendered_prompt: str
+    image: Any  # PIL.Image.Image, RGB, no metadata
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What a rendering did: counts, timings, the effect each adapter showed, and package versions."""
+
+    images: int
+    timings: dict[str, float]
+    effects: dict[str, float]  # arm -> mean |pixel difference| of its probe against the base probe
+    lora_format: str | None
+    device: str
+    dtype: str
+    versions: dict[str, str]
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape an image."""
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
+    """The concrete device and dtype for 'auto' settings; half precision is refused on CPU."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    if dtype == "auto":
+        dtype = "float16" if device.startswith("cuda") else "float32"
+    if device == "cpu" and dtype == "float16":
+        raise UserInputError("--dtype float16 needs a GPU; use float32 (or bfloat16) on CPU.")
+    return device, dtype
+
+
+def load_pipeline(config: GenerationConfig, device: str, dtype: str) -> Any:
+    """The base StableDiffusionPipeline on `device`, with the configured scheduler and VAE options."""
+    import diffusers
+    import torch
+
+    try:
+        pipe = diffusers.StableDiffusionPipeline.from_pretrained(
+            config.model, torch_dtype=getattr(torch, dtype)
+        )
+    except (OSError, ValueError) as error:
+        raise UserInputError(f"cannot load --model {config.model}: {str(error).splitlines()[0]}") from None
+    class_name, extra = SCHEDULERS[config.scheduler]
+    pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
+    if config.vae_slicing:
+        pipe.vae.enable_slicing()
+    if config.vae_tiling:
+        pipe.vae.enable_tiling()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+class Renderer:
+    """A loaded base pipeline with the run's adapters, switching between arms without reloading."""
+
+    def __init__(self, config: GenerationConfig, progress: ProgressCallback = ignore_progress) -> None:
+        self.config = config
+        self.progress = progress
+        self.device, self.dtype = resolve_device_dtype(config.device, config.dtype)
+        progress(Progress("load model", 0, 1))
+        self.pipe = load_pipeline(config, self.device, self.dtype)
+        self.lora_format: LoraFormat | None = None
+        self.token_ids: list[int] = []
+        if config.lora is not None:
+            self.lora_format = load_lora(self.pipe, Path(config.lora))
+        if config.ti is not None and config.token is not None:
+            self.token_ids = load_textual_inversion(self.pipe, Path(config.ti), config.token)
+        progress(Progress("load model", 1, 1))
+
+    def use_arm(self, arm: str) -> None:
+        """Put the pipeline in `arm`'s state: the LoRA is on only for the lora arm."""
+        if self.lora_format is None:
+            return
+        if arm == "lora":
+            self.pipe.enable_lora()
+        else:
+            self.pipe.disable_lora()
+
+    def render_batch(self, arm: str, texts: list[str], negatives: list[str], seeds: list[int]) -> list[Any]:
+        """PIL images of `texts` for `arm`, each image from its own generator seeded with its seed."""
+        import torch
+
+        self.use_arm(arm)
+        # One CPU generator per image, seeded by the image's seed: every arm gets the same initial noise,
+        # whatever the device, the batch it falls in, or the order of arms.
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        with torch.inference_mode():
+            output = self.pipe(
+                prompt=texts,
+                negative_prompt=negatives,
+                generator=generators,
+                num_inference_steps=self.config.steps,
+                guidance_scale=self.config.guidance,
+                width=self.config.width,
+                height=self.config.height,
+                output_type="pil",
+            )
+        return list(output.images)
+
+    def check_effects(self, probe: PromptItem) -> dict[str, float]:
+        """Each adapter arm's probe difference from the same prompt without it; UserInputError if none."""
+        import numpy as np
+
+        adapter_arms = [arm for arm in self.config.arms if arm != "base"]
+        if not adapter_arms:
+            return {}
+        self.progress(Progress("effect check", 0, len(adapter_arms)))
+        if "lora" in adapter_arms:
+            self.use_arm("lora")
+            if lora_layer_count(self.pipe) == 0:
+                raise UserInputError(
+                    f"LoRA {self.config.lora} loaded no active LoRA layer into the UNet or text encoder; "
+                    "its keys do not match this model."
+                )
+        if "ti" in adapter_arms:
+            self.check_token(probe)
+        effects: dict[str, float] = {}
+        for done, arm in enumerate(adapter_arms, start=1):
+            # The reference is the same prompt without the adapter: the LoRA switched off, or the TI
+            # token left out of the template, so only the adapter can make the two probes differ.
+            reference_text = self.config.template(arm, probe).format(prompt=probe.text, token="")
+            seeds = [self.config.probe_seed]
+            reference = self.render_batch("base", [reference_text], [probe.negative_prompt], seeds)[0]
+            image = self.render_batch(
+                arm, [self.config.render_prompt(arm, probe)], [probe.negative_prompt], seeds
+            )[0]
+            difference = np.abs(np.asarray(image, dtype=np.float32) - np.asarray(reference, dtype=np.float32))
+            effects[arm] = float(difference.mean())
+            if effects[arm] <= self.config.effect_threshold:
+                source = self.config.lora if arm == "lora" else self.config.ti
+                raise UserInputError(
+                    f"the {arm} adapter {source} had no visible effect: its probe render differs from the "
+                    f"same prompt without it by {effects[arm]:.3f} (mean |pixel difference|, threshold "
+                    f"{self.config.effect_threshold}); it is not applied or its weights are zero."
+                )
+            self.progress(Progress("effect check", done, len(adapter_arms), metrics=dict(effects)))
+        return effects
+
+    def check_token(self, probe: PromptItem) -> None:
+        """The TI token has embedding rows, and the ti arm's prompt really contains it."""
+        rows = self.pipe.text_encoder.get_input_embeddings().weight.shape[0]
+        if not self.token_ids or any(token_id is None or token_id >= rows for token_id in self.token_ids):
+            raise UserInputError(
+                f"token {self.config.token!r} has no embedding row after loading {self.config.ti}."
+            )
+        converted = self.pipe.maybe_convert_prompt(
+            self.config.render_prompt("ti", probe), self.pipe.tokenizer
+        )
+        ids = self.pipe.tokenizer(converted).input_ids
+        if not set(self.token_ids) <= set(ids):
+            raise UserInputError(
+                f"the ti arm's prompt {converted!r} does not tokenize to token {self.config.token!r}; "
+                "check the ti template."
+            )
+
+    def parameters(self, arm: str) -> dict[str, Any]:
+        """The parameters recorded with each image of `arm`."""
+        parameters: dict[str, Any] = {
+            "model": self.config.model,
+            "steps": self.config.steps,
+            "guidance": self.config.guidance,
+            "scheduler": self.config.scheduler,
+            "width": self.config.width,
+            "height": self.config.height,
+            "batch_size": self.config.batch_size,
+            "dtype": self.dtype,
+            "device": self.device,
+        }
+        if arm == "lora":
+            parameters |= {"lora": self.config.lora, "lora_format": str(self.lora_format)}
+        if arm == "ti":
+            parameters |= {"ti": self.config.ti, "token": self.config.token}
+        return parameters
+
+    def render_arm(self, arm: str, prompts: list[PromptItem]) -> Iterator[RenderedImage]:
+        """Every prompt x seed of `arm`, in batches of `batch_size`."""
+        items = [(prompt, seed) for prompt in prompts for seed in self.config.seeds]
+        parameters = self.parameters(arm)
+        self.progress(Progress(f"render {arm}", 0, len(items)))
+        for start in range(0, len(items), self.config.batch_size):
+            batch = items[start : start + self.config.batch_size]
+            images = self.render_batch(
+                arm,
+                [self.config.render_prompt(arm, prompt) for prompt, _ in batch],
+                [prompt.negative_prompt for prompt, _ in batch],
+                [seed for _, seed in batch],
+            )
+            for (prompt, seed), image in zip(batch, images, strict=True):
+                yield RenderedImage(
+                    arm=arm,
+                    prompt_key=prompt.key,
+                    seed=seed,
+                    rendered_prompt=self.config.render_prompt(arm, prompt),
+                    image=image,
+                    parameters=parameters,
+                )
+            self.progress(Progress(f"render {arm}", start + len(batch), len(items)))
+
+
+def generate(
+    config: GenerationConfig,
+    prompts: list[PromptItem],
+    on_image: Callable[[RenderedImage], None],
+    progress: ProgressCallback = ignore_progress,
+) -> GenerationResult:
+    """Render every prompt x seed for each arm, handing each image to `on_image`; adapters are checked first."""
+    if not prompts:
+        raise UserInputError("the prompt set is empty; load prompts into it first.")
+    for prompt in prompts:
+        for arm, template in prompt.templates.items():
+            if arm in config.arms:
+                check_template(template, arm)
+    started = time.perf_counter()
+    renderer = Renderer(config, progress)
+    timings = {"load_s": time.perf_counter() - started}
+    checked = time.perf_counter()
+    # Every adapter proves its effect before any image of any arm exists, so no image of an adapter
+    # without effect is ever handed out.
+    effects = renderer.check_effects(prompts[0])
+    timings["check_s"] = time.perf_counter() - checked
+    count = 0
+    for arm in config.arms:
+        arm_started = time.perf_counter()
+        for image in renderer.render_arm(arm, prompts):
+            on_image(image)
+            count += 1
+        timings[f"render_{arm}_s"] = time.perf_counter() - arm_started
+    timings["total_s"] = time.perf_counter() - started
+    render_s = sum(value for key, value in timings.items() if key.startswith("render_"))
+    timings["images_per_s"] = count / render_s if render_s else 0.0
+    return GenerationResult(
+        images=count,
+        timings=timings,
+        effects=effects,
+        lora_format=str(renderer.lora_format) if renderer.lora_format else None,
+        device=renderer.device,
+        dtype=renderer.dtype,
+        versions=package_versions(),
+    )

@@ -1,0 +1,167 @@
+"""Load LoRA and Textual-Inversion adapters into a pipeline, in every format users bring, and verify them.
+
+No Django. Formats: a diffusers LoRA file or folder, a kohya LoRA file (both through diffusers'
+`load_lora_weights`), a peft adapter folder (through peft: diffusers' loader silently loads nothing for it),
+and TI embeddings as diffusers `{token: tensor}` or A1111 `emb_params` / `string_to_param` files.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from peftlab.errors import UserInputError
+
+LORA_ADAPTER_NAME = "lora"
+PEFT_CONFIG_FILE = "adapter_config.json"
+PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
+DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
+PEFT_KEY_PREFIX = "base_model.model."
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+class LoraFormat(StrEnum):
+    """The on-disk layouts of a LoRA that peftlab recognises."""
+
+    DIFFUSERS = "diffusers"
+    KOHYA = "kohya"
+    PEFT = "peft"
+
+
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """The tensors of a safetensors or torch pickle file (torch files are loaded with weights_only)."""
+    import torch
+    from safetensors.torch import load_file
+
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a corrupt or foreign file: say which, not how it broke inside torch
+        raise UserInputError(f"{path} is not a readable weights file ({type(error).__name__}).") from None
+
+
+def detect_lora_format(path: Path) -> LoraFormat:
+    """Which LoRA layout `path` holds; one-line error when it is none of them."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / PEFT_CONFIG_FILE).is_file():
+            if not (path / PEFT_WEIGHTS_FILE).is_file():
+                raise UserInputError(f"{path} has {PEFT_CONFIG_FILE} but no {PEFT_WEIGHTS_FILE}.")
+            return LoraFormat.PEFT
+        if (path / DIFFUSERS_LORA_FILE).is_file():
+            return LoraFormat.DIFFUSERS
+        raise UserInputError(
+            f"{path} holds neither {PEFT_CONFIG_FILE} (peft) nor {DIFFUSERS_LORA_FILE} (diffusers); "
+            "give the LoRA's folder or file."
+        )
+    if not path.is_file():
+        raise UserInputError(f"LoRA {path} does not exist.")
+    if path.suffix not in WEIGHT_SUFFIXES:
+        raise UserInputError(f"LoRA {path} must be one of {', '.join(WEIGHT_SUFFIXES)}.")
+    keys = list(read_state_dict(path))
+    if any(key.startswith(("lora_unet_", "lora_te_", "lora_te1_")) for key in keys):
+        return LoraFormat.KOHYA
+    if any(key.startswith(PEFT_KEY_PREFIX) for key in keys):
+        raise UserInputError(
+            f"{path} is a peft adapter file: pass its folder (with {PEFT_CONFIG_FILE}) instead of the file."
+        )
+    if not any("lora" in key for key in keys):
+        raise UserInputError(f"{path} holds no LoRA weights (no key contains 'lora').")
+    return LoraFormat.DIFFUSERS
+
+
+def load_lora(pipe: Any, path: Path) -> LoraFormat:
+    """Load the LoRA at `path` into `pipe` as the adapter named `lora`, through the loader its format needs."""
+    path = Path(path)
+    lora_format = detect_lora_format(path)
+    if lora_format is LoraFormat.PEFT:
+        load_peft_folder(pipe.unet, path)
+    else:
+        kwargs = {"weight_name": path.name} if path.is_file() else {}
+        folder = path.parent if path.is_file() else path
+        try:
+            pipe.load_lora_weights(folder, adapter_name=LORA_ADAPTER_NAME, **kwargs)
+        except (ValueError, KeyError, RuntimeError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserInputError(f"LoRA {path} does not fit this model: {first_line}") from None
+    return lora_format
+
+
+def load_peft_folder(unet: Any, path: Path) -> None:
+    """Inject a peft adapter folder's LoRA into `unet` and fill it, refusing keys that match nothing."""
+    from peft import LoraConfig, set_peft_model_state_dict
+
+    try:
+        config = LoraConfig.from_pretrained(path)
+    except (ValueError, TypeError, json.JSONDecodeError) as error:
+        raise UserInputError(f"{path / PEFT_CONFIG_FILE} is not a LoRA config ({error}).") from None
+    # A peft folder saved from a PeftModel-wrapped UNet prefixes every key with base_model.model.
+    state = {
+        key.removeprefix(PEFT_KEY_PREFIX): value
+        for key, value in read_state_dict(path / PEFT_WEIGHTS_FILE).items()
+    }
+    unet.add_adapter(config, adapter_name=LORA_ADAPTER_NAME)
+    result = set_peft_model_state_dict(unet, state, adapter_name=LORA_ADAPTER_NAME)
+    missing = [key for key in result.missing_keys if f".{LORA_ADAPTER_NAME}." in key or "lora_" in key]
+    if result.unexpected_keys or missing:
+        example = (list(result.unexpected_keys) or missing)[0]
+        raise UserInputError(
+            f"peft adapter {path} does not fit this model's UNet "
+            f"({len(result.unexpected_keys)} unexpected, {len(missing)} missing keys, e.g. {example})."
+        )
+
+
+def lora_layer_count(pipe: Any) -> int:
+    """How many modules of the UNet and text encoder carry an enabled, active `lora` adapter."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    count = 0
+    for component in (pipe.unet, pipe.text_encoder):
+        for module in component.modules():
+            if (
+                isinstance(module, BaseTunerLayer)
+                and not module.disable_adapters
+                and LORA_ADAPTER_NAME in module.active_adapters
+            ):
+                count += 1
+    return count
+
+
+def embedding_width(state: dict[str, Any]) -> tuple[Any, int]:
+    """The embedding tensor of a TI file (diffusers or A1111) and its width."""
+    import torch
+
+    if "string_to_param" in state:  # A1111 .pt: {"string_to_param": {"*": tensor}}
+        tensor = next(iter(state["string_to_param"].values()))
+    elif "emb_params" in state:  # A1111 safetensors
+        tensor = state["emb_params"]
+    elif len(state) == 1:  # diffusers: {token: tensor}
+        tensor = next(iter(state.values()))
+    else:
+        raise UserInputError(
+            f"the embedding file has {len(state)} entries; expected one {{token: tensor}} or 'emb_params'."
+        )
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim not in (1, 2):
+        raise UserInputError("the embedding file's tensor must have shape [width] or [vectors, width].")
+    return tensor, int(tensor.shape[-1])
+
+
+def load_textual_inversion(pipe: Any, path: Path, token: str) -> list[int]:
+    """Add `token` with the embedding at `path` to `pipe`; the new token ids (one per vector)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"embedding {path} does not exist.")
+    tensor, width = embedding_width(read_state_dict(path))
+    expected = pipe.text_encoder.get_input_embeddings().weight.shape[1]
+    # diffusers' own message for this case prints literal {...} placeholders: say it plainly first.
+    if width != expected:
+        raise UserInputError(f"embedding {path.name}: expected width {expected}, file has {width}.")
+    if token in pipe.tokenizer.get_vocab():
+        raise UserInputError(f"token {token!r} is already in the model's vocabulary; choose another --token.")
+    pipe.load_textual_inversion(str(path), token=token)
+    vectors = 1 if tensor.ndim == 1 else tensor.shape[0]
+    names = [token] + [f"{token}_{index}" for index in range(1, vectors)]
+    return pipe.tokenizer.convert_tokens_to_ids(names)

@@ -1,0 +1,90 @@
+"""Adapters for generation tests, built on the tiny model the ways users (and the reference notebook) made them."""
+
+from pathlib import Path
+
+import pytest
+
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def lora_unet(model_dir: Path, seed: int):
+    """The tiny model's UNet with a random, non-zero rank-4 LoRA (so its effect is visible)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+
+    unet = UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet")
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=LORA_TARGETS, init_lora_weights=False)
+    unet.add_adapter(config)
+    return unet, config
+
+
+def save_diffusers_lora(unet, config, output: Path) -> Path:
+    """Save `unet`'s LoRA the diffusers way (pytorch_lora_weights.safetensors, with its alpha)."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    StableDiffusionPipeline.save_lora_weights(
+        output,
+        unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)),
+        unet_lora_adapter_metadata=config.to_dict(),
+    )
+    return output
+
+
+@pytest.fixture(scope="session")
+def adapters(tiny_model_dir: Path, tmp_path_factory) -> dict[str, Path]:
+    """Paths of test adapters: diffusers, peft folder, zero-effect LoRA, kohya (if available), TI files."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("adapters")
+    paths: dict[str, Path] = {}
+
+    unet, config = lora_unet(tiny_model_dir, seed=1)
+    paths["diffusers"] = save_diffusers_lora(unet, config, root / "diffusers")
+
+    # The reference notebook's way: a peft-wrapped UNet saved with save_pretrained (adapter_config.json +
+    # adapter_model.safetensors, keys base_model.model....), which diffusers' load_lora_weights ignores.
+    torch.manual_seed(2)
+    base_unet = UNet2DConditionModel.from_pretrained(tiny_model_dir, subfolder="unet")
+    peft_unet = get_peft_model(
+        base_unet, LoraConfig(r=4, lora_alpha=4, target_modules=LORA_TARGETS, init_lora_weights=False)
+    )
+    peft_unet.save_pretrained(root / "peft")
+    paths["peft"] = root / "peft"
+
+    # All-zero up (B) weights: the LoRA adds exactly nothing, whatever its down weights.
+    zero_unet, zero_config = lora_unet(tiny_model_dir, seed=3)
+    with torch.no_grad():
+        for name, parameter in zero_unet.named_parameters():
+            if "lora_B" in name:
+                parameter.zero_()
+    paths["zero"] = save_diffusers_lora(zero_unet, zero_config, root / "zero")
+
+    try:
+        from trainer.engine.lora_formats import diffusers_to_kohya
+    except ImportError:
+        pass
+    else:
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+
+        kohya_unet, _ = lora_unet(tiny_model_dir, seed=4)
+        state = convert_state_dict_to_diffusers(get_peft_model_state_dict(kohya_unet))
+        save_file(diffusers_to_kohya(state, alpha=4.0), root / "kohya.safetensors")
+        paths["kohya"] = root / "kohya.safetensors"
+
+    torch.manual_seed(5)
+    # Strong random vectors so the token visibly steers the tiny text encoder.
+    save_file({"<peftlab-ti>": torch.randn(32) * 3}, root / "ti.safetensors")
+    paths["ti"] = root / "ti.safetensors"
+    save_file({"emb_params": torch.randn(2, 32) * 3}, root / "a1111.safetensors")
+    paths["ti_a1111"] = root / "a1111.safetensors"
+    save_file({"<wide>": torch.randn(768)}, root / "wide.safetensors")
+    paths["ti_wide"] = root / "wide.safetensors"
+    return paths

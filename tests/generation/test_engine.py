@@ -1,0 +1,126 @@
+"""The generation engine: identical noise across arms and runs, every adapter format, the effect check."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from generation.engine import GenerationConfig, PromptItem, generate
+from peftlab.errors import UserInputError
+
+PROMPTS = [
+    PromptItem(key=1, text="big ben clock tower at sunset"),
+    PromptItem(key=2, text="the colosseum in rome", negative_prompt="people"),
+]
+
+
+def render(model: Path, **settings) -> dict[tuple[str, int, int], np.ndarray]:
+    """Images of a tiny 64x64, 2-step rendering, keyed by (arm, prompt key, seed)."""
+    config = GenerationConfig(
+        model=str(model), seeds=(0, 1), steps=2, width=64, height=64, batch_size=3, **settings
+    )
+    images: dict[tuple[str, int, int], np.ndarray] = {}
+    generate(
+        config,
+        PROMPTS,
+        lambda image: images.__setitem__(
+            (image.arm, image.prompt_key, image.seed), np.asarray(image.image, dtype=np.float32)
+        ),
+    )
+    return images
+
+
+def mean_difference(first: np.ndarray, second: np.ndarray) -> float:
+    return float(np.abs(first - second).mean())
+
+
+@pytest.mark.slow
+def test_same_seed_renders_identical_base_images_across_runs(tiny_model_dir):
+    first = render(tiny_model_dir)
+    second = render(tiny_model_dir)
+    assert first.keys() == {("base", key, seed) for key in (1, 2) for seed in (0, 1)}
+    for key, image in first.items():
+        assert np.array_equal(image, second[key]), key
+    # Different seeds of one prompt are different images.
+    assert mean_difference(first[("base", 1, 0)], first[("base", 1, 1)]) > 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora_format", ["diffusers", "peft", "kohya"])
+def test_every_lora_format_changes_the_image_and_base_stays_untouched(tiny_model_dir, adapters, lora_format):
+    plain = render(tiny_model_dir)
+    images = render(tiny_model_dir, arms=("base", "lora"), lora=str(adapters[lora_format]))
+    for key, seed in [(1, 0), (2, 1)]:
+        # The base arm in a run with a LoRA loaded is exactly the base model ...
+        assert np.array_equal(images[("base", key, seed)], plain[("base", key, seed)])
+        # ... and the LoRA arm, from the same noise, differs.
+        assert mean_difference(images[("lora", key, seed)], images[("base", key, seed)]) > 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ti_file", ["ti", "ti_a1111"])
+def test_ti_arm_differs_from_base(tiny_model_dir, adapters, ti_file):
+    images = render(tiny_model_dir, arms=("base", "ti"), ti=str(adapters[ti_file]), token="<peftlab-ti>")
+    assert mean_difference(images[("ti", 1, 0)], images[("base", 1, 0)]) > 0.5
+
+
+@pytest.mark.slow
+def test_zero_effect_lora_is_refused_before_any_image(tiny_model_dir, adapters):
+    config = GenerationConfig(
+        model=str(tiny_model_dir),
+        arms=("base", "lora"),
+        lora=str(adapters["zero"]),
+        steps=2,
+        width=64,
+        height=64,
+    )
+    handed_out = []
+    with pytest.raises(
+        UserInputError, match="had no visible effect.*differs from the same prompt without it by 0.000"
+    ):
+        generate(config, PROMPTS, handed_out.append)
+    assert handed_out == []
+
+
+@pytest.mark.slow
+def test_wrong_width_embedding_names_both_widths(tiny_model_dir, adapters):
+    config = GenerationConfig(
+        model=str(tiny_model_dir),
+        arms=("ti",),
+        ti=str(adapters["ti_wide"]),
+        token="<w>",
+        steps=2,
+        width=64,
+        height=64,
+    )
+    with pytest.raises(UserInputError) as raised:
+        generate(config, PROMPTS, lambda image: None)
+    assert str(raised.value) == "embedding wide.safetensors: expected width 32, file has 768."
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"arms": ("base", "lora")}, "the 'lora' arm and --lora go together"),
+        ({"arms": ("base", "sdxl")}, "--arms must be distinct names"),
+        ({"scheduler": "heun9"}, "--scheduler must be one of dpmsolver\\+\\+"),
+        (
+            {"templates": {"ti": "{prompt}"}, "arms": ("ti",), "token": "<t>"},
+            "the 'ti' arm, --ti and --token",
+        ),
+        ({"templates": {"base": "a {subject}"}}, "only {prompt} and {token} exist"),
+        ({"width": 60}, "--size must be multiples of 8"),
+    ],
+)
+def test_config_refuses_bad_settings_in_one_line(tiny_model_dir, settings, message):
+    with pytest.raises(UserInputError, match=message):
+        GenerationConfig(model=str(tiny_model_dir), **settings)
+
+
+def test_peft_weights_file_alone_is_refused(tiny_model_dir, adapters):
+    with pytest.raises(UserInputError, match="pass its folder"):
+        GenerationConfig(
+            model=str(tiny_model_dir),
+            arms=("lora",),
+            lora=str(adapters["peft"] / "adapter_model.safetensors"),
+        )
