@@ -211,9 +211,7 @@ def load_pipeline(config: GenerationConfig, device: str, dtype: str) -> Any:
     import torch
 
     try:
-        pipe = diffusers.StableDiffusionPipeline.from_pretrained(
-            config.model, torch_dtype=getattr(torch, dtype)
-        )
+        pipe = diffusers.StableDiffusionPipeline.from_pretrained(config.model, dtype=getattr(torch, dtype))
     except (OSError, ValueError) as error:
         raise UserInputError(f"cannot load --model {config.model}: {str(error).splitlines()[0]}") from None
     class_name, extra = SCHEDULERS[config.scheduler]
@@ -368,7 +366,7 @@ class Renderer:
                     seed=seed,
                     rendered_prompt=self.config.render_prompt(arm, prompt),
                     image=image,
-                    parameters=parameters,
+                    parameters=parameters | {"negative_prompt": prompt.negative_prompt},
                 )
             self.progress(Progress(f"render {arm}", start + len(batch), len(items)))
 

@@ -67,6 +67,11 @@ class GenerationRun(models.Model):
         default=dict, help_text="Every parameter of the run (model, adapters, seeds, ...)."
     )
     timings = models.JSONField(default=dict, blank=True)
+    effects = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Adapter arm -> mean |pixel difference| of its probe (effect check).",
+    )
     versions = models.JSONField(default=dict, blank=True, help_text="Package versions used.")
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -88,3 +88,10 @@ def adapters(tiny_model_dir: Path, tmp_path_factory) -> dict[str, Path]:
     save_file({"<wide>": torch.randn(768)}, root / "wide.safetensors")
     paths["ti_wide"] = root / "wide.safetensors"
     return paths
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path) -> Path:
+    """Images of each test go to a temporary MEDIA_ROOT, never into the repository's var/."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT

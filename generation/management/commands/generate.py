@@ -1,0 +1,111 @@
+"""`manage.py generate --model DIR [--lora X] [--ti FILE --token T]`: render a comparison run."""
+
+from django.core.management.base import CommandError
+from django.urls import reverse
+
+from generation.engine import ARMS, SCHEDULERS, GenerationConfig
+from generation.selectors import prompt_set_get
+from generation.services import BUILTIN_SET_NAME, generation_run_render, prompt_set_install_builtin
+from peftlab.commands import PeftlabCommand
+from peftlab.progress import TqdmProgress
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """'0,1,2' -> (0, 1, 2)."""
+    try:
+        return tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise CommandError(f"--seeds must be integers separated by commas, got {text!r}.") from None
+
+
+def size(text: str) -> tuple[int, int]:
+    """'512' -> (512, 512); '640x512' -> (640, 512) as width x height."""
+    try:
+        parts = [int(item) for item in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise CommandError(f"--size must be N or WxH, got {text!r}.")
+    return parts[0], parts[-1]
+
+
+class Command(PeftlabCommand):
+    help = "Render every prompt x seed of a prompt set for each arm (base, lora, ti) under identical seeds."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--model", required=True, help="Base model: a diffusers folder (or hub id).")
+        parser.add_argument("--lora", help="LoRA: diffusers file/folder, kohya file, or peft adapter folder.")
+        parser.add_argument("--ti", help="Textual-Inversion embedding (diffusers or A1111 format).")
+        parser.add_argument("--token", help="The TI token, e.g. '<ghibli>'.")
+        parser.add_argument(
+            "--prompts", default=BUILTIN_SET_NAME, help="Prompt set name (default: landmarks)."
+        )
+        seeds = parser.add_mutually_exclusive_group()
+        seeds.add_argument("--seeds", default="0", help="Seeds, comma-separated (default 0).")
+        seeds.add_argument("--images-per-prompt", type=int, help="N images per prompt: seeds 0..N-1.")
+        parser.add_argument(
+            "--arms", help=f"Comma-separated from {','.join(ARMS)} (default: base + given adapters)."
+        )
+        parser.add_argument("--steps", type=int, default=30)
+        parser.add_argument("--guidance", type=float, default=7.5)
+        parser.add_argument("--scheduler", default="dpmsolver++", help=f"One of {', '.join(SCHEDULERS)}.")
+        parser.add_argument("--size", default="512", help="N or WxH pixels (default 512).")
+        parser.add_argument("--batch-size", type=int, default=4)
+        parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16.")
+        parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps.")
+        parser.add_argument("--vae-slicing", action="store_true", help="Decode a batch one image at a time.")
+        parser.add_argument("--vae-tiling", action="store_true", help="Decode large images in tiles.")
+        parser.add_argument(
+            "--ti-template", help='TI arm template (default "An image of {token}, {prompt}").'
+        )
+        parser.add_argument("--lora-template", help='LoRA arm template (default "{prompt}").')
+        parser.add_argument("--effect-threshold", type=float, default=0.5, help="Minimum probe difference.")
+        parser.add_argument("--name", default="", help="A name for the run.")
+
+    def handle(self, *args, **options):
+        if options["arms"]:
+            arms = tuple(arm.strip() for arm in options["arms"].split(",") if arm.strip())
+        else:
+            arms = ("base",) + (("lora",) if options["lora"] else ()) + (("ti",) if options["ti"] else ())
+        count = options["images_per_prompt"]
+        width, height = size(options["size"])
+        templates = {arm: options[f"{arm}_template"] for arm in ("ti", "lora") if options[f"{arm}_template"]}
+        config = GenerationConfig(
+            model=options["model"],
+            arms=arms,
+            seeds=tuple(range(count)) if count else int_list(options["seeds"]),
+            steps=options["steps"],
+            guidance=options["guidance"],
+            scheduler=options["scheduler"],
+            width=width,
+            height=height,
+            batch_size=options["batch_size"],
+            vae_slicing=options["vae_slicing"],
+            vae_tiling=options["vae_tiling"],
+            dtype=options["dtype"],
+            device=options["device"],
+            lora=options["lora"],
+            ti=options["ti"],
+            token=options["token"],
+            templates=templates,
+            effect_threshold=options["effect_threshold"],
+        )
+        name = options["prompts"]
+        prompt_set = prompt_set_install_builtin() if name == BUILTIN_SET_NAME else prompt_set_get(name=name)
+        progress = TqdmProgress()
+        try:
+            run = generation_run_render(
+                prompt_set=prompt_set, config=config, name=options["name"], progress=progress
+            )
+        finally:
+            progress.close()
+        per_arm = ", ".join(f"{arm} {run.images.filter(arm=arm).count()}" for arm in run.arms)
+        self.stdout.write(
+            f"Run {run.pk} finished: {run.images.count()} images ({per_arm}) in {run.timings['total_s']:.1f} s, "
+            f"{run.timings['images_per_s']:.2f} images/s on {run.versions['device']} ({run.versions['dtype']})."
+        )
+        for arm, effect in run.effects.items():
+            self.stdout.write(
+                f"Effect check {arm}: probe differs by {effect:.2f} (threshold {config.effect_threshold})."
+            )
+        self.stdout.write(f"Gallery: {reverse('generation:run_gallery', args=[run.pk])}")

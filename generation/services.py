@@ -1,0 +1,313 @@
+"""Generation's writes: prompt sets and generation runs, each state change one keyword-only function."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from generation.engine import ARMS, GenerationConfig, PromptItem, RenderedImage, check_template, generate
+from generation.models import GeneratedImage, GenerationRun, Prompt, PromptSet
+from peftlab.errors import UserInputError
+from peftlab.progress import ProgressCallback, ignore_progress
+
+BUILTIN_PROMPTS = Path(__file__).resolve().parent / "builtin_prompts.json"
+BUILTIN_SET_NAME = "landmarks"
+RECORD_FIELDS = {"landmark", "text", "negative_prompt", "arm_templates", "reference_images"}
+CSV_TEMPLATE_PREFIX = "template_"
+
+
+def png_bytes(image: Any) -> bytes:
+    """`image` as PNG bytes with no text chunks: only pixels, nothing of the prompt or method."""
+    import numpy as np
+    from PIL import Image
+
+    # A fresh image from the pixels carries no `info`, so PIL writes no tEXt/iTXt/zTXt chunk.
+    clean = Image.fromarray(np.asarray(image.convert("RGB")))
+    buffer = io.BytesIO()
+    clean.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def clean_record(record: Any, where: str) -> dict[str, Any]:
+    """A prompt record's fields, checked; errors name `where` (a line or record) and the field at fault."""
+    if not isinstance(record, dict):
+        raise UserInputError(
+            f"{where}: expected an object with 'landmark' and 'text', got {type(record).__name__}."
+        )
+    unknown = sorted(set(record) - RECORD_FIELDS)
+    if unknown:
+        raise UserInputError(
+            f"{where}: field {unknown[0]!r} is unknown; fields are {', '.join(sorted(RECORD_FIELDS))}."
+        )
+    for name in ("landmark", "text"):
+        value = record.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise UserInputError(f"{where}: field {name!r} is missing or empty.")
+    if len(record["landmark"].strip()) > 200:
+        raise UserInputError(f"{where}: field 'landmark' is longer than 200 characters.")
+    negative = record.get("negative_prompt") or ""
+    if not isinstance(negative, str):
+        raise UserInputError(f"{where}: field 'negative_prompt' must be text.")
+    templates = record.get("arm_templates") or {}
+    if not isinstance(templates, dict):
+        raise UserInputError(f"{where}: field 'arm_templates' must map arm names to templates.")
+    for arm, template in templates.items():
+        if arm not in ARMS or not isinstance(template, str):
+            raise UserInputError(f"{where}: field 'arm_templates' has {arm!r}; arms are {', '.join(ARMS)}.")
+        try:
+            check_template(template, arm)
+        except UserInputError as error:
+            raise UserInputError(f"{where}: field 'arm_templates': {error}") from None
+    references = record.get("reference_images") or []
+    if not isinstance(references, list) or not all(isinstance(item, str) for item in references):
+        raise UserInputError(f"{where}: field 'reference_images' must be a list of paths.")
+    return {
+        "landmark": record["landmark"].strip(),
+        "text": record["text"].strip(),
+        "negative_prompt": negative.strip(),
+        "arm_templates": templates,
+        "reference_images": references,
+    }
+
+
+def json_record_lines(text: str, start: int) -> list[int]:
+    """The line on which each element of the JSON array opening at `start` begins."""
+    decoder = json.JSONDecoder()
+    lines = []
+    index = start + 1
+    while True:
+        index = re.compile(r"[\s,]*").match(text, index).end()
+        if index >= len(text) or text[index] == "]":
+            return lines
+        lines.append(text.count("\n", 0, index) + 1)
+        _, index = decoder.raw_decode(text, index)
+
+
+def read_json_prompts(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(set fields, cleaned records) of a JSON prompt file: {"name", "description", "prompts": [...]} or [...]."""
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserInputError(f"{path.name} line {error.lineno}: not valid JSON ({error.msg}).") from None
+    if isinstance(data, list):
+        records, header, start = data, {}, text.index("[")
+    elif isinstance(data, dict) and isinstance(data.get("prompts"), list):
+        records, header = data["prompts"], {key: data.get(key) for key in ("name", "description")}
+        start = re.search(r'"prompts"\s*:\s*\[', text).end() - 1
+    else:
+        raise UserInputError(
+            f"{path.name} line 1: expected a list of prompts or an object with a 'prompts' list."
+        )
+    lines = json_record_lines(text, start)
+    cleaned = [
+        clean_record(record, f"{path.name} line {line} (prompt {number})")
+        for number, (record, line) in enumerate(zip(records, lines, strict=True), start=1)
+    ]
+    return header, cleaned
+
+
+def read_csv_prompts(path: Path) -> list[dict[str, Any]]:
+    """Cleaned records of a CSV prompt file: landmark, text[, negative_prompt, template_<arm>, reference_images]."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        for required in ("landmark", "text"):
+            if required not in columns:
+                raise UserInputError(f"{path.name} line 1: the header has no {required!r} column.")
+        records = []
+        for row in reader:
+            where = f"{path.name} line {reader.line_num}"
+            if None in row:
+                raise UserInputError(f"{where}: more cells than the header has columns.")
+            record: dict[str, Any] = {"arm_templates": {}}
+            for column, value in row.items():
+                value = value or ""
+                if column.startswith(CSV_TEMPLATE_PREFIX):
+                    if value.strip():
+                        record["arm_templates"][column.removeprefix(CSV_TEMPLATE_PREFIX)] = value.strip()
+                elif column == "reference_images":
+                    record[column] = [item.strip() for item in value.split(";") if item.strip()]
+                else:
+                    record[column] = value
+            records.append(clean_record(record, where))
+    return records
+
+
+def read_prompt_file(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(set fields, cleaned records) of a JSON or CSV prompt file."""
+    if not path.is_file():
+        raise UserInputError(f"prompt file {path} does not exist.")
+    if path.suffix.lower() == ".json":
+        header, records = read_json_prompts(path)
+    elif path.suffix.lower() == ".csv":
+        header, records = {}, read_csv_prompts(path)
+    else:
+        raise UserInputError(f"{path.name}: prompt files must end in .json or .csv.")
+    if not records:
+        raise UserInputError(f"{path.name} holds no prompts.")
+    seen: set[tuple[str, str]] = set()
+    for number, record in enumerate(records, start=1):
+        key = (record["landmark"], record["text"])
+        if key in seen:
+            raise UserInputError(
+                f"{path.name} prompt {number}: field 'text' repeats an earlier prompt of {key[0]!r}."
+            )
+        seen.add(key)
+    return header, records
+
+
+@transaction.atomic
+def prompts_add(*, prompt_set: PromptSet, records: list[dict[str, Any]]) -> int:
+    """Add the records that `prompt_set` lacks (matched on landmark and text); how many were added."""
+    existing = set(prompt_set.prompts.values_list("landmark", "text"))
+    position = prompt_set.prompts.count()
+    added = 0
+    for record in records:
+        if (record["landmark"], record["text"]) in existing:
+            continue
+        prompt = Prompt(prompt_set=prompt_set, position=position, **record)
+        prompt.full_clean()
+        prompt.save()
+        position += 1
+        added += 1
+    return added
+
+
+@transaction.atomic
+def prompt_set_load(*, path: Path, name: str | None = None) -> PromptSet:
+    """Create a prompt set from a JSON or CSV file; malformed files are refused with the line and field."""
+    path = Path(path)
+    header, records = read_prompt_file(path)
+    slug = slugify(name or header.get("name") or path.stem)
+    if not slug:
+        raise UserInputError(
+            f"cannot make a set name from {name or path.stem!r}; pass --name with letters or digits."
+        )
+    if PromptSet.objects.filter(name=slug).exists():
+        raise UserInputError(f"a prompt set named {slug!r} already exists; choose another --name.")
+    prompt_set = PromptSet(name=slug, description=header.get("description") or f"Loaded from {path.name}.")
+    prompt_set.full_clean()
+    prompt_set.save()
+    prompts_add(prompt_set=prompt_set, records=records)
+    return prompt_set
+
+
+@transaction.atomic
+def prompt_set_install_builtin() -> PromptSet:
+    """Install (or complete) the built-in landmark prompt set; running it again changes nothing."""
+    header, records = read_prompt_file(BUILTIN_PROMPTS)
+    prompt_set, _ = PromptSet.objects.get_or_create(
+        name=BUILTIN_SET_NAME, defaults={"description": header["description"], "builtin": True}
+    )
+    prompts_add(prompt_set=prompt_set, records=records)
+    return prompt_set
+
+
+def generation_run_create(
+    *, prompt_set: PromptSet, config: GenerationConfig, name: str = ""
+) -> GenerationRun:
+    """A pending run of `config` over `prompt_set` (config paths were checked when `config` was built)."""
+    if not prompt_set.prompts.exists():
+        raise UserInputError(f"prompt set {prompt_set.name!r} is empty; load prompts into it first.")
+    run = GenerationRun(
+        name=name,
+        prompt_set=prompt_set,
+        arms=list(config.arms),
+        config=config.to_dict(),
+        status=GenerationRun.Status.PENDING,
+    )
+    run.full_clean()
+    run.save()
+    return run
+
+
+def generated_image_store(*, run: GenerationRun, rendered: RenderedImage) -> GeneratedImage:
+    """Store one rendered image as an opaque-named, metadata-free PNG with its row."""
+    data = png_bytes(rendered.image)
+    image = GeneratedImage(
+        run=run,
+        arm=rendered.arm,
+        prompt_id=rendered.prompt_key,
+        seed=rendered.seed,
+        rendered_prompt=rendered.rendered_prompt,
+        sha256=hashlib.sha256(data).hexdigest(),
+        parameters=rendered.parameters,
+    )
+    # upload_to (opaque_image_name) replaces this name with a random one.
+    image.image.save("image.png", ContentFile(data), save=False)
+    try:
+        image.full_clean()
+        image.save()
+    except Exception:
+        image.image.delete(save=False)
+        raise
+    return image
+
+
+def generated_images_delete(*, run: GenerationRun) -> None:
+    """Delete a run's images, files first."""
+    for image in run.images.all():
+        image.image.delete(save=False)
+    run.images.all().delete()
+
+
+def generation_run_execute(
+    *, run: GenerationRun, progress: ProgressCallback = ignore_progress
+) -> GenerationRun:
+    """Render a pending run; on failure it is marked failed, keeps no image, and the error is re-raised."""
+    if run.status != GenerationRun.Status.PENDING:
+        raise UserInputError(f"generation run {run.pk} is {run.status}; only pending runs can be executed.")
+    run.status = GenerationRun.Status.RUNNING
+    run.started_at = timezone.now()
+    run.save(update_fields=["status", "started_at"])
+    try:
+        config = GenerationConfig.from_dict(run.config)
+        prompts = [
+            PromptItem(
+                key=prompt.pk,
+                text=prompt.text,
+                negative_prompt=prompt.negative_prompt,
+                templates=prompt.arm_templates,
+            )
+            for prompt in run.prompt_set.prompts.all()
+        ]
+        result = generate(
+            config, prompts, lambda rendered: generated_image_store(run=run, rendered=rendered), progress
+        )
+    except Exception as error:
+        generated_images_delete(run=run)
+        run.status = GenerationRun.Status.FAILED
+        run.error = str(error) if isinstance(error, UserInputError) else f"{type(error).__name__}: {error}"
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "error", "finished_at"])
+        raise
+    run.status = GenerationRun.Status.FINISHED
+    run.timings = result.timings
+    run.effects = result.effects
+    run.versions = result.versions | {"device": result.device, "dtype": result.dtype}
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "timings", "effects", "versions", "finished_at"])
+    return run
+
+
+def generation_run_render(
+    *,
+    prompt_set: PromptSet,
+    config: GenerationConfig,
+    name: str = "",
+    progress: ProgressCallback = ignore_progress,
+) -> GenerationRun:
+    """Create a run and render it in this process (the `generate` command and the demo use this)."""
+    run = generation_run_create(prompt_set=prompt_set, config=config, name=name)
+    return generation_run_execute(run=run, progress=progress)
