@@ -294,7 +294,10 @@ def jobs_reconcile() -> int:
         if job.cancel_requested:
             _finish(job, Job.Status.CANCELLED)
         else:
-            error = f"The worker running this job stopped before it ended (rq status {rq_status}): {rq_error}"
+            status_text = rq_status.value if rq_status else "missing"
+            error = (
+                f"The worker running this job stopped before it ended (rq status {status_text}): {rq_error}"
+            )
             _finish(job, Job.Status.FAILED, error=error)
             _mark_run_failed(job, error)
         changed += 1
