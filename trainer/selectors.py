@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.db.models import QuerySet
 
-from trainer.models import Dataset
+from trainer.models import Dataset, EpochMetric, TrainingRun
 
 
 def dataset_list() -> QuerySet[Dataset]:
@@ -15,3 +15,19 @@ def dataset_list() -> QuerySet[Dataset]:
 def dataset_get_by_path(*, path: Path) -> Dataset | None:
     """The dataset recorded for a prepared folder, if any."""
     return Dataset.objects.filter(path=str(Path(path).resolve())).first()
+
+
+def training_run_list(*, method: str | None = None) -> QuerySet[TrainingRun]:
+    """Training runs, newest first, optionally of one method."""
+    runs = TrainingRun.objects.select_related("dataset")
+    return runs.filter(method=method) if method else runs
+
+
+def training_run_get(*, pk: int) -> TrainingRun | None:
+    """One training run, if it exists."""
+    return TrainingRun.objects.select_related("dataset").filter(pk=pk).first()
+
+
+def epoch_metric_list(*, run: TrainingRun) -> QuerySet[EpochMetric]:
+    """A run's epochs in order."""
+    return EpochMetric.objects.filter(run=run).order_by("epoch")

@@ -1,0 +1,223 @@
+"""Training configuration: one dataclass per method, whose field help text builds the command-line options.
+
+Values come from defaults, then a TOML or JSON file (`--config`), then command-line flags (flags win).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tomllib
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from peftlab.errors import UserInputError
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+def option(default: Any, help: str, **extra: Any) -> Any:
+    """A dataclass field whose `help` becomes the command-line option's help text."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What both methods share: the model, the optimisation and the loop's schedule."""
+
+    model: str = option(DEFAULT_MODEL, "Local diffusers folder or hub id of the base model.")
+    epochs: int = option(10, "Passes over train.txt.")
+    batch_size: int = option(1, "Images per step on each process.")
+    gradient_accumulation: int = option(1, "Steps whose gradients add up before each optimizer step.")
+    learning_rate: float = option(1e-4, "Peak learning rate of AdamW.")
+    lr_scheduler: str = option("cosine", "Learning-rate schedule.", choices=SCHEDULERS)
+    warmup_steps: int = option(0, "Optimizer steps of linear warm-up.")
+    weight_decay: float = option(1e-2, "AdamW weight decay.")
+    seed: int = option(42, "Seed of initialisation, data order, noise and the validation noise.")
+    resolution: int = option(512, "Training side in pixels; images of another size are resized.")
+    mixed_precision: str = option(
+        "no", "Mixed precision of the frozen models and the forward pass.", choices=PRECISIONS
+    )
+    gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass to save memory.")
+    snr_gamma: float = option(0.0, "Min-SNR loss weighting gamma (5 is usual); 0 turns it off.")
+    max_grad_norm: float = option(1.0, "Clip gradients to this norm; 0 turns clipping off.")
+    checkpoint_every: int = option(1, "Write a resumable checkpoint every N epochs (the last epoch always).")
+    early_stopping_patience: int = option(
+        0, "Stop after N epochs without a lower validation loss; 0 never stops."
+    )
+    validation_timesteps: int = option(10, "Evenly spaced timesteps of the deterministic validation loss.")
+    cache: bool = option(True, "Cache VAE latents (and frozen text-encoder outputs) on disk and reuse them.")
+    cache_dir: str = option("", "Folder of the caches (default: DATASET/.cache).")
+
+    method = ""  # set by the subclasses; not a field, so it is not an option
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "gradient_accumulation", "resolution", "checkpoint_every")
+        for name in positive + ("validation_timesteps",):
+            if getattr(self, name) < 1:
+                raise UserInputError(f"--{flag(name)} must be at least 1, got {getattr(self, name)}.")
+        for name in ("warmup_steps", "early_stopping_patience"):
+            if getattr(self, name) < 0:
+                raise UserInputError(f"--{flag(name)} must be 0 or more, got {getattr(self, name)}.")
+        for name in ("learning_rate", "weight_decay", "snr_gamma", "max_grad_norm"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name == "learning_rate" and value == 0):
+                raise UserInputError(f"--{flag(name)} must be a finite positive number, got {value}.")
+        if self.lr_scheduler not in SCHEDULERS:
+            raise UserInputError(
+                f"--lr-scheduler must be one of {', '.join(SCHEDULERS)}, got {self.lr_scheduler!r}."
+            )
+        if self.mixed_precision not in PRECISIONS:
+            raise UserInputError(
+                f"--mixed-precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}."
+            )
+        if self.resolution % 8:
+            raise UserInputError(f"--resolution must be a multiple of 8, got {self.resolution}.")
+        if not self.model:
+            raise UserInputError("--model is empty; give a local diffusers folder or a hub id.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-able values, with its method."""
+        return {"method": self.method, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class LoraTrainingConfig(TrainingConfig):
+    """LoRA on the UNet's attention projections; the base model stays frozen."""
+
+    learning_rate: float = option(1e-4, "Peak learning rate of AdamW.")
+    lr_scheduler: str = option("cosine", "Learning-rate schedule.", choices=SCHEDULERS)
+    rank: int = option(4, "LoRA rank r.")
+    alpha: float = option(4.0, "LoRA alpha; the update is scaled by alpha / rank.")
+    dropout: float = option(0.0, "Dropout on the LoRA branch.")
+    target_modules: str = option("to_q,to_k,to_v,to_out.0", "Comma-separated UNet module names to adapt.")
+
+    method = "lora"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rank <= 0:
+            raise UserInputError(f"--rank must be a positive integer, got {self.rank}.")
+        if not math.isfinite(self.alpha) or self.alpha <= 0:
+            raise UserInputError(f"--alpha must be a positive number, got {self.alpha}.")
+        if not 0 <= self.dropout < 1:
+            raise UserInputError(f"--dropout must be in [0, 1), got {self.dropout}.")
+        if not self.target_module_list:
+            raise UserInputError("--target-modules is empty; give e.g. to_q,to_k,to_v,to_out.0.")
+
+    @property
+    def target_module_list(self) -> list[str]:
+        """The target modules as a list."""
+        return [name.strip() for name in self.target_modules.split(",") if name.strip()]
+
+
+@dataclass(frozen=True)
+class TiTrainingConfig(TrainingConfig):
+    """Textual Inversion: only the new token's embedding rows train."""
+
+    learning_rate: float = option(5e-4, "Peak learning rate of AdamW.")
+    lr_scheduler: str = option("constant", "Learning-rate schedule.", choices=SCHEDULERS)
+    placeholder_token: str = option("", 'The new token, e.g. "<ghiblivis-style>".', required=True)
+    initializer_token: str = option(
+        "", "An existing single-token word whose embedding starts the new one.", required=True
+    )
+    num_vectors: int = option(1, "Embedding vectors behind the placeholder token.")
+    caption_template: str = option(
+        "The image in {token} is {caption}", "Training caption; {token} and {caption} are filled in."
+    )
+
+    method = "ti"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.placeholder_token:
+            raise UserInputError('--placeholder-token is required, e.g. --placeholder-token "<my-style>".')
+        if not self.placeholder_token.strip() or " " in self.placeholder_token:
+            raise UserInputError(
+                f"--placeholder-token must be one word without spaces, got {self.placeholder_token!r}."
+            )
+        if not self.initializer_token.strip():
+            raise UserInputError("--initializer-token is empty; give one existing word such as style.")
+        if self.num_vectors < 1:
+            raise UserInputError(f"--num-vectors must be at least 1, got {self.num_vectors}.")
+        if "{token}" not in self.caption_template:
+            raise UserInputError(f"--caption-template must contain {{token}}, got {self.caption_template!r}.")
+        try:
+            self.caption_template.format(token="t", caption="c")
+        except (KeyError, IndexError, ValueError) as error:
+            raise UserInputError(
+                f"--caption-template may only use {{token}} and {{caption}}: {self.caption_template!r}."
+            ) from error
+
+    @property
+    def placeholder_tokens(self) -> list[str]:
+        """The tokens added to the vocabulary: the placeholder, then `_1`, `_2`, ... (diffusers' convention)."""
+        return [self.placeholder_token] + [
+            f"{self.placeholder_token}_{i}" for i in range(1, self.num_vectors)
+        ]
+
+
+CONFIG_CLASSES: dict[str, type[TrainingConfig]] = {"lora": LoraTrainingConfig, "ti": TiTrainingConfig}
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of a field name."""
+    return name.replace("_", "-")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_class: type[TrainingConfig]) -> None:
+    """Add one option per field of `config_class`; unset options stay out of the parsed namespace."""
+    for item in fields(config_class):
+        default = item.default if item.default is not MISSING else None
+        kwargs: dict[str, Any] = {"dest": item.name, "default": argparse.SUPPRESS}
+        suffix = "" if item.metadata.get("required") else f" (default {default!r})"
+        kwargs["help"] = item.metadata.get("help", "") + suffix
+        if isinstance(default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = type(default)
+            if "choices" in item.metadata:
+                kwargs["choices"] = item.metadata["choices"]
+        parser.add_argument(f"--{flag(item.name)}", **kwargs)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The options in a TOML or JSON file, by field name (dashes or underscores)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"config file {path} does not exist.")
+    try:
+        if path.suffix.lower() == ".json":
+            values = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise UserInputError(f"config file {path} is not valid TOML or JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise UserInputError(f"config file {path} must hold a table of options.")
+    return {key.replace("-", "_"): value for key, value in values.items()}
+
+
+def build_config(method: str, file_values: dict[str, Any] | None = None, **overrides: Any) -> TrainingConfig:
+    """The config of `method` from defaults, then `file_values`, then `overrides`."""
+    if method not in CONFIG_CLASSES:
+        raise UserInputError(f"unknown training method {method!r}; use one of {', '.join(CONFIG_CLASSES)}.")
+    config_class = CONFIG_CLASSES[method]
+    values = {**(file_values or {}), **overrides}
+    values.pop("method", None)
+    known = {item.name: item for item in fields(config_class)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise UserInputError(f"unknown {method} option(s): {', '.join(unknown)}.")
+    for name, value in values.items():
+        expected = type(known[name].default)
+        # TOML and JSON write 1e-4 as a float and 5 as an int; accept ints where floats are expected.
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            values[name] = float(value)
+        elif not isinstance(values[name], expected) or (expected is int and isinstance(value, bool)):
+            raise UserInputError(f"option {flag(name)} must be {expected.__name__}, got {value!r}.")
+    return config_class(**values)

@@ -1,0 +1,218 @@
+"""The base model's parts and the prepared dataset as tensors, with VAE latents and text-encoder outputs
+cached on disk (keyed by model, resolution and image hash) so later runs reuse them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from peftlab.errors import UserInputError
+from trainer.engine.dataset import read_split, sha256_file
+
+
+@dataclass
+class Components:
+    """The parts of a Stable Diffusion 1.x pipeline that training touches."""
+
+    tokenizer: Any
+    text_encoder: Any
+    vae: Any
+    unet: Any
+    noise_scheduler: Any
+    fingerprint: dict[str, str]  # per part, a hash that changes when its weights change
+
+
+def load_components(model: str) -> Components:
+    """Load tokenizer, text encoder, VAE, UNet and DDPM scheduler from a diffusers folder or hub id."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    try:
+        parts = Components(
+            tokenizer=CLIPTokenizer.from_pretrained(model, subfolder="tokenizer"),
+            text_encoder=CLIPTextModel.from_pretrained(model, subfolder="text_encoder"),
+            vae=AutoencoderKL.from_pretrained(model, subfolder="vae"),
+            unet=UNet2DConditionModel.from_pretrained(model, subfolder="unet"),
+            noise_scheduler=DDPMScheduler.from_pretrained(model, subfolder="scheduler"),
+            fingerprint={},
+        )
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserInputError(
+            f"cannot load the model {model!r} ({first_line[:200]}); give a local diffusers folder, "
+            "or a hub id (downloads need network access)."
+        ) from None
+    parts.fingerprint = {part: fingerprint(model, part) for part in ("vae", "text_encoder", "tokenizer")}
+    return parts
+
+
+def fingerprint(model: str, subfolder: str) -> str:
+    """A hash of a model part's files for a local folder; the hub id and part otherwise."""
+    digest = hashlib.sha256(f"{subfolder}\n".encode())
+    folder = Path(model) / subfolder
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                digest.update(f"{path.name}\n{sha256_file(path)}\n".encode())
+    else:
+        digest.update(model.encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class Split:
+    """One split of a prepared dataset: image names, captions and the images' hashes."""
+
+    images: list[str]
+    captions: list[str]
+    hashes: list[str]
+
+
+def read_dataset(dataset: Path, name: str) -> Split:
+    """A split's rows, checking that it is not empty and that every image is there."""
+    dataset = Path(dataset)
+    if not dataset.is_dir():
+        raise UserInputError(
+            f"dataset folder {dataset} does not exist; prepare one with `manage.py prepare_dataset`."
+        )
+    rows = read_split(dataset, name)
+    if not rows:
+        raise UserInputError(
+            f"{dataset / name} is empty; prepare the dataset with more images"
+            + (" or a --val-fraction above 0." if name == "validation.txt" else ".")
+        )
+    missing = [image for image, _ in rows if not (dataset / "images" / image).is_file()]
+    if missing:
+        raise UserInputError(f"{dataset / 'images' / missing[0]} is missing; prepare the dataset again.")
+    return Split(
+        images=[image for image, _ in rows],
+        captions=[caption for _, caption in rows],
+        hashes=[sha256_file(dataset / "images" / image) for image, _ in rows],
+    )
+
+
+def load_pixels(dataset: Path, images: list[str], resolution: int) -> torch.Tensor:
+    """The images as a float tensor [n, 3, resolution, resolution] in [-1, 1]."""
+    arrays = []
+    for name in images:
+        with Image.open(Path(dataset) / "images" / name) as opened:
+            image = opened.convert("RGB")
+        if image.size != (resolution, resolution):
+            image = image.resize((resolution, resolution), Image.Resampling.LANCZOS)
+        arrays.append(np.asarray(image, dtype=np.float32))
+    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return pixels / 127.5 - 1.0
+
+
+class DiskCache:
+    """Tensors stored one safetensors file per key; `None` as folder means nothing is stored."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+
+    def path(self, key: str) -> Path | None:
+        return None if self.folder is None else self.folder / key[:2] / f"{key}.safetensors"
+
+    def get(self, key: str) -> torch.Tensor | None:
+        from safetensors.torch import load_file
+
+        path = self.path(key)
+        return load_file(path)["value"] if path is not None and path.is_file() else None
+
+    def put(self, key: str, value: torch.Tensor) -> None:
+        from safetensors.torch import save_file
+
+        path = self.path(key)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the target and rename, so a killed run never leaves a truncated cache entry.
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(handle)
+        save_file({"value": value.detach().to("cpu").contiguous()}, temporary)
+        os.replace(temporary, path)
+
+
+def cache_key(*parts: object) -> str:
+    """A stable hash of what determines a cached tensor."""
+    return hashlib.sha256("\n".join(str(part) for part in parts).encode()).hexdigest()
+
+
+@torch.no_grad()
+def encode_latent_moments(
+    vae: Any, pixels: torch.Tensor, device: torch.device, dtype: torch.dtype, batch_size: int = 8
+) -> torch.Tensor:
+    """The VAE posterior's parameters (mean and log-variance) for each image, as float32 on the CPU."""
+    chunks = []
+    for start in range(0, len(pixels), batch_size):
+        batch = pixels[start : start + batch_size].to(device=device, dtype=dtype)
+        chunks.append(vae.encode(batch).latent_dist.parameters.float().cpu())
+    return torch.cat(chunks)
+
+
+def cached_latent_moments(
+    cache: DiskCache,
+    components: Components,
+    dataset: Path,
+    split: Split,
+    resolution: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """The VAE moments of a split's images, from the cache where present, computed (and stored) otherwise."""
+    keys = [
+        cache_key("latents", components.fingerprint["vae"], resolution, image_hash)
+        for image_hash in split.hashes
+    ]
+    found = {key: value for key in keys if (value := cache.get(key)) is not None}
+    missing = [index for index, key in enumerate(keys) if key not in found]
+    if missing:
+        pixels = load_pixels(dataset, [split.images[index] for index in missing], resolution)
+        for index, moments in zip(
+            missing, encode_latent_moments(components.vae, pixels, device, dtype), strict=True
+        ):
+            cache.put(keys[index], moments)
+            found[keys[index]] = moments
+    return torch.stack([found[key] for key in keys])
+
+
+def tokenize(tokenizer: Any, captions: list[str]) -> torch.Tensor:
+    """Token ids padded to the tokenizer's maximum length, as the pipeline does at inference."""
+    return tokenizer(
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+
+
+@torch.no_grad()
+def cached_text_states(
+    cache: DiskCache, components: Components, captions: list[str], device: torch.device, batch_size: int = 16
+) -> torch.Tensor:
+    """The frozen text encoder's last hidden states for each caption, from the cache where present."""
+    keys = [
+        cache_key(
+            "text", components.fingerprint["text_encoder"], components.fingerprint["tokenizer"], caption
+        )
+        for caption in captions
+    ]
+    found = {key: value for key in keys if (value := cache.get(key)) is not None}
+    missing = [index for index, key in enumerate(keys) if key not in found]
+    for start in range(0, len(missing), batch_size):
+        chunk = missing[start : start + batch_size]
+        ids = tokenize(components.tokenizer, [captions[index] for index in chunk]).to(device)
+        states = components.text_encoder(ids)[0].float().cpu()
+        for index, state in zip(chunk, states, strict=True):
+            cache.put(keys[index], state)
+            found[keys[index]] = state
+    return torch.stack([found[key] for key in keys])

@@ -1,0 +1,585 @@
+"""THE training loop, shared by LoRA and Textual Inversion so that comparisons between them are fair.
+
+Latents (and, for LoRA, text-encoder outputs) are computed once and cached; each epoch trains on a seeded
+shuffle, measures a deterministic validation loss, keeps the best and the last weights, and checkpoints
+atomically so `resume=True` continues a killed run to the same result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from peftlab.errors import UserInputError
+from peftlab.progress import Progress, ProgressCallback, ignore_progress
+from trainer.engine.config import TrainingConfig
+from trainer.engine.data import (
+    DiskCache,
+    cached_latent_moments,
+    cached_text_states,
+    load_components,
+    load_pixels,
+    read_dataset,
+    tokenize,
+)
+from trainer.engine.export import (
+    EpochResult,
+    write_atomic,
+    write_loss_plot,
+    write_metrics_csv,
+    write_run_json,
+)
+from trainer.engine.methods import Method, make_method
+
+logger = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+PROGRESS_EVERY = 10  # steps between progress reports; each report reads the loss, a host synchronisation
+# Options that do not change the trained weights, so a resume may change them.
+RESUMABLE_CHANGES = frozenset({"cache", "cache_dir", "checkpoint_every"})
+
+
+@dataclass
+class TrainingResult:
+    """What a finished run wrote and measured."""
+
+    output: Path
+    method: str
+    epochs: list[EpochResult]
+    best_epoch: int
+    best_val_loss: float
+    stopped_early: bool
+    resumed_from_epoch: int
+    seconds: dict[str, float]  # per phase: load, cache, train, validate, save
+    files: dict[str, str] = field(default_factory=dict)  # label -> path
+
+
+def check_inputs(dataset: Path, output: Path, config: TrainingConfig, resume: bool) -> str:
+    """Fail early on bad input (no model loaded); return the dataset manifest's SHA-256."""
+    dataset, output = Path(dataset), Path(output)
+    read_dataset(dataset, "train.txt")
+    read_dataset(dataset, "validation.txt")
+    manifest = dataset / "manifest.json"
+    if not manifest.is_file():
+        raise UserInputError(f"{manifest} is missing; prepare the dataset with `manage.py prepare_dataset`.")
+    if output.exists() and not output.is_dir():
+        raise UserInputError(f"output {output} is a file; give a folder path.")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with open(output / ".write-test", "w", encoding="utf-8"):
+            pass
+        os.remove(output / ".write-test")
+    except OSError as error:
+        raise UserInputError(
+            f"cannot write to the output folder {output} ({error.strerror}); choose another."
+        ) from None
+    has_checkpoint = (output / CHECKPOINT).is_file()
+    if resume and not has_checkpoint:
+        raise UserInputError(
+            f"nothing to resume: {output / CHECKPOINT} does not exist; run without --resume."
+        )
+    if not resume and has_checkpoint:
+        raise UserInputError(
+            f"{output} already holds a run; pass --resume to continue it or choose a new --output."
+        )
+    return hashlib.sha256(manifest.read_bytes()).hexdigest()
+
+
+def train(
+    dataset: Path,
+    output: Path,
+    config: TrainingConfig,
+    *,
+    resume: bool = False,
+    progress: ProgressCallback = ignore_progress,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> TrainingResult:
+    """Train `config.method` on a prepared dataset into `output`; see the module docstring."""
+    return Trainer(Path(dataset), Path(output), config, resume, progress, on_epoch).run()
+
+
+class Trainer:
+    """One run's state; `run()` is the loop."""
+
+    def __init__(
+        self,
+        dataset: Path,
+        output: Path,
+        config: TrainingConfig,
+        resume: bool,
+        progress: ProgressCallback,
+        on_epoch: Callable[[EpochResult], None] | None,
+    ) -> None:
+        self.dataset, self.output, self.config, self.resume = dataset, output, config, resume
+        self.progress, self.on_epoch = progress, on_epoch or (lambda _: None)
+        self.manifest_sha256 = check_inputs(dataset, output, config, resume)
+        self.method: Method = make_method(config)
+        self.seconds = {phase: 0.0 for phase in ("load", "cache", "train", "validate", "save")}
+        self.history: list[EpochResult] = []
+        self.best_epoch = 0
+        self.best_val_loss = math.inf
+        self.start_epoch = 0
+        self.resumed_from = 0
+        self.stopped_early = False
+        # Filled by prepare_data; None where the setting (cache, method) does without them.
+        self.train_moments: torch.Tensor | None = None
+        self.train_pixels: torch.Tensor | None = None
+        self.train_states: torch.Tensor | None = None
+        self.val_states: torch.Tensor | None = None
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """Add the wall time of the block to `self.seconds[name]`."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+    def run(self) -> TrainingResult:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+        from diffusers.optimization import get_scheduler
+
+        config = self.config
+        self.accelerator = accelerator = Accelerator(mixed_precision=config.mixed_precision)
+        device = accelerator.device
+        if device.type == "cuda":
+            # TF32 matmuls are ~8x faster than float32 on Ampere and later with no visible loss change.
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        set_seed(config.seed)
+        weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+            accelerator.mixed_precision, torch.float32
+        )
+
+        with self.phase("load"):
+            self.components = parts = load_components(config.model)
+            for module in (parts.vae, parts.unet, parts.text_encoder):
+                module.requires_grad_(False)
+            # Frozen weights run in the mixed-precision dtype; what trains stays float32.
+            # (No dtype argument in full precision: diffusers warns about any explicit cast.)
+            frozen = {} if weight_dtype == torch.float32 else {"dtype": weight_dtype}
+            parts.vae.to(device, **frozen).eval()
+            parts.unet.to(device, **frozen)
+            parts.text_encoder.to(device, **({} if self.method.text_encoder_trains else frozen))
+            if device.type == "cuda":
+                parts.unet.to(memory_format=torch.channels_last)
+            self.method.setup(parts)
+            if config.gradient_checkpointing:
+                parts.unet.enable_gradient_checkpointing()
+                if self.method.text_encoder_trains:
+                    parts.text_encoder.gradient_checkpointing_enable()
+
+        with self.phase("cache"):
+            self.prepare_data(device, weight_dtype)
+
+        module = self.method.trained_module(parts)
+        module.train()
+        parameters = [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+        processes = accelerator.num_processes
+        global_batch = config.batch_size * processes
+        batches_per_epoch = math.ceil(len(self.train_split.images) / global_batch)
+        steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation)
+        # Accelerate steps a prepared scheduler once per process, hence the factor.
+        scheduler = get_scheduler(
+            config.lr_scheduler,
+            optimizer=optimizer,
+            num_warmup_steps=config.warmup_steps * processes,
+            num_training_steps=config.epochs * steps_per_epoch * processes,
+        )
+        self.module, self.optimizer, self.scheduler = accelerator.prepare(module, optimizer, scheduler)
+        if self.resume:
+            self.load_checkpoint()
+
+        for epoch in range(self.start_epoch, config.epochs):
+            result = self.train_epoch(epoch)
+            self.history.append(result)
+            improved = result.val_loss < self.best_val_loss
+            if improved:
+                self.best_epoch, self.best_val_loss = result.epoch, result.val_loss
+            with self.phase("save"):
+                if accelerator.is_main_process:
+                    if improved:
+                        self.save_weights(self.output / "best")
+                    self.save_weights(self.output / "last")
+                    if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+                        self.save_checkpoint(epoch + 1)
+                accelerator.wait_for_everyone()
+            self.on_epoch(result)
+            line = (
+                f"epoch {result.epoch}/{config.epochs}: train loss {result.train_loss:.5f}, "
+                f"validation loss {result.val_loss:.5f}{' (best)' if improved else ''}, "
+                f"{result.seconds:.1f} s, {result.samples_per_s:.2f} samples/s"
+            )
+            self.progress(
+                Progress(
+                    "epoch",
+                    result.epoch,
+                    config.epochs,
+                    message=line,
+                    metrics={"train_loss": result.train_loss, "val_loss": result.val_loss},
+                )
+            )
+            logger.info(line)
+            patience = config.early_stopping_patience
+            if patience and result.epoch - self.best_epoch >= patience and result.epoch < config.epochs:
+                self.stopped_early = True
+                break
+        with self.phase("save"):
+            if accelerator.is_main_process and self.stopped_early:
+                # Record the stop, so that resuming a stopped run finishes without training more.
+                self.save_checkpoint(self.history[-1].epoch)
+        return self.finish()
+
+    def prepare_data(self, device: torch.device, weight_dtype: torch.dtype) -> None:
+        """Latent moments and (for LoRA) text states once; token ids for TI; fixed validation noise."""
+        config, parts = self.config, self.components
+        cache = DiskCache(Path(config.cache_dir or self.dataset / ".cache") if config.cache else None)
+        self.train_split = read_dataset(self.dataset, "train.txt")
+        self.val_split = read_dataset(self.dataset, "validation.txt")
+        if config.cache:
+            self.train_moments = cached_latent_moments(
+                cache, parts, self.dataset, self.train_split, config.resolution, device, weight_dtype
+            ).to(device)
+        else:
+            self.train_pixels = load_pixels(self.dataset, self.train_split.images, config.resolution)
+        # Validation needs fixed latents whatever the cache setting: compute them once (in memory if not cached).
+        self.val_moments = cached_latent_moments(
+            cache, parts, self.dataset, self.val_split, config.resolution, device, weight_dtype
+        ).to(device)
+        captions = {
+            name: [self.method.caption(caption) for caption in split.captions]
+            for name, split in (("train", self.train_split), ("val", self.val_split))
+        }
+        self.train_captions = captions["train"]
+        self.val_ids = tokenize(parts.tokenizer, captions["val"]).to(device)
+        self.train_ids = tokenize(parts.tokenizer, captions["train"]).to(device)
+        if not self.method.text_encoder_trains:
+            self.val_states = cached_text_states(cache, parts, captions["val"], device).to(
+                device, weight_dtype
+            )
+            if config.cache:
+                self.train_states = cached_text_states(cache, parts, captions["train"], device).to(
+                    device, weight_dtype
+                )
+        # Evenly spaced timesteps and noise from a seeded generator: the same validation batch every epoch.
+        steps = parts.noise_scheduler.config.num_train_timesteps
+        self.val_timesteps = torch.linspace(0, steps - 1, config.validation_timesteps).round().long()
+        generator = torch.Generator().manual_seed(config.seed)
+        latent_shape = self.val_moments.shape[1:]
+        noise_shape = (
+            len(self.val_split.images),
+            config.validation_timesteps,
+            latent_shape[0] // 2,
+            *latent_shape[1:],
+        )
+        self.val_noise = torch.randn(noise_shape, generator=generator).to(device)
+
+    def latents(self, moments: torch.Tensor, sample: bool) -> torch.Tensor:
+        """Scaled latents from VAE moments: a posterior sample for training, the mean for validation."""
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        distribution = DiagonalGaussianDistribution(moments)
+        latents = distribution.sample() if sample else distribution.mode()
+        return latents * self.components.vae.config.scaling_factor
+
+    def encoder_states(self, ids: torch.Tensor, cached: torch.Tensor | None) -> torch.Tensor:
+        """Text-encoder outputs: cached for a frozen encoder, computed (with gradients for TI) otherwise."""
+        if cached is not None:
+            return cached
+        if self.method.text_encoder_trains:
+            return self.module(ids)[0]
+        with torch.no_grad():
+            return self.components.text_encoder(ids)[0]
+
+    def loss(
+        self, latents: torch.Tensor, states: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-sample noise-prediction MSE at `timesteps`, Min-SNR weighted when configured."""
+        scheduler = self.components.noise_scheduler
+        # Forward diffusion: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise.
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        unet = self.module if not self.method.text_encoder_trains else self.components.unet
+        prediction = unet(noisy, timesteps, states).sample
+        target = (
+            noise
+            if scheduler.config.prediction_type == "epsilon"
+            else scheduler.get_velocity(latents, noise, timesteps)
+        )
+        losses = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if self.config.snr_gamma:
+            from diffusers.training_utils import compute_snr
+
+            # Min-SNR: down-weight easy low-noise timesteps, w = min(SNR, gamma) / SNR (epsilon) or / (SNR+1) (v).
+            snr = compute_snr(scheduler, timesteps)
+            weights = torch.clamp(snr, max=self.config.snr_gamma)
+            weights = weights / (snr if scheduler.config.prediction_type == "epsilon" else snr + 1)
+            losses = losses * weights
+        return losses
+
+    def batch_indices(self, epoch: int) -> list[torch.Tensor]:
+        """This process's index batches for `epoch`: a shuffle seeded by (seed, epoch), padded to whole batches."""
+        count = len(self.train_split.images)
+        order = torch.randperm(
+            count, generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        )
+        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        size = self.config.batch_size
+        padded = torch.cat([order, order.repeat(processes * size)[: (-count) % (processes * size)]])
+        batches = padded.view(-1, processes, size)
+        return [batch[rank] for batch in batches]
+
+    def train_epoch(self, epoch: int) -> EpochResult:
+        """One pass over train.txt, then the validation loss."""
+        config, accelerator, parts = self.config, self.accelerator, self.components
+        device = accelerator.device
+        batches = self.batch_indices(epoch)
+        loss_sum = torch.zeros((), device=device)
+        start = time.perf_counter()
+        with self.phase("train"):
+            for step, indices in enumerate(batches):
+                indices_device = indices.to(device)
+                if config.cache:
+                    latents = self.latents(self.train_moments[indices_device], sample=True)
+                else:
+                    with torch.no_grad():
+                        pixels = self.train_pixels[indices].to(device, dtype=parts.vae.dtype)
+                        latents = self.latents(
+                            parts.vae.encode(pixels).latent_dist.parameters.float(), sample=True
+                        )
+                cached = None if self.train_states is None else self.train_states[indices_device]
+                sync = (step + 1) % config.gradient_accumulation == 0 or step + 1 == len(batches)
+                with (
+                    contextlib.nullcontext() if sync else accelerator.no_sync(self.module),
+                    accelerator.autocast(),
+                ):
+                    states = self.encoder_states(self.train_ids[indices_device], cached)
+                    noise = torch.randn_like(latents)
+                    timesteps = torch.randint(
+                        0, parts.noise_scheduler.config.num_train_timesteps, (len(latents),), device=device
+                    )
+                    losses = self.loss(latents, states.to(parts.unet.dtype), noise, timesteps)
+                    loss = losses.mean()
+                    accelerator.backward(loss / config.gradient_accumulation)
+                loss_sum += losses.detach().sum()
+                if sync:
+                    if config.max_grad_norm:
+                        accelerator.clip_grad_norm_(self.module.parameters(), config.max_grad_norm)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.method.after_step(accelerator.unwrap_model(self.module))
+                if (step + 1) % PROGRESS_EVERY == 0 or step + 1 == len(batches):
+                    done = (step + 1) * config.batch_size * accelerator.num_processes
+                    elapsed = time.perf_counter() - start
+                    self.progress(
+                        Progress(
+                            f"epoch {epoch + 1}/{config.epochs}",
+                            step + 1,
+                            len(batches),
+                            metrics={
+                                "loss": loss_sum.item() / ((step + 1) * config.batch_size),
+                                "samples/s": done / max(elapsed, 1e-9),
+                            },
+                        )
+                    )
+            samples = len(batches) * config.batch_size
+            train_loss = accelerator.gather(loss_sum.reshape(1)).sum().item() / (
+                samples * accelerator.num_processes
+            )
+        train_seconds = time.perf_counter() - start
+        if not math.isfinite(train_loss):
+            raise UserInputError(
+                f"the training loss became {train_loss} in epoch {epoch + 1}; lower --learning-rate "
+                "or use --mixed-precision bf16 instead of fp16."
+            )
+        with self.phase("validate"):
+            val_loss = self.validation_loss()
+        return EpochResult(
+            epoch=epoch + 1,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            seconds=time.perf_counter() - start,
+            samples_per_s=samples * accelerator.num_processes / max(train_seconds, 1e-9),
+        )
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """Mean noise-prediction MSE over validation images x fixed timesteps x fixed noise (deterministic)."""
+        self.module.eval()
+        device, size = self.accelerator.device, self.config.batch_size
+        timesteps = self.val_timesteps.to(device)
+        total = torch.zeros((), device=device)
+        latents = self.latents(self.val_moments, sample=False)
+        for start in range(0, len(latents), size):
+            chunk = slice(start, start + size)
+            cached = None if self.val_states is None else self.val_states[chunk]
+            states = self.encoder_states(self.val_ids[chunk], cached)
+            for index, timestep in enumerate(timesteps):
+                batch = latents[chunk]
+                with self.accelerator.autocast():
+                    losses = self.loss(
+                        batch,
+                        states.to(self.components.unet.dtype),
+                        self.val_noise[chunk, index],
+                        timestep.repeat(len(batch)),
+                    )
+                total += losses.sum()
+        self.module.train()
+        value = total.item() / (len(latents) * len(timesteps))
+        if not math.isfinite(value):
+            raise UserInputError(
+                f"the validation loss became {value}; lower --learning-rate or use --mixed-precision bf16."
+            )
+        return value
+
+    def save_weights(self, folder: Path) -> None:
+        """Write the method's artifacts to `folder` atomically (a staging folder renamed into place)."""
+        staging = folder.with_name(f".{folder.name}-staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        self.method.save(self.accelerator.unwrap_model(self.module), staging)
+        old = folder.with_name(f".{folder.name}-old")
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            folder.rename(old)
+        staging.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def save_checkpoint(self, epochs_done: int) -> None:
+        """Everything a resume needs, written to a temporary file and renamed."""
+        state = {
+            "config": self.config.to_dict(),
+            "manifest_sha256": self.manifest_sha256,
+            "epochs_done": epochs_done,
+            "trainable": self.method.trainable_state(self.accelerator.unwrap_model(self.module)),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            "history": [asdict(result) for result in self.history],
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "seconds": self.seconds,
+            "stopped_early": self.stopped_early,
+        }
+        write_atomic(self.output / CHECKPOINT, lambda temporary: torch.save(state, temporary))
+
+    def load_checkpoint(self) -> None:
+        """Restore a checkpoint written by the same config on the same dataset."""
+        state = torch.load(self.output / CHECKPOINT, map_location="cpu", weights_only=False)
+        saved, current = state["config"], self.config.to_dict()
+        changed = sorted(
+            key
+            for key in set(saved) | set(current)
+            if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)
+        )
+        if changed:
+            details = ", ".join(f"{key} {saved.get(key)!r} -> {current.get(key)!r}" for key in changed[:3])
+            raise UserInputError(
+                f"cannot resume {self.output}: its config differs ({details}); resume with the original options "
+                "or train into a new --output."
+            )
+        if state["manifest_sha256"] != self.manifest_sha256:
+            raise UserInputError(
+                f"cannot resume {self.output}: the dataset changed since the checkpoint; train into a new --output."
+            )
+        self.method.load_trainable_state(self.accelerator.unwrap_model(self.module), state["trainable"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.history = [EpochResult(**result) for result in state["history"]]
+        self.best_epoch, self.best_val_loss = state["best_epoch"], state["best_val_loss"]
+        self.stopped_early = state["stopped_early"]
+        self.resumed_from = state["epochs_done"]
+        self.start_epoch = self.config.epochs if self.stopped_early else state["epochs_done"]
+
+    def finish(self) -> TrainingResult:
+        """Copy the best weights to the top of OUT and write metrics.csv, loss.png and run.json."""
+        files: dict[str, str] = {}
+        with self.phase("save"):
+            if self.accelerator.is_main_process:
+                for path in sorted((self.output / "best").iterdir()):
+                    write_atomic(
+                        self.output / path.name,
+                        lambda temporary, source=path: shutil.copyfile(source, temporary),
+                    )
+                    files[path.name] = str(self.output / path.name)
+                write_metrics_csv(self.output / "metrics.csv", self.history)
+                write_loss_plot(
+                    self.output / "loss.png",
+                    self.history,
+                    self.best_epoch,
+                    f"{self.config.method} on {self.dataset.name}",
+                )
+                files.update(
+                    {name: str(self.output / name) for name in ("metrics.csv", "loss.png", "run.json")}
+                )
+                files.update(
+                    {
+                        "best": str(self.output / "best"),
+                        "last": str(self.output / "last"),
+                        "checkpoint": str(self.output / CHECKPOINT),
+                    }
+                )
+        result = TrainingResult(
+            output=self.output,
+            method=self.config.method,
+            epochs=self.history,
+            best_epoch=self.best_epoch,
+            best_val_loss=self.best_val_loss,
+            stopped_early=self.stopped_early,
+            resumed_from_epoch=self.resumed_from,
+            seconds=dict(self.seconds),
+            files=files,
+        )
+        if self.accelerator.is_main_process:
+            write_run_json(
+                self.output / "run.json",
+                {
+                    "config": self.config.to_dict(),
+                    "dataset": str(self.dataset.resolve()),
+                    "dataset_manifest_sha256": self.manifest_sha256,
+                    "processes": self.accelerator.num_processes,
+                    "device": str(self.accelerator.device),
+                    "best_epoch": result.best_epoch,
+                    "best_val_loss": result.best_val_loss,
+                    "stopped_early": self.stopped_early,
+                    "resumed_from_epoch": result.resumed_from_epoch,
+                    "seconds": result.seconds,
+                    "epochs": [asdict(epoch) for epoch in self.history],
+                    "files": files,
+                },
+            )
+        self.accelerator.wait_for_everyone()
+        return result
+
+
+def is_main_process() -> bool:
+    """Whether this is the main process of an `accelerate launch` (or the only process)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process

@@ -1,0 +1,37 @@
+"""LoRA file formats: diffusers' `pytorch_lora_weights.safetensors` keys to kohya's (A1111, ComfyUI)."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+# The names diffusers, PEFT and kohya give the two LoRA matrices: down (A, rank x in) and up (B, out x rank).
+DOWN_UP = re.compile(
+    r"^(?P<module>.+?)\.(?:lora\.down|lora_A|lora_down|lora_linear_layer\.down)(?:\.default)?\.weight$|"
+    r"^(?P<module_up>.+?)\.(?:lora\.up|lora_B|lora_up|lora_linear_layer\.up)(?:\.default)?\.weight$"
+)
+PREFIXES = {"unet.": "lora_unet_", "text_encoder.": "lora_te_"}
+
+
+def kohya_module_name(module: str) -> str:
+    """`unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q` -> `lora_unet_down_blocks_0_..._to_q`."""
+    for prefix, kohya_prefix in PREFIXES.items():
+        if module.startswith(prefix):
+            return kohya_prefix + module[len(prefix) :].replace(".", "_")
+    return "lora_unet_" + module.replace(".", "_")  # PEFT keys of a bare UNet carry no prefix
+
+
+def diffusers_to_kohya(state_dict: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """kohya keys (`<module>.lora_down.weight`, `.lora_up.weight`, `.alpha`) for a diffusers or PEFT LoRA."""
+    converted: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        match = DOWN_UP.match(key)
+        if match is None:
+            raise ValueError(f"not a LoRA weight key: {key!r}")
+        module, kind = (match["module"], "lora_down") if match["module"] else (match["module_up"], "lora_up")
+        name = kohya_module_name(module)
+        converted[f"{name}.{kind}.weight"] = value.contiguous()
+        # kohya scales by alpha / rank, so alpha travels with each module.
+        converted[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=value.dtype)
+    return converted

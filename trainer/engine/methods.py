@@ -1,0 +1,207 @@
+"""What differs between LoRA and Textual Inversion: which parameters train, how captions read, what is saved.
+
+Everything else (data, noise, loss, validation, checkpoints) is the shared loop in `loop.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from peftlab.errors import UserInputError
+from trainer.engine.config import LoraTrainingConfig, TiTrainingConfig, TrainingConfig
+from trainer.engine.data import Components
+
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+KOHYA_WEIGHTS = "lora_kohya.safetensors"
+TI_WEIGHTS = "learned_embeds.safetensors"
+
+
+class Method:
+    """The interface the loop trains through."""
+
+    text_encoder_trains: bool  # False: the text encoder's outputs are fixed and can be cached
+
+    def setup(self, components: Components) -> None:
+        """Freeze the base model and add the trainable parameters."""
+        raise NotImplementedError
+
+    def trained_module(self, components: Components) -> torch.nn.Module:
+        """The module holding the trainable parameters (the one Accelerate wraps for multi-GPU)."""
+        raise NotImplementedError
+
+    def caption(self, caption: str) -> str:
+        """The training caption for a dataset caption."""
+        return caption
+
+    def after_step(self, module: torch.nn.Module) -> None:
+        """Runs after each optimizer step."""
+
+    def trainable_state(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The trainable tensors, by name (what a checkpoint needs besides the optimizer)."""
+        return {name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad}
+
+    def load_trainable_state(self, module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Put checkpointed trainable tensors back."""
+        parameters = dict(module.named_parameters())
+        with torch.no_grad():
+            for name, value in state.items():
+                parameters[name].copy_(value)
+
+    def save(self, module: torch.nn.Module, folder: Path) -> list[str]:
+        """Write the artifacts to `folder`; return their file names."""
+        raise NotImplementedError
+
+
+class LoraMethod(Method):
+    """LoRA adapters on the UNet's attention projections; text encoder, VAE and UNet stay frozen."""
+
+    text_encoder_trains = False
+
+    def __init__(self, config: LoraTrainingConfig) -> None:
+        self.config = config
+
+    def peft_config(self) -> Any:
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.config.rank,
+            lora_alpha=self.config.alpha,
+            lora_dropout=self.config.dropout,
+            init_lora_weights="gaussian",
+            target_modules=self.config.target_module_list,
+        )
+
+    def setup(self, components: Components) -> None:
+        components.unet.requires_grad_(False)
+        try:
+            components.unet.add_adapter(self.peft_config())
+        except ValueError as error:
+            raise UserInputError(
+                f"--target-modules {self.config.target_modules!r} does not match the UNet ({error}); "
+                "use names such as to_q,to_k,to_v,to_out.0."
+            ) from None
+        # The adapter trains in float32 even when the frozen base runs in half precision.
+        for parameter in components.unet.parameters():
+            if parameter.requires_grad:
+                parameter.data = parameter.data.float()
+
+    def trained_module(self, components: Components) -> torch.nn.Module:
+        return components.unet
+
+    def save(self, module: torch.nn.Module, folder: Path) -> list[str]:
+        from diffusers import StableDiffusionPipeline
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+        from safetensors.torch import load_file, save_file
+
+        from trainer.engine.lora_formats import diffusers_to_kohya
+
+        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
+        # The adapter metadata keeps lora_alpha in the file; without it loaders assume alpha == rank.
+        StableDiffusionPipeline.save_lora_weights(
+            folder,
+            unet_lora_layers={key: value.float().cpu().contiguous() for key, value in layers.items()},
+            unet_lora_adapter_metadata=self.peft_config().to_dict(),
+            safe_serialization=True,
+        )
+        kohya = diffusers_to_kohya(load_file(folder / LORA_WEIGHTS), self.config.alpha)
+        save_file(
+            kohya,
+            folder / KOHYA_WEIGHTS,
+            metadata={"ss_network_dim": str(self.config.rank), "ss_network_alpha": str(self.config.alpha)},
+        )
+        return [LORA_WEIGHTS, KOHYA_WEIGHTS]
+
+
+def a1111_file_name(token: str) -> str:
+    """The A1111 embedding file name; A1111 triggers an embedding by its file name."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "", token) or "embedding"
+    return f"{stem}.safetensors"
+
+
+class TextualInversionMethod(Method):
+    """New token rows in the text encoder's embedding table; every other weight stays as it was."""
+
+    text_encoder_trains = True
+
+    def __init__(self, config: TiTrainingConfig) -> None:
+        self.config = config
+        self.token_ids: list[int] = []
+        self.frozen_rows: torch.Tensor | None = None
+        self.original: torch.Tensor | None = None
+
+    def setup(self, components: Components) -> None:
+        tokenizer, text_encoder = components.tokenizer, components.text_encoder
+        tokens = self.config.placeholder_tokens
+        existing = [token for token in tokens if token in tokenizer.get_vocab()]
+        if existing or tokenizer.add_tokens(tokens) != len(tokens):
+            raise UserInputError(
+                f"the placeholder token {(existing or tokens)[0]!r} is already in the vocabulary; choose a new one "
+                'such as "<my-style>".'
+            )
+        initializer = tokenizer.encode(self.config.initializer_token, add_special_tokens=False)
+        if len(initializer) != 1:
+            raise UserInputError(
+                f"--initializer-token {self.config.initializer_token!r} is {len(initializer)} tokens; "
+                "give a word that is exactly one token, such as style."
+            )
+        self.token_ids = tokenizer.convert_tokens_to_ids(tokens)
+        text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        embeddings = text_encoder.get_input_embeddings()
+        with torch.no_grad():
+            embeddings.weight[self.token_ids] = embeddings.weight[initializer[0]].clone()
+        text_encoder.requires_grad_(False)
+        embeddings.weight.requires_grad_(True)
+        self.frozen_rows = torch.ones(len(tokenizer), dtype=torch.bool)
+        self.frozen_rows[self.token_ids] = False
+        self.original = embeddings.weight.detach().clone()
+
+    def trained_module(self, components: Components) -> torch.nn.Module:
+        return components.text_encoder
+
+    def caption(self, caption: str) -> str:
+        return self.config.caption_template.format(
+            token=" ".join(self.config.placeholder_tokens), caption=caption
+        )
+
+    def after_step(self, module: torch.nn.Module) -> None:
+        # AdamW's weight decay touches every row; put the old rows back so only the new ones change.
+        weight = module.get_input_embeddings().weight
+        if self.original.device != weight.device:
+            self.original = self.original.to(weight.device)
+            self.frozen_rows = self.frozen_rows.to(weight.device)
+        with torch.no_grad():
+            weight[self.frozen_rows] = self.original[self.frozen_rows]
+
+    def trainable_state(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {"embeddings": module.get_input_embeddings().weight.detach().clone()}
+
+    def load_trainable_state(self, module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            module.get_input_embeddings().weight.copy_(state["embeddings"])
+
+    def learned(self, module: torch.nn.Module) -> torch.Tensor:
+        """The new rows, [num_vectors, width]."""
+        return module.get_input_embeddings().weight[self.token_ids].detach().float().cpu().contiguous()
+
+    def save(self, module: torch.nn.Module, folder: Path) -> list[str]:
+        from safetensors.torch import save_file
+
+        learned = self.learned(module)
+        save_file({self.config.placeholder_token: learned}, folder / TI_WEIGHTS)
+        a1111 = a1111_file_name(self.config.placeholder_token)
+        save_file({"emb_params": learned}, folder / a1111)
+        return [TI_WEIGHTS, a1111]
+
+
+def make_method(config: TrainingConfig) -> Method:
+    """The method object for a config."""
+    if isinstance(config, LoraTrainingConfig):
+        return LoraMethod(config)
+    if isinstance(config, TiTrainingConfig):
+        return TextualInversionMethod(config)
+    raise UserInputError(f"no training method for {type(config).__name__}.")
