@@ -1,0 +1,116 @@
+"""Benchmark: images/s of peftlab's generation path against a plain one-image-at-a-time diffusers loop.
+
+Same model, prompts, steps, guidance, scheduler and size on both sides. peftlab's path batches prompts,
+runs in half precision on a GPU (dtype auto) and uses SDPA; the plain loop renders one image per call in
+the dtype a plain `from_pretrained` gives (float32), as the reference notebook did. Run:
+    .venv/bin/python benchmarks/generate.py                       # tiny model, CPU, 64x64
+    .venv/bin/python benchmarks/generate.py --model DIR --size 512 --steps 30 --images 32   # SD-1.5 on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from generation.engine import SCHEDULERS, GenerationConfig, PromptItem, Renderer  # noqa: E402
+from trainer.engine.tiny_model import TinyModelConfig, build_tiny_model  # noqa: E402
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work, so wall-clock times cover it."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peftlab_images_per_second(config: GenerationConfig, prompts: list[PromptItem]) -> tuple[float, str, str]:
+    """(images/s, device, dtype) of the engine's batched path, after one warm-up batch."""
+    renderer = Renderer(config)
+    first = prompts[: config.batch_size]
+    renderer.render_batch(
+        "base", [p.text for p in first], [p.negative_prompt for p in first], [0] * len(first)
+    )
+    synchronize(renderer.device)
+    started = time.perf_counter()
+    count = sum(1 for _ in renderer.render_arm("base", prompts))
+    synchronize(renderer.device)
+    return count / (time.perf_counter() - started), renderer.device, renderer.dtype
+
+
+def plain_images_per_second(
+    config: GenerationConfig, prompts: list[PromptItem], device: str, dtype: str
+) -> float:
+    """Images/s of a plain diffusers loop: one prompt per call, one generator per image."""
+    import diffusers
+    import torch
+
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(config.model, dtype=getattr(torch, dtype)).to(
+        device
+    )
+    class_name, extra = SCHEDULERS[config.scheduler]
+    pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
+    pipe.set_progress_bar_config(disable=True)
+    settings = {
+        "num_inference_steps": config.steps,
+        "guidance_scale": config.guidance,
+        "width": config.width,
+        "height": config.height,
+    }
+    pipe(prompts[0].text, negative_prompt=prompts[0].negative_prompt, **settings)  # warm-up
+    synchronize(device)
+    started = time.perf_counter()
+    for prompt in prompts:
+        generator = torch.Generator("cpu").manual_seed(0)
+        pipe(prompt.text, negative_prompt=prompt.negative_prompt, generator=generator, **settings)
+    synchronize(device)
+    return len(prompts) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="A diffusers SD-1.x folder (default: a freshly built tiny model).")
+    parser.add_argument("--images", type=int, default=32, help="Images per side (default 32).")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--dtype", default="auto", help="peftlab's dtype (auto: float16 on CUDA).")
+    parser.add_argument(
+        "--baseline-dtype", default="float32", help="The plain loop's dtype (default float32)."
+    )
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        model = args.model or str(build_tiny_model(Path(scratch) / "tiny", TinyModelConfig()).path)
+        records = json.loads((REPO / "generation" / "builtin_prompts.json").read_text())["prompts"]
+        prompts = [
+            PromptItem(key=index, text=records[index % len(records)]["text"] + f", view {index}")
+            for index in range(args.images)
+        ]
+        config = GenerationConfig(
+            model=model,
+            steps=args.steps,
+            width=args.size,
+            height=args.size,
+            batch_size=args.batch_size,
+            dtype=args.dtype,
+        )
+        ours, device, dtype = peftlab_images_per_second(config, prompts)
+        plain = plain_images_per_second(config, prompts, device, args.baseline_dtype)
+    print(
+        f"{args.images} images, {args.size}x{args.size}, {args.steps} steps, {config.scheduler}, on {device}\n"
+        f"peftlab (batch {args.batch_size}, {dtype}): {ours:.2f} images/s\n"
+        f"plain loop (batch 1, {args.baseline_dtype}): {plain:.2f} images/s\n"
+        f"speed-up: {ours / plain:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
