@@ -12,4 +12,7 @@ urlpatterns = [
     path("jobs/<int:pk>/cancel/", views.job_cancel_view, name="job_cancel"),
     path("jobs/<int:pk>/retry/", views.job_retry_view, name="job_retry"),
     path("datasets/new/", views.dataset_new, name="dataset_new"),
+    path("training/new/", views.training_new, name="training_new"),
+    path("generation/new/", views.generation_new, name="generation_new"),
+    path("studies/new/", views.study_new, name="study_new"),
 ]

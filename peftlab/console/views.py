@@ -1,16 +1,22 @@
 """The researcher console: start jobs, watch their progress, read their errors (staff only)."""
 
+from pathlib import Path
+
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from peftlab.console.forms import DatasetPrepareForm
+from generation.jobs import generation_job_enqueue
+from generation.models import GenerationRun
+from peftlab.console.forms import DatasetPrepareForm, GenerationStartForm, StudyCreateForm, TrainingStartForm
 from peftlab.errors import UserInputError
 from peftlab.jobs import DEFAULT_QUEUE, job_cancel, job_enqueue, job_retry, jobs_reconcile
 from peftlab.models import Job
-from trainer.jobs import dataset_prepare_job
+from studies.jobs import study_job_enqueue
+from trainer.jobs import dataset_prepare_job, training_job_enqueue
+from trainer.models import EpochMetric, TrainingRun
 
 RECENT_JOBS = 100
 
@@ -54,7 +60,34 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One job: progress, metrics, log lines, the full error, and its run."""
     jobs_reconcile()
     job = get_object_or_404(Job.objects.select_related("content_type", "retry_of"), pk=pk)
-    return render(request, "console/job_detail.html", {"job": job, "run": job.run})
+    run = job.run
+    context = {"job": job, "run": run, "is_training": isinstance(run, TrainingRun)}
+    if isinstance(run, TrainingRun):
+        epochs = list(EpochMetric.objects.filter(run=run).order_by("epoch"))
+        context |= {"epochs": epochs, "curves": loss_curves(epochs)}
+    elif isinstance(run, GenerationRun):
+        context["studies"] = list(run.studies.all())
+    return render(request, "console/job_detail.html", context)
+
+
+def loss_curves(epochs: list[EpochMetric], width: int = 480, height: int = 200) -> list[dict]:
+    """Train and validation loss per epoch as SVG polyline points, scaled into a width x height box."""
+    if len(epochs) < 2:
+        return []
+    values = [e.train_loss for e in epochs] + [e.val_loss for e in epochs]
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+
+    def points(attribute: str) -> str:
+        return " ".join(
+            f"{width * i / (len(epochs) - 1):.1f},{height - height * (getattr(e, attribute) - low) / span:.1f}"
+            for i, e in enumerate(epochs)
+        )
+
+    return [
+        {"name": "train loss", "points": points("train_loss"), "colour": "#2f5fd0"},
+        {"name": "validation loss", "points": points("val_loss"), "colour": "#c62828"},
+    ]
 
 
 @staff_member_required
@@ -86,7 +119,7 @@ def job_retry_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 def start_form(request: HttpRequest, form_class: type, template_title: str, start) -> HttpResponse:
     """Show `form_class`; on a valid POST call `start(form)`, which enqueues a job and returns it."""
-    form = form_class(request.POST or None)
+    form = form_class(request.POST or None, initial=request.GET.dict())
     if request.method == "POST" and form.is_valid():
         try:
             job = start(form)
@@ -107,5 +140,53 @@ def dataset_new(request: HttpRequest) -> HttpResponse:
         "Prepare a dataset",
         lambda form: job_enqueue(
             kind=Job.Kind.DATASET, func=dataset_prepare_job, kwargs=form.job_kwargs(), queue=DEFAULT_QUEUE
+        ),
+    )
+
+
+@staff_member_required
+def training_new(request: HttpRequest) -> HttpResponse:
+    """Start a training run on the gpu queue."""
+    return start_form(
+        request,
+        TrainingStartForm,
+        "Start a training run",
+        lambda form: training_job_enqueue(
+            method=form.cleaned_data["method"],
+            dataset_dir=Path(form.cleaned_data["dataset"].path),
+            output=form.cleaned_data["output"],
+            config=form.cleaned_data["config"],
+        ),
+    )
+
+
+@staff_member_required
+def generation_new(request: HttpRequest) -> HttpResponse:
+    """Render a prompt set with each arm on the gpu queue."""
+    return start_form(
+        request,
+        GenerationStartForm,
+        "Start a generation run",
+        lambda form: generation_job_enqueue(
+            prompt_set=form.cleaned_data["prompt_set"],
+            config=form.cleaned_data["config"],
+            name=form.cleaned_data["name"],
+        ),
+    )
+
+
+@staff_member_required
+def study_new(request: HttpRequest) -> HttpResponse:
+    """Create a draft study from a finished generation run (a light job)."""
+    return start_form(
+        request,
+        StudyCreateForm,
+        "Create a study",
+        lambda form: study_job_enqueue(
+            run=form.cleaned_data["generation_run"],
+            title=form.cleaned_data["title"],
+            slug=form.cleaned_data["slug"],
+            attention_checks=form.cleaned_data["attention_checks"],
+            target_participants=form.cleaned_data["target_participants"],
         ),
     )

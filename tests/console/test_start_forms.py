@@ -1,0 +1,76 @@
+"""The training, generation and study forms reject bad input without starting anything, and enqueue on success."""
+
+import pytest
+from django.urls import reverse
+
+from generation.models import PromptSet
+from peftlab.models import Job
+from trainer.models import Dataset
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Dataset:
+    return Dataset.objects.create(
+        name="d",
+        path=str(tmp_path / "d"),
+        source_path="/src",
+        manifest_sha256="0" * 64,
+        resolution=64,
+        num_pairs=4,
+        num_train=3,
+        num_validation=1,
+        num_skipped=0,
+    )
+
+
+def post(client, name: str, data: dict) -> str:
+    response = client.post(reverse(f"console:{name}"), data)
+    assert response.status_code == 200, response.get("Location")
+    return response.content.decode()
+
+
+def test_training_form_rejects_bad_hyperparameters(staff_client, dataset, tiny_model_dir):
+    base = {
+        "dataset": dataset.pk,
+        "method": "lora",
+        "model": str(tiny_model_dir),
+        "output_name": "r1",
+        "epochs": 1,
+        "batch_size": 1,
+        "learning_rate": 1e-4,
+        "resolution": 64,
+        "seed": 0,
+        "rank": 4,
+    }
+    assert "multiple of 8" in post(staff_client, "training_new", base | {"resolution": 60})
+    assert "greater than or equal to 1" in post(staff_client, "training_new", base | {"epochs": 0})
+    assert "placeholder-token is required" in post(staff_client, "training_new", base | {"method": "ti"})
+    assert "Select a valid choice" in post(staff_client, "training_new", base | {"method": "dreambooth"})
+    assert not Job.objects.exists()
+
+
+def test_generation_form_rejects_bad_input(staff_client, tiny_model_dir, tmp_path):
+    prompt_set = PromptSet.objects.create(name="s")
+    prompt_set.prompts.create(landmark="Big Ben", text="Big Ben")
+    base = {"prompt_set": prompt_set.pk, "model": str(tiny_model_dir), "seeds": "0,1", "steps": 2, "size": 64}
+    assert "comma-separated integers" in post(staff_client, "generation_new", base | {"seeds": "0,x"})
+    assert "does not exist" in post(staff_client, "generation_new", base | {"model": str(tmp_path / "none")})
+    assert "multiples of 8" in post(staff_client, "generation_new", base | {"size": 60})
+    assert not Job.objects.exists()
+    with_commit = staff_client.post(reverse("console:generation_new"), base)
+    job = Job.objects.get()
+    assert with_commit["Location"] == reverse("console:job_detail", args=[job.pk])
+    assert job.kind == "generation" and job.queue == "gpu" and job.run.arms == ["base"]
+
+
+def test_study_form_needs_a_finished_run_and_a_free_slug(staff_client):
+    page = post(
+        staff_client,
+        "study_new",
+        {"generation_run": 999, "title": "t", "slug": "s", "attention_checks": 2, "target_participants": 5},
+    )
+    assert "Select a valid choice" in page
+    assert "valid “slug”" in post(staff_client, "study_new", {"title": "t", "slug": "a b"})
+    assert not Job.objects.exists()
