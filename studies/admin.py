@@ -1,0 +1,87 @@
+"""Studies in the admin: edit a study's texts and questions; a new study gets its trials built on save."""
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
+
+from studies import services
+from studies.models import Participant, Question, Response, Study, Trial
+
+
+class QuestionInline(admin.TabularInline):
+    model = Question
+    extra = 0
+
+
+class TrialInline(admin.TabularInline):
+    model = Trial
+    extra = 0
+    fields = ["position", "prompt", "arm_a", "arm_b", "is_attention_check", "expected_choice"]
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Study)
+class StudyAdmin(admin.ModelAdmin):
+    """Add a study with a generation run and arms: trials (every prompt x pair, 2 attention checks) are built
+    on save, and the reference study's questions are added when none are given."""
+
+    list_display = ["title", "slug", "status", "generation_run", "created_at", "dashboard"]
+    list_filter = ["status"]
+    prepopulated_fields = {"slug": ["title"]}
+    inlines = [QuestionInline, TrialInline]
+    actions = ["open_studies", "close_studies"]
+
+    def get_changeform_initial_data(self, request) -> dict:
+        return {
+            "consent_text": services.DEFAULT_CONSENT,
+            "instructions": services.DEFAULT_INSTRUCTIONS,
+            **super().get_changeform_initial_data(request),
+        }
+
+    @admin.display(description="dashboard")
+    def dashboard(self, obj: Study) -> str:
+        return format_html('<a href="{}">open</a>', reverse("studies:dashboard", args=[obj.slug]))
+
+    def save_related(self, request, form, formsets, change) -> None:
+        super().save_related(request, form, formsets, change)
+        study = form.instance
+        if not study.questions.exists():
+            for position, spec in enumerate(services.REFERENCE_QUESTIONS):
+                Question.objects.create(study=study, position=position, **spec)
+        if not study.trials.exists():
+            services.study_trials_build(study=study)
+
+    @admin.action(description="Open the selected studies")
+    def open_studies(self, request, queryset) -> None:
+        for study in queryset:
+            services.study_status_set(study=study, status=Study.Status.OPEN)
+
+    @admin.action(description="Close the selected studies")
+    def close_studies(self, request, queryset) -> None:
+        for study in queryset:
+            services.study_status_set(study=study, status=Study.Status.CLOSED)
+
+
+@admin.register(Trial)
+class TrialAdmin(admin.ModelAdmin):
+    list_display = ["pk", "study", "prompt", "arm_a", "arm_b", "is_attention_check"]
+    list_filter = ["study", "is_attention_check"]
+    raw_id_fields = ["prompt", "image_a", "image_b"]
+
+
+@admin.register(Participant)
+class ParticipantAdmin(admin.ModelAdmin):
+    list_display = ["label", "study", "external_source", "consent", "position", "started_at", "finished_at"]
+    list_filter = ["study", "consent", "external_source"]
+    readonly_fields = ["code", "seed", "trial_order", "sides", "started_at"]
+
+
+@admin.register(Response)
+class ResponseAdmin(admin.ModelAdmin):
+    list_display = ["participant", "trial", "question", "choice", "chosen_arm", "response_ms", "answered_at"]
+    list_filter = ["participant__study", "question__key"]

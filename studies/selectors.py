@@ -1,0 +1,155 @@
+"""Studies' reads: studies by slug, flat response rows for analysis, dashboard numbers, blinded media."""
+
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.core.files.storage import default_storage
+from django.db.models import Count
+from django.http import Http404
+from django.utils.crypto import salted_hmac
+
+from peftlab.errors import UserInputError
+from studies.models import Participant, Response, Study, Trial
+
+
+def study_get_by_slug(*, slug: str) -> Study:
+    """The study with this slug, or a UserInputError naming the slugs that exist."""
+    study = Study.objects.filter(slug=slug).select_related("generation_run").first()
+    if study is None:
+        known = ", ".join(Study.objects.values_list("slug", flat=True)[:20]) or "none yet"
+        raise UserInputError(f"no study with slug {slug!r}; known studies: {known}.")
+    return study
+
+
+def study_response_rows(*, study: Study) -> list[dict]:
+    """One dict per response, in participant then answer order (see the keys below; analysis codes against them).
+
+    participant is pseudonymous ("P0007"); question is the question's key, or "attention_check" (with the
+    instruction as question_text) for instructed-response trials.
+    """
+    responses = list(
+        Response.objects.filter(participant__study=study)
+        .select_related("participant", "trial__prompt", "question")
+        .order_by("participant_id", "answered_at", "id")
+    )
+    failed: set[int] = {
+        r.participant_id
+        for r in responses
+        if r.trial.is_attention_check and r.choice != r.trial.expected_choice
+    }
+    order_index: dict[int, dict[int, int]] = {}
+    rows = []
+    for response in responses:
+        participant, trial = response.participant, response.trial
+        if participant.pk not in order_index:
+            order_index[participant.pk] = {pk: index for index, pk in enumerate(participant.trial_order)}
+        rows.append(
+            {
+                "participant": participant.label,
+                "external_id": participant.external_id,
+                "trial": trial.pk,
+                "trial_index": order_index[participant.pk][trial.pk],
+                "question": response.question.key if response.question else "attention_check",
+                "question_text": response.question.text if response.question else trial.instruction,
+                "landmark": trial.prompt.landmark,
+                "prompt": trial.prompt.text,
+                "left_arm": response.left_arm,
+                "right_arm": response.right_arm,
+                "choice": response.choice,
+                "chosen_arm": response.chosen_arm,
+                "response_ms": int(response.response_ms),
+                "shown_at": response.shown_at.isoformat(),
+                "answered_at": response.answered_at.isoformat(),
+                "is_attention_check": trial.is_attention_check,
+                "attention_passed": response.choice == trial.expected_choice
+                if trial.is_attention_check
+                else None,
+                "participant_failed_attention": participant.pk in failed,
+                "participant_finished": participant.finished_at is not None,
+            }
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class TrialCount:
+    """How many answers one trial has received (all questions together)."""
+
+    trial: Trial
+    responses: int
+
+
+@dataclass(frozen=True)
+class StudyStats:
+    """What the staff dashboard shows."""
+
+    started: int
+    declined: int
+    finished: int
+    failed_attention: int
+    median_minutes: float | None
+    responses: int
+    trials: list[TrialCount]
+
+
+def study_stats(*, study: Study) -> StudyStats:
+    """Participants started/declined/finished, median completion time and responses per trial."""
+    participants = list(study.participants.all())
+    durations = [(p.finished_at - p.started_at).total_seconds() / 60 for p in participants if p.finished_at]
+    counts = dict(
+        Response.objects.filter(trial__study=study).values_list("trial").annotate(n=Count("id")).order_by()
+    )
+    failed = {
+        r.participant_id
+        for r in Response.objects.filter(trial__study=study, trial__is_attention_check=True).select_related(
+            "trial"
+        )
+        if r.choice != r.trial.expected_choice
+    }
+    return StudyStats(
+        started=sum(p.consent == Participant.Consent.GIVEN for p in participants),
+        declined=sum(p.consent == Participant.Consent.DECLINED for p in participants),
+        finished=len(durations),
+        failed_attention=len(failed),
+        median_minutes=round(statistics.median(durations), 1) if durations else None,
+        responses=sum(counts.values()),
+        trials=[TrialCount(t, counts.get(t.pk, 0)) for t in study.trials.select_related("prompt")],
+    )
+
+
+def participant_sides_count(*, participant: Participant) -> dict[str, Counter]:
+    """Per arm, how often it is shown left and right in the participant's regular trials."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for trial in Trial.objects.filter(pk__in=participant.trial_order, is_attention_check=False):
+        left = participant.sides[str(trial.pk)]
+        right = trial.arm_b if left == trial.arm_a else trial.arm_a
+        counts[left]["left"] += 1
+        counts[right]["right"] += 1
+    return counts
+
+
+# ---------------------------------------------------------------- blinded media
+
+
+def media_token(*, participant: Participant, kind: str, ident: str | int) -> str:
+    """An opaque per-participant name for an image: says nothing of arm, prompt or file, differs per person."""
+    return salted_hmac("studies.media", f"{participant.code}:{kind}:{ident}").hexdigest()[:32]
+
+
+def media_open(*, participant: Participant, token: str):
+    """Open the image behind a participant's media token (a file object), or raise Http404."""
+    trials = Trial.objects.filter(study_id=participant.study_id).select_related(
+        "image_a", "image_b", "prompt"
+    )
+    for trial in trials:
+        for image in (trial.image_a, trial.image_b):
+            if media_token(participant=participant, kind="image", ident=image.pk) == token:
+                return image.image.open("rb")
+        for reference in trial.prompt.reference_images:
+            if media_token(participant=participant, kind="reference", ident=reference) == token:
+                # Imported references live in media storage; a rendered run may list absolute paths.
+                path = Path(reference)
+                return path.open("rb") if path.is_absolute() else default_storage.open(reference, "rb")
+    raise Http404("no such image")
