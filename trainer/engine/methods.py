@@ -137,7 +137,10 @@ class TextualInversionMethod(Method):
     def setup(self, components: Components) -> None:
         tokenizer, text_encoder = components.tokenizer, components.text_encoder
         tokens = self.config.placeholder_tokens
-        existing = [token for token in tokens if token in tokenizer.get_vocab()]
+        # A token that already reads as one vocabulary entry ("tower" is `tower</w>`) would change every prompt using it.
+        existing = [
+            token for token in tokens if token in tokenizer.get_vocab() or len(tokenizer.tokenize(token)) == 1
+        ]
         if existing or tokenizer.add_tokens(tokens) != len(tokens):
             raise UserInputError(
                 f"the placeholder token {(existing or tokens)[0]!r} is already in the vocabulary; choose a new one "

@@ -1,0 +1,141 @@
+"""Bad input to train_lora and train_ti: one line, non-zero exit, no traceback, nothing half-written."""
+
+import shutil
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from trainer.engine.config import LoraTrainingConfig, build_config, read_config_file
+from trainer.models import TrainingRun
+
+pytestmark = pytest.mark.django_db
+TI = {"placeholder_token": "<gv-style>", "initializer_token": "style"}
+
+
+def assert_refused(command, match, output, **options):
+    """The command fails with one line matching `match` and leaves no file in `output`."""
+    with pytest.raises(CommandError, match=match) as error:
+        call_command(command, output=output, **options)
+    assert "\n" not in str(error.value)
+    assert not output.exists() or not any(path.is_file() for path in output.rglob("*"))
+    assert not TrainingRun.objects.filter(status=TrainingRun.Status.FINISHED).exists()
+
+
+@pytest.fixture
+def copy_of(tmp_path, prepared_dir):
+    """A writable copy of the prepared dataset."""
+    copy = tmp_path / "dataset"
+    shutil.copytree(prepared_dir, copy)
+    return copy
+
+
+def test_missing_dataset(tmp_path, fast_options):
+    assert_refused(
+        "train_lora", "does not exist", tmp_path / "out", data=tmp_path / "nowhere", **fast_options
+    )
+
+
+def test_missing_train_txt(tmp_path, copy_of, fast_options):
+    (copy_of / "train.txt").unlink()
+    assert_refused(
+        "train_lora", r"train.txt is missing; prepare", tmp_path / "out", data=copy_of, **fast_options
+    )
+
+
+@pytest.mark.parametrize("split", ["train.txt", "validation.txt"])
+def test_empty_split(tmp_path, copy_of, fast_options, split):
+    (copy_of / split).write_text("")
+    assert_refused("train_ti", f"{split} is empty", tmp_path / "out", data=copy_of, **fast_options, **TI)
+
+
+def test_unwritable_output(tmp_path, prepared_dir, fast_options):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CommandError, match="cannot write to the output folder"):
+        call_command("train_lora", data=prepared_dir, output=blocker / "out", **fast_options)
+
+
+@pytest.mark.parametrize(
+    ("command", "options", "match"),
+    [
+        ("train_lora", {"rank": 0}, "--rank must be a positive integer"),
+        ("train_lora", {"mixed_precision": "fp8"}, "--mixed-precision must be one of"),
+        ("train_ti", {"initializer_token": "style"}, "--placeholder-token is required"),
+        ("train_ti", {**TI, "caption_template": "no token here"}, "must contain {token}"),
+    ],
+)
+def test_invalid_options(tmp_path, prepared_dir, fast_options, command, options, match):
+    assert_refused(command, match, tmp_path / "out", data=prepared_dir, **fast_options, **options)
+
+
+def test_unloadable_model(tmp_path, prepared_dir, fast_options):
+    options = {**fast_options, "model": str(tmp_path / "no-model")}
+    assert_refused(
+        "train_lora",
+        "cannot load the model .*downloads need network access",
+        tmp_path / "out",
+        data=prepared_dir,
+        **options,
+    )
+
+
+@pytest.mark.slow
+def test_placeholder_token_already_in_vocabulary(tmp_path, prepared_dir, fast_options):
+    assert_refused(
+        "train_ti",
+        "'tower' is already in the vocabulary",
+        tmp_path / "out",
+        data=prepared_dir,
+        **fast_options,
+        placeholder_token="tower",
+        initializer_token="style",
+    )
+
+
+@pytest.mark.slow
+def test_multi_token_initializer(tmp_path, prepared_dir, fast_options):
+    assert_refused(
+        "train_ti",
+        "is 3 tokens; give a word that is exactly one token",
+        tmp_path / "out",
+        data=prepared_dir,
+        **fast_options,
+        placeholder_token="<gv>",
+        initializer_token="zqx",
+    )
+
+
+@pytest.mark.slow
+def test_nan_loss(tmp_path, prepared_dir, fast_options):
+    options = {**fast_options, "learning_rate": 1e30, "max_grad_norm": 0.0}
+    assert_refused(
+        "train_lora",
+        "loss became (nan|inf).*lower --learning-rate",
+        tmp_path / "out",
+        data=prepared_dir,
+        **options,
+    )
+    assert TrainingRun.objects.get().status == TrainingRun.Status.FAILED
+
+
+def test_config_file_values_are_overridden_by_flags(tmp_path):
+    (tmp_path / "lora.toml").write_text(
+        'epochs = 3\nlearning-rate = 0.001\nrank = 8\nlr_scheduler = "linear"\n'
+    )
+    (tmp_path / "lora.json").write_text('{"epochs": 3, "alpha": 16}')
+    config = build_config("lora", read_config_file(tmp_path / "lora.toml"), epochs=5)
+    assert isinstance(config, LoraTrainingConfig)
+    assert (config.epochs, config.learning_rate, config.rank, config.lr_scheduler) == (5, 1e-3, 8, "linear")
+    assert build_config("lora", read_config_file(tmp_path / "lora.json")).alpha == 16.0
+    assert build_config("ti", **TI).learning_rate == 5e-4  # TI's own default
+    with pytest.raises(Exception, match="unknown lora option"):
+        build_config("lora", {"epoch": 3})
+
+
+def test_config_file_errors_are_one_line(tmp_path, prepared_dir):
+    (tmp_path / "bad.toml").write_text("epochs = [")
+    with pytest.raises(CommandError, match="is not valid TOML or JSON"):
+        call_command("train_lora", data=prepared_dir, output=tmp_path / "out", config=tmp_path / "bad.toml")
+    (tmp_path / "typed.toml").write_text('epochs = "ten"')
+    with pytest.raises(CommandError, match="option epochs must be int"):
+        call_command("train_lora", data=prepared_dir, output=tmp_path / "out", config=tmp_path / "typed.toml")

@@ -1,0 +1,96 @@
+"""The shared loop: a reproducible validation loss, resume after a kill, refused config changes."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from peftlab.errors import UserInputError
+from peftlab.progress import Progress
+from trainer.engine.config import build_config
+from trainer.engine.dataset import read_split
+from trainer.engine.loop import train as engine_train
+from trainer.models import TrainingRun
+from trainer.services import training_run_create, training_run_execute
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db]
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL: the run stops right after the checkpoint of epoch 1."""
+
+
+def kill_after_first_epoch(report: Progress) -> None:
+    if report.stage == "epoch" and report.done == 1:
+        raise Killed
+
+
+@pytest.fixture(scope="module")
+def config(fast_options):
+    # Dropout and Min-SNR make the result depend on every RNG the checkpoint must restore.
+    return build_config("lora", **fast_options, dropout=0.1, snr_gamma=5.0, learning_rate=1e-3)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, prepared_dir, config):
+    """An uninterrupted run (engine only): its folder and validation losses."""
+    output = tmp_path_factory.mktemp("reference") / "out"
+    result = engine_train(prepared_dir, output, config)
+    return output, [epoch.val_loss for epoch in result.epochs]
+
+
+def train(prepared_dir, output, config, resume=False, progress=None):
+    run = training_run_create(
+        method="lora", dataset_dir=prepared_dir, output=output, config=config, resume=resume
+    )
+    return training_run_execute(run=run, **({"progress": progress} if progress else {}))
+
+
+def test_validation_loss_is_identical_across_runs_with_the_same_seed(
+    tmp_path, prepared_dir, config, reference
+):
+    again = train(prepared_dir, tmp_path / "again", config)
+    _, expected = reference
+    assert len(expected) == 2
+    assert list(again.epochs.values_list("val_loss", flat=True)) == expected
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, prepared_dir, config, reference):
+    killed_output = tmp_path / "killed"
+    with pytest.raises(Killed):
+        train(prepared_dir, killed_output, config, progress=kill_after_first_epoch)
+    killed = TrainingRun.objects.get(output_path=str(killed_output.resolve()))
+    assert killed.status == TrainingRun.Status.FAILED and killed.epochs.count() == 1
+    assert torch.load(killed_output / "checkpoint.pt", weights_only=False)["epochs_done"] == 1
+
+    resumed = train(prepared_dir, killed_output, config, resume=True)
+    assert resumed.status == TrainingRun.Status.FINISHED
+    assert list(resumed.epochs.values_list("epoch", flat=True)) == [1, 2]
+    reference_output, reference_losses = reference
+    expected = load_file(reference_output / "last" / "pytorch_lora_weights.safetensors")
+    actual = load_file(killed_output / "last" / "pytorch_lora_weights.safetensors")
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[key], actual[key]) for key in expected)
+    assert list(resumed.epochs.values_list("val_loss", flat=True)) == reference_losses
+
+
+def test_resume_with_another_config_is_refused(tmp_path, prepared_dir, config, fast_options):
+    with pytest.raises(Killed):
+        train(prepared_dir, tmp_path / "out", config, progress=kill_after_first_epoch)
+    changed = build_config("lora", **fast_options, dropout=0.1, snr_gamma=5.0, learning_rate=2e-3)
+    with pytest.raises(UserInputError, match="learning_rate"):
+        train(prepared_dir, tmp_path / "out", changed, resume=True)
+    with pytest.raises(UserInputError, match="already holds a run"):
+        train(prepared_dir, tmp_path / "out", config)
+
+
+def test_latent_cache_is_reused_by_later_runs(tmp_path, prepared_dir, fast_options):
+    cache = tmp_path / "cache"
+    config = build_config("lora", **{**fast_options, "epochs": 1}, cache_dir=str(cache))
+    train(prepared_dir, tmp_path / "a", config)
+    entries = {path: path.stat().st_mtime_ns for path in cache.rglob("*.safetensors")}
+    captions = {
+        caption for split in ("train.txt", "validation.txt") for _, caption in read_split(prepared_dir, split)
+    }
+    assert len(entries) == 6 + len(captions)  # latents of the 6 images, text states of each distinct caption
+    train(prepared_dir, tmp_path / "b", config)
+    assert {path: path.stat().st_mtime_ns for path in cache.rglob("*.safetensors")} == entries
