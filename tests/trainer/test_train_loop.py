@@ -1,5 +1,7 @@
 """The shared loop: a reproducible validation loss, resume after a kill, refused config changes."""
 
+import math
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -94,3 +96,12 @@ def test_latent_cache_is_reused_by_later_runs(tmp_path, prepared_dir, fast_optio
     assert len(entries) == 6 + len(captions)  # latents of the 6 images, text states of each distinct caption
     train(prepared_dir, tmp_path / "b", config)
     assert {path: path.stat().st_mtime_ns for path in cache.rglob("*.safetensors")} == entries
+
+
+def test_bf16_with_gradient_checkpointing_after_full_precision_runs(tmp_path, prepared_dir, fast_options):
+    # Same process as the float32 runs above: a worker switches precision between jobs.
+    options = {**fast_options, "epochs": 1, "mixed_precision": "bf16", "gradient_checkpointing": True}
+    config = build_config("ti", **options, placeholder_token="<gv>", initializer_token="style")
+    result = engine_train(prepared_dir, tmp_path / "bf16", config)
+    assert math.isfinite(result.best_val_loss)
+    assert load_file(tmp_path / "bf16" / "learned_embeds.safetensors")["<gv>"].dtype == torch.float32

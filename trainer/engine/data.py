@@ -30,17 +30,21 @@ class Components:
     fingerprint: dict[str, str]  # per part, a hash that changes when its weights change
 
 
-def load_components(model: str) -> Components:
-    """Load tokenizer, text encoder, VAE, UNet and DDPM scheduler from a diffusers folder or hub id."""
+def load_components(
+    model: str, dtype: torch.dtype = torch.float32, text_encoder_dtype: torch.dtype = torch.float32
+) -> Components:
+    """Load tokenizer, text encoder, VAE, UNet (in `dtype`) and DDPM scheduler from a diffusers folder or hub id."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     try:
         parts = Components(
             tokenizer=CLIPTokenizer.from_pretrained(model, subfolder="tokenizer"),
-            text_encoder=CLIPTextModel.from_pretrained(model, subfolder="text_encoder"),
-            vae=AutoencoderKL.from_pretrained(model, subfolder="vae"),
-            unet=UNet2DConditionModel.from_pretrained(model, subfolder="unet"),
+            text_encoder=CLIPTextModel.from_pretrained(
+                model, subfolder="text_encoder", dtype=text_encoder_dtype
+            ),
+            vae=AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype),
+            unet=UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype),
             noise_scheduler=DDPMScheduler.from_pretrained(model, subfolder="scheduler"),
             fingerprint={},
         )

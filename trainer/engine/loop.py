@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -149,12 +150,11 @@ class Trainer:
             self.seconds[name] += time.perf_counter() - start
 
     def run(self) -> TrainingResult:
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
         from diffusers.optimization import get_scheduler
 
         config = self.config
-        self.accelerator = accelerator = Accelerator(mixed_precision=config.mixed_precision)
+        self.accelerator = accelerator = make_accelerator(config.mixed_precision)
         device = accelerator.device
         if device.type == "cuda":
             # TF32 matmuls are ~8x faster than float32 on Ampere and later with no visible loss change.
@@ -166,22 +166,20 @@ class Trainer:
         )
 
         with self.phase("load"):
-            self.components = parts = load_components(config.model)
+            # Frozen weights load in the mixed-precision dtype; what trains stays float32.
+            text_dtype = torch.float32 if self.method.text_encoder_trains else weight_dtype
+            self.components = parts = load_components(config.model, weight_dtype, text_dtype)
             for module in (parts.vae, parts.unet, parts.text_encoder):
                 module.requires_grad_(False)
-            # Frozen weights run in the mixed-precision dtype; what trains stays float32.
-            # (No dtype argument in full precision: diffusers warns about any explicit cast.)
-            frozen = {} if weight_dtype == torch.float32 else {"dtype": weight_dtype}
-            parts.vae.to(device, **frozen).eval()
-            parts.unet.to(device, **frozen)
-            parts.text_encoder.to(device, **({} if self.method.text_encoder_trains else frozen))
+                module.to(device)
+            parts.vae.eval()
             if device.type == "cuda":
                 parts.unet.to(memory_format=torch.channels_last)
             self.method.setup(parts)
             if config.gradient_checkpointing:
                 parts.unet.enable_gradient_checkpointing()
                 if self.method.text_encoder_trains:
-                    parts.text_encoder.gradient_checkpointing_enable()
+                    parts.text_encoder.activation_checkpointing_enable()
 
         with self.phase("cache"):
             self.prepare_data(device, weight_dtype)
@@ -576,6 +574,17 @@ class Trainer:
             )
         self.accelerator.wait_for_everyone()
         return result
+
+
+def make_accelerator(mixed_precision: str) -> Any:
+    """An Accelerator; a single process that trained in another precision before (a worker, the tests) may switch."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != mixed_precision and PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision)
 
 
 def is_main_process() -> bool:
