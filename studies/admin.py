@@ -1,9 +1,12 @@
 """Studies in the admin: edit a study's texts and questions; a new study gets its trials built on save."""
 
+from django import forms
 from django.contrib import admin
+from django.db import models
 from django.urls import reverse
 from django.utils.html import format_html
 
+from peftlab.errors import UserInputError
 from studies import services
 from studies.models import Participant, Question, Response, Study, Trial
 
@@ -25,11 +28,39 @@ class TrialInline(admin.TabularInline):
         return False
 
 
+class StudyAdminForm(forms.ModelForm):
+    """Check the arms against the generation run before a new study's trials are built."""
+
+    completion_redirect_url = forms.URLField(
+        assume_scheme="https",
+        required=False,
+        max_length=500,
+        help_text=Study.completion_redirect_url.field.help_text,
+    )
+
+    class Meta:
+        model = Study
+        fields = [
+            "title", "slug", "status", "consent_text", "instructions", "target_participants",
+            "completion_code", "completion_redirect_url", "generation_run", "arms",
+        ]  # fmt: skip
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if not self.instance.pk and cleaned.get("generation_run") and "arms" in cleaned:
+            try:
+                services.arms_validate(run=cleaned["generation_run"], arms=cleaned["arms"])
+            except UserInputError as error:
+                self.add_error("arms", str(error))
+        return cleaned
+
+
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
     """Add a study with a generation run and arms: trials (every prompt x pair, 2 attention checks) are built
     on save, and the reference study's questions are added when none are given."""
 
+    form = StudyAdminForm
     list_display = ["title", "slug", "status", "generation_run", "created_at", "dashboard"]
     list_filter = ["status"]
     prepopulated_fields = {"slug": ["title"]}
@@ -76,6 +107,7 @@ class TrialAdmin(admin.ModelAdmin):
 
 @admin.register(Participant)
 class ParticipantAdmin(admin.ModelAdmin):
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["label", "study", "external_source", "consent", "position", "started_at", "finished_at"]
     list_filter = ["study", "consent", "external_source"]
     readonly_fields = ["code", "seed", "trial_order", "sides", "started_at"]

@@ -35,7 +35,7 @@ REFERENCE_QUESTIONS: list[dict] = [
     },
     {
         "key": "style",
-        "text": "Which image is stylistically closer to the reference images shown above?",
+        "text": "Which image is stylistically closer to the reference images?",
         "options": [],
         "show_references": True,
     },
@@ -216,16 +216,21 @@ def _question_add(*, study: Study, position: int, spec: Mapping) -> Question:
     return question
 
 
+def arms_validate(*, run: GenerationRun, arms: list) -> None:
+    """Raise UserInputError unless `arms` are two or more distinct arms with images in `run`."""
+    if not isinstance(arms, list) or len(arms) < 2 or len(set(arms)) != len(arms):
+        raise UserInputError(f'a study compares at least two distinct arms, e.g. ["lora", "ti"]; got {arms}.')
+    run_arms = sorted(set(run.images.values_list("arm", flat=True)))
+    absent = [arm for arm in arms if arm not in run_arms]
+    if absent:
+        raise UserInputError(f"arm(s) {absent} have no images in run {run.pk}; it has {run_arms}.")
+
+
 def study_trials_build(*, study: Study, seed: int | None = None, attention_checks: int = 2) -> list[Trial]:
     """Build a trial for every prompt x pair of the study's arms, plus `attention_checks` instructed trials."""
     run = study.generation_run
-    if len(study.arms) < 2 or len(set(study.arms)) != len(study.arms):
-        raise UserInputError(f"a study compares at least two distinct arms; got {study.arms}.")
+    arms_validate(run=run, arms=study.arms)
     images = list(run.images.select_related("prompt"))
-    run_arms = sorted({image.arm for image in images})
-    absent = [arm for arm in study.arms if arm not in run_arms]
-    if absent:
-        raise UserInputError(f"arm(s) {absent} have no images in run {run.pk}; it has {run_arms}.")
     by_prompt: dict[Prompt, dict[str, GeneratedImage]] = defaultdict(dict)
     for image in sorted(images, key=lambda image: image.seed):
         if seed is None or image.seed == seed:
