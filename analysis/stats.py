@@ -504,7 +504,7 @@ def read_responses(path: Path) -> pd.DataFrame:
         else {}
     )
     if reader is pd.read_json:
-        kwargs = {"orient": "records", "convert_dates": False, "dtype": {"participant": str}}
+        kwargs = {"orient": "records", "dtype": False}
     return prepare_responses(reader(path, **kwargs))
 
 
@@ -820,7 +820,9 @@ def _bootstrap_strengths(per_participant: np.ndarray, resamples: int, rng: np.ra
 def _agreement(data: pd.DataFrame) -> list[Agreement]:
     rows = []
     for question, group in data.groupby("question", sort=True, observed=True):
-        items = group.groupby(["prompt", "arm_a", "arm_b", "option"], observed=True).size()
+        # An item is one stimulus pair: the trial when known (one image pair), else prompt x pair of arms.
+        item = ["trial"] if "trial" in group.columns else ["prompt", "arm_a", "arm_b"]
+        items = group.groupby([*item, "option"], observed=True).size()
         table = items.unstack(fill_value=0).to_numpy()
         rated = table.sum(axis=1)
         rows.append(

@@ -1,4 +1,12 @@
 """Analysis's pages."""
 
+from django.urls import path
+
+from analysis import views
+
 app_name = "analysis"
-urlpatterns: list = []
+urlpatterns = [
+    path("<slug:slug>/", views.report, name="report"),
+    path("<slug:slug>/responses.<str:fmt>", views.export, name="export"),
+    path("<slug:slug>/charts/<slug:name>.<str:fmt>", views.chart, name="chart"),
+]

@@ -269,18 +269,27 @@ def test_krippendorff_alpha_reproduces_krippendorffs_example_and_a_pairwise_comp
 
 def test_perfect_agreement_gives_kappa_and_alpha_one():
     rows = [
-        response_row(participant=f"p{p}", question="q", left_arm="a", right_arm="b", option="a", landmark=lm)
+        response_row(
+            participant=f"p{p}", question="q", left_arm="a", right_arm="b", option="a", landmark=lm, trial=t
+        )
         for p in range(5)
-        for lm in ("x", "y")
+        for t, lm in enumerate(("x", "y"))
     ]
     rows += [
-        response_row(participant=f"p{p}", question="q", left_arm="a", right_arm="b", option="b", landmark="z")
+        response_row(
+            participant=f"p{p}", question="q", left_arm="a", right_arm="b", option="b", landmark="z", trial=2
+        )
         for p in range(5)
     ]
     row = analyze_responses(pd.DataFrame(rows), AnalysisConfig(bootstrap=0)).agreement.to_frame().iloc[0]
     assert row["items"] == 3
     assert row["fleiss_kappa"] == pytest.approx(1.0)
     assert row["krippendorff_alpha"] == pytest.approx(1.0)
+    # Items are trials: the same three votes split into one trial per participant leave nothing to agree on.
+    solo = analyze_responses(
+        pd.DataFrame([dict(r, trial=i) for i, r in enumerate(rows)]), AnalysisConfig(bootstrap=0)
+    )
+    assert solo.agreement.to_frame().iloc[0]["items"] == 0
 
 
 def brute_force_power(n: int, p1: float, alpha: float) -> float:

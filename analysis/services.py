@@ -1,0 +1,97 @@
+"""Analysis's writes: exports and report files of a study, written atomically."""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from analysis.charts import CHART_FORMATS, CHARTS, render_chart
+from analysis.exports import EXPORT_FORMATS, export_bytes, export_frame
+from analysis.selectors import study_report
+from analysis.stats import AnalysisConfig, analyze_responses
+from peftlab.errors import UserInputError
+from studies.models import Study
+from studies.selectors import study_response_rows
+
+
+@dataclass(frozen=True)
+class ExportFiles:
+    """What an export wrote: the responses file, the summary beside it, and the number of rows."""
+
+    responses: Path
+    summary: Path
+    rows: int
+
+
+def summary_path(responses: Path) -> Path:
+    """Where the summary of an export lives: beside it, `<name>.summary.json`."""
+    return responses.with_name(f"{responses.stem}.summary.json")
+
+
+def _write_atomically(files: dict[Path, bytes]) -> None:
+    """Write every file to a temporary name, then rename them all: no half-written file is ever visible."""
+    temporaries = {}
+    try:
+        for path, data in files.items():
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temporary.write_bytes(data)
+            temporaries[path] = temporary
+        for path, temporary in temporaries.items():
+            os.replace(temporary, path)
+    finally:
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
+
+
+def study_export(
+    *,
+    study: Study,
+    output: Path,
+    fmt: str,
+    include_external_ids: bool = False,
+    config: AnalysisConfig | None = None,
+) -> ExportFiles:
+    """Write one row per response to `output` (csv/json/parquet) and the report as a summary beside it."""
+    if fmt not in EXPORT_FORMATS:
+        raise UserInputError(f"unknown format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise UserInputError(
+            f"the folder {output.parent} does not exist; create it or choose another --output"
+        )
+    rows = study_response_rows(study=study)
+    frame = export_frame(rows, include_external_ids=include_external_ids)
+    report = analyze_responses(frame, config)
+    summary = {
+        "study": study.slug,
+        "title": study.title,
+        "arms": study.arms,
+        "responses_file": output.name,
+        "format": fmt,
+        "external_ids_included": include_external_ids,
+        "report": report.to_dict(),
+    }
+    summary_file = summary_path(output)
+    _write_atomically(
+        {output: export_bytes(frame, fmt), summary_file: json.dumps(summary, indent=2).encode()}
+    )
+    return ExportFiles(responses=output, summary=summary_file, rows=len(frame))
+
+
+def study_report_write(*, study: Study, output_dir: Path, config: AnalysisConfig | None = None) -> list[Path]:
+    """Write a study's publishable report to a folder: text and JSON report, CSV export and every chart."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    export = study_export(
+        study=study, output=output_dir / f"{study.slug}-responses.csv", fmt="csv", config=config
+    )
+    report = study_report(study=study, config=config)
+    files = {
+        output_dir / "report.txt": report.to_text().encode(),
+        output_dir / "report.json": report.to_json().encode(),
+    }
+    for name in CHARTS:
+        for fmt in CHART_FORMATS:
+            files[output_dir / f"{name}.{fmt}"] = render_chart(report, name, fmt)
+    _write_atomically(files)
+    return [export.responses, export.summary, *files]

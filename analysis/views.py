@@ -1,0 +1,64 @@
+"""Analysis's staff-only pages: a study's report, its exports and its charts."""
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils.safestring import mark_safe
+
+from analysis.charts import CHART_FORMATS, CHARTS, render_chart
+from analysis.exports import CONTENT_TYPES, EXPORT_FORMATS, export_bytes, export_frame
+from analysis.selectors import study_report
+from studies.models import Study
+from studies.selectors import study_response_rows
+
+
+@staff_member_required
+def report(request: HttpRequest, slug: str) -> HttpResponse:
+    """The study's report: exclusions, every table, the charts and the downloads."""
+    study = get_object_or_404(Study, slug=slug)
+    result = study_report(study=study)
+    tables = [
+        (
+            table.title,
+            table.note,
+            mark_safe(table.to_frame().to_html(index=False, float_format="{:.4g}".format)),
+        )
+        for table in result.tables().values()
+    ]
+    return render(
+        request,
+        "analysis/report.html",
+        {
+            "study": study,
+            "exclusions": result.exclusions.to_dict(),
+            "tables": tables,
+            "charts": list(CHARTS),
+            "chart_formats": CHART_FORMATS,
+            "export_formats": EXPORT_FORMATS,
+        },
+    )
+
+
+@staff_member_required
+def export(request: HttpRequest, slug: str, fmt: str) -> HttpResponse:
+    """The study's responses as a download (pseudonymous: no external ids)."""
+    study = get_object_or_404(Study, slug=slug)
+    if fmt not in EXPORT_FORMATS:
+        raise Http404("unknown format")
+    data = export_bytes(export_frame(study_response_rows(study=study)), fmt)
+    response = HttpResponse(data, content_type=CONTENT_TYPES[fmt])
+    response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.{fmt}"'
+    return response
+
+
+@staff_member_required
+def chart(request: HttpRequest, slug: str, name: str, fmt: str) -> HttpResponse:
+    """One chart of the report as PNG or SVG (?download=1 to save it)."""
+    study = get_object_or_404(Study, slug=slug)
+    if name not in CHARTS or fmt not in CHART_FORMATS:
+        raise Http404("unknown chart")
+    data = render_chart(study_report(study=study), name, fmt)
+    response = HttpResponse(data, content_type="image/svg+xml" if fmt == "svg" else "image/png")
+    if request.GET.get("download"):
+        response["Content-Disposition"] = f'attachment; filename="{study.slug}-{name}.{fmt}"'
+    return response

@@ -1,0 +1,64 @@
+"""A real study (the seed-study stimuli) answered by bot participants through the studies services."""
+
+import pytest
+
+from studies.models import Participant
+
+
+def answer_study(study, participants: int, careless: int = 0) -> None:
+    """Participants who prefer LoRA (most of them), each answering every page; the first `careless` fail checks."""
+    from studies.services import (
+        ExternalIds,
+        participant_finish,
+        participant_instructions_read,
+        participant_pages,
+        participant_start,
+        response_record,
+    )
+
+    for number in range(participants):
+        participant = participant_start(
+            study=study,
+            ids=ExternalIds(external_id=f"PROLIFIC{number:03d}", source="prolific"),
+            consent_given=True,
+        )
+        pages = participant_pages(participant=participant)
+        for step, page in enumerate(pages):
+            participant.refresh_from_db()
+            if page.kind == "instructions":
+                participant_instructions_read(participant=participant, step=step)
+            elif page.kind == "feedback":
+                participant_finish(participant=participant, step=step)
+            elif page.kind == "question":
+                left = participant.sides[str(page.trial.pk)]
+                if page.question is None:  # an attention check
+                    expected = page.trial.expected_choice
+                    choice = ({"left": "right", "right": "left"}[expected]) if number < careless else expected
+                elif "neither" in page.choices and number % 4 == 0:
+                    choice = "neither"
+                else:
+                    prefers_lora = number % 5 != 1
+                    choice = "left" if (left == "lora") == prefers_lora else "right"
+                response_record(participant=participant, step=step, choice=choice)
+
+
+@pytest.fixture(scope="module")
+def answered_study(django_db_setup, django_db_blocker, tmp_path_factory, seed_study_dir):
+    """The seed study (LoRA vs TI, 5 landmarks, 3 reference questions) answered by 12 participants, 2 careless.
+
+    Built once per module (answering through the services takes seconds) and deleted afterwards; tests only read it.
+    """
+    from django.test import override_settings
+
+    from studies.services import stimuli_import, study_create_from_generation
+
+    with override_settings(MEDIA_ROOT=tmp_path_factory.mktemp("media")), django_db_blocker.unblock():
+        run = stimuli_import(manifest=seed_study_dir / "manifest.json")
+        study = study_create_from_generation(run=run, slug="seed", title="Seed study", attention_checks=2)
+        answer_study(study, participants=12, careless=2)
+        assert Participant.objects.filter(study=study, finished_at__isnull=False).count() == 12
+        yield study
+        prompt_set = run.prompt_set
+        study.delete()
+        run.delete()
+        prompt_set.delete()
