@@ -18,7 +18,9 @@ def assert_refused(command, match, output, **options):
         call_command(command, output=output, **options)
     assert "\n" not in str(error.value)
     assert not output.exists() or not any(path.is_file() for path in output.rglob("*"))
-    assert not TrainingRun.objects.filter(status=TrainingRun.Status.FINISHED).exists()
+    assert not TrainingRun.objects.filter(
+        output_path=str(output.resolve()), status=TrainingRun.Status.FINISHED
+    )
 
 
 @pytest.fixture
@@ -115,7 +117,8 @@ def test_nan_loss(tmp_path, prepared_dir, fast_options):
         data=prepared_dir,
         **options,
     )
-    assert TrainingRun.objects.get().status == TrainingRun.Status.FAILED
+    run = TrainingRun.objects.get(output_path=str((tmp_path / "out").resolve()))
+    assert run.status == TrainingRun.Status.FAILED and "loss became" in run.error
 
 
 def test_config_file_values_are_overridden_by_flags(tmp_path):

@@ -38,7 +38,9 @@ def lora_run(django_db_setup, django_db_blocker, tmp_path_factory, prepared_dir,
         )
         run = TrainingRun.objects.get(output_path=str(output.resolve()))
         metrics = list(EpochMetric.objects.filter(run=run).values_list("epoch", flat=True))
-    return output, run, metrics
+    yield output, run, metrics
+    with django_db_blocker.unblock():
+        run.delete()  # made outside the tests' transactions, so not rolled back with them
 
 
 def test_lora_run_records_outputs_and_metrics(lora_run):

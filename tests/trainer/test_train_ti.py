@@ -28,7 +28,9 @@ def ti_run(django_db_setup, django_db_blocker, tmp_path_factory, prepared_dir, f
             **fast_options,
         )
         run = TrainingRun.objects.get(output_path=str(output.resolve()))
-    return output, run
+    yield output, run
+    with django_db_blocker.unblock():
+        run.delete()  # made outside the tests' transactions, so not rolled back with them
 
 
 def test_ti_changes_only_the_new_embedding_rows(ti_run, tiny_model_dir):

@@ -174,7 +174,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type[Tra
     for item in fields(config_class):
         default = item.default if item.default is not MISSING else None
         kwargs: dict[str, Any] = {"dest": item.name, "default": argparse.SUPPRESS}
-        suffix = "" if item.metadata.get("required") else f" (default {default!r})"
+        suffix = "" if item.metadata.get("required") or default == "" else f" (default {default!r})"
         kwargs["help"] = item.metadata.get("help", "") + suffix
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
