@@ -104,6 +104,9 @@ class TrialAdmin(admin.ModelAdmin):
     list_filter = ["study", "is_attention_check"]
     raw_id_fields = ["prompt", "image_a", "image_b"]
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # participants' stored trial orders refer to every trial
+
 
 @admin.register(Participant)
 class ParticipantAdmin(admin.ModelAdmin):

@@ -188,9 +188,10 @@ class Response(models.Model):
     """
 
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="responses")
-    trial = models.ForeignKey(Trial, on_delete=models.CASCADE, related_name="responses")
+    # RESTRICT: a trial or question with answers cannot be deleted on its own (only with its study).
+    trial = models.ForeignKey(Trial, on_delete=models.RESTRICT, related_name="responses")
     question = models.ForeignKey(
-        Question, on_delete=models.CASCADE, null=True, blank=True, related_name="responses"
+        Question, on_delete=models.RESTRICT, null=True, blank=True, related_name="responses"
     )
     left_arm = models.CharField(max_length=50)
     right_arm = models.CharField(max_length=50)

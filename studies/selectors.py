@@ -23,6 +23,13 @@ def study_get_by_slug(*, slug: str) -> Study:
     return study
 
 
+RESPONSE_ROW_KEYS = (
+    "participant", "external_id", "trial", "trial_index", "question", "question_text", "landmark", "prompt",
+    "left_arm", "right_arm", "choice", "chosen_arm", "response_ms", "shown_at", "answered_at",
+    "is_attention_check", "attention_passed", "participant_failed_attention", "participant_finished",
+)  # fmt: skip
+
+
 def study_response_rows(*, study: Study) -> list[dict]:
     """One dict per response, in participant then answer order (see the keys below; analysis codes against them).
 

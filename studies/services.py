@@ -77,13 +77,21 @@ def _clean_png(path: Path) -> bytes:
     return buffer.getvalue()
 
 
-def _unique_prompt_set_name(base: str) -> str:
-    """`base`, or `base-2`, `base-3`, ... whichever is free."""
+def _first_free(base: str, taken) -> str:
+    """`base`, or `base-2`, `base-3`, ... whichever `taken(name)` says is free."""
     name, number = base, 1
-    while PromptSet.objects.filter(name=name).exists():
+    while taken(name):
         number += 1
         name = f"{base}-{number}"
     return name
+
+
+def _unique_prompt_set_name(base: str) -> str:
+    return _first_free(base, lambda name: PromptSet.objects.filter(name=name).exists())
+
+
+def _unique_slug(base: str) -> str:
+    return _first_free(base, lambda slug: Study.objects.filter(slug=slug).exists())
 
 
 def stimuli_import(*, manifest: Path, name: str | None = None) -> GenerationRun:
@@ -294,8 +302,9 @@ def study_create_from_generation(
     """Create a study comparing `arms` of `run`: questions ("reference", a JSON path or dicts) and all trials."""
     if attention_checks < 0:
         raise UserInputError("--attention-checks must be 0 or more.")
-    slug = slug or slugify(title) or "study"
-    if Study.objects.filter(slug=slug).exists():
+    if slug is None:
+        slug = _unique_slug(slugify(title) or "study")
+    elif Study.objects.filter(slug=slug).exists():
         raise UserInputError(f"a study with slug {slug!r} already exists; pass another --slug.")
     study = Study(
         title=title,

@@ -158,10 +158,9 @@ def responses_csv(request: HttpRequest, slug: str) -> HttpResponse:
     study = get_object_or_404(Study, slug=slug)
     rows = selectors.study_response_rows(study=study)
     buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    writer = csv.DictWriter(buffer, fieldnames=selectors.RESPONSE_ROW_KEYS)
+    writer.writeheader()
+    writer.writerows(rows)
     response = HttpResponse(buffer.getvalue(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.csv"'
     return response
