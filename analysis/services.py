@@ -5,11 +5,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.core.files.storage import default_storage
+
 from analysis.charts import CHART_FORMATS, CHARTS, render_chart
 from analysis.exports import EXPORT_FORMATS, export_bytes, export_frame
+from analysis.metrics import ImageScores, ScoreConfig, ScoredImage, score_images
 from analysis.selectors import study_report
 from analysis.stats import AnalysisConfig, analyze_responses
+from generation.models import GenerationRun, Prompt
 from peftlab.errors import UserInputError
+from peftlab.progress import ProgressCallback, ignore_progress
 from studies.models import Study
 from studies.selectors import study_response_rows
 
@@ -95,3 +100,44 @@ def study_report_write(*, study: Study, output_dir: Path, config: AnalysisConfig
             files[output_dir / f"{name}.{fmt}"] = render_chart(report, name, fmt)
     _write_atomically(files)
     return [export.responses, export.summary, *files]
+
+
+def run_images_score(
+    *,
+    run: GenerationRun,
+    clip_model: Path,
+    bootstrap: int = 200,
+    seed: int = 0,
+    progress: ProgressCallback = ignore_progress,
+) -> ImageScores:
+    """CLIP score, FID and KID of every arm of a generation run against its prompts' reference images."""
+    images = list(
+        run.images.select_related("prompt").order_by("arm", "prompt__position", "prompt_id", "seed")
+    )
+    prompts = {image.prompt for image in images}
+    unique_landmarks = len({prompt.landmark for prompt in prompts}) == len(prompts)
+
+    def label(prompt: Prompt) -> str:
+        return prompt.landmark if unique_landmarks else f"{prompt.landmark} (prompt {prompt.pk})"
+
+    references = {
+        label(prompt): [_reference_path(ref) for ref in prompt.reference_images] for prompt in prompts
+    }
+    items = [
+        ScoredImage(
+            arm=image.arm, prompt=label(image.prompt), path=Path(image.image.path), text=image.rendered_prompt
+        )
+        for image in images
+    ]
+    config = ScoreConfig(clip_model=Path(clip_model), bootstrap=bootstrap, seed=seed)
+    return score_images(items, references, config, progress)
+
+
+def _reference_path(reference: str) -> Path:
+    """A prompt's reference image on disk: absolute paths as they are, others in media storage."""
+    path = Path(reference) if Path(reference).is_absolute() else Path(default_storage.path(reference))
+    if not path.is_file():
+        raise UserInputError(
+            f"reference image {reference} is missing ({path}); re-import the run's references"
+        )
+    return path

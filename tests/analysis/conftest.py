@@ -62,3 +62,41 @@ def answered_study(django_db_setup, django_db_blocker, tmp_path_factory, seed_st
         study.delete()
         run.delete()
         prompt_set.delete()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A tiny random CLIP (text + vision, 32px, 16-dim projection) with tokenizer and image processor, offline."""
+    import json
+
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+
+    from trainer.engine.tiny_model import BOS_TOKEN, EOS_TOKEN, build_bpe_files
+
+    path = tmp_path_factory.mktemp("clip") / "tiny-clip"
+    path.mkdir()
+    vocab, merges = build_bpe_files()
+    (path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    tokenizer = CLIPTokenizer.from_pretrained(path, model_max_length=77)
+    layers = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = CLIPConfig(
+        text_config={
+            **layers,
+            "vocab_size": len(vocab),
+            "max_position_embeddings": 77,
+            "bos_token_id": vocab[BOS_TOKEN],
+            "eos_token_id": vocab[EOS_TOKEN],
+            "pad_token_id": vocab[EOS_TOKEN],
+        },
+        vision_config={**layers, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        path
+    )
+    return path
