@@ -105,3 +105,18 @@ def test_bf16_with_gradient_checkpointing_after_full_precision_runs(tmp_path, pr
     result = engine_train(prepared_dir, tmp_path / "bf16", config)
     assert math.isfinite(result.best_val_loss)
     assert load_file(tmp_path / "bf16" / "learned_embeds.safetensors")["<gv>"].dtype == torch.float32
+
+
+def test_early_stopping_keeps_the_best_epoch_and_stays_stopped_on_resume(
+    tmp_path, prepared_dir, fast_options
+):
+    # A learning rate far too high for TI: the validation loss rises after the first epoch.
+    options = {**fast_options, "epochs": 4, "learning_rate": 0.5, "early_stopping_patience": 1}
+    config = build_config("ti", **options, placeholder_token="<gv>", initializer_token="style")
+    result = engine_train(prepared_dir, tmp_path / "out", config)
+    assert result.stopped_early
+    assert len(result.epochs) == result.best_epoch + 1 < 4
+    best = load_file(tmp_path / "out" / "best" / "learned_embeds.safetensors")
+    assert torch.equal(load_file(tmp_path / "out" / "learned_embeds.safetensors")["<gv>"], best["<gv>"])
+    resumed = engine_train(prepared_dir, tmp_path / "out", config, resume=True)
+    assert resumed.stopped_early and len(resumed.epochs) == len(result.epochs)

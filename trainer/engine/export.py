@@ -63,6 +63,7 @@ def write_loss_plot(path: Path, epochs: list[EpochResult], best_epoch: int | Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
     numbers = [epoch.epoch for epoch in epochs]
@@ -80,6 +81,7 @@ def write_loss_plot(path: Path, epochs: list[EpochResult], best_epoch: int | Non
             zorder=3,
             label=f"best epoch {best_epoch}",
         )
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
     axes.set_ylabel("loss (MSE of predicted noise)")
     axes.set_title(title)

@@ -47,6 +47,7 @@ from trainer.engine.methods import Method, make_method
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+VALIDATION_BATCH_FACTOR = 4  # validation batch = this x --batch-size (inference needs far less memory)
 PROGRESS_EVERY = 10  # steps between progress reports; each report reads the loss, a host synchronisation
 # Options that do not change the trained weights, so a resume may change them.
 RESUMABLE_CHANGES = frozenset({"cache", "cache_dir", "checkpoint_every"})
@@ -420,26 +421,29 @@ class Trainer:
     def validation_loss(self) -> float:
         """Mean noise-prediction MSE over validation images x fixed timesteps x fixed noise (deterministic)."""
         self.module.eval()
-        device, size = self.accelerator.device, self.config.batch_size
+        device = self.accelerator.device
+        latents = self.latents(self.val_moments, sample=False)
+        count, steps = len(latents), len(self.val_timesteps)
+        # Every (image, timestep) pair, batched across timesteps: no gradients, so batches can be larger.
+        images = torch.arange(count, device=device).repeat_interleave(steps)
+        times = torch.arange(steps, device=device).repeat(count)
         timesteps = self.val_timesteps.to(device)
         total = torch.zeros((), device=device)
-        latents = self.latents(self.val_moments, sample=False)
-        for start in range(0, len(latents), size):
-            chunk = slice(start, start + size)
-            cached = None if self.val_states is None else self.val_states[chunk]
-            states = self.encoder_states(self.val_ids[chunk], cached)
-            for index, timestep in enumerate(timesteps):
-                batch = latents[chunk]
-                with self.accelerator.autocast():
-                    losses = self.loss(
-                        batch,
-                        states.to(self.components.unet.dtype),
-                        self.val_noise[chunk, index],
-                        timestep.repeat(len(batch)),
-                    )
-                total += losses.sum()
+        size = self.config.batch_size * VALIDATION_BATCH_FACTOR
+        for start in range(0, count * steps, size):
+            image, time_index = images[start : start + size], times[start : start + size]
+            cached = None if self.val_states is None else self.val_states[image]
+            states = self.encoder_states(self.val_ids[image], cached)
+            with self.accelerator.autocast():
+                losses = self.loss(
+                    latents[image],
+                    states.to(self.components.unet.dtype),
+                    self.val_noise[image, time_index],
+                    timesteps[time_index],
+                )
+            total += losses.sum()
         self.module.train()
-        value = total.item() / (len(latents) * len(timesteps))
+        value = total.item() / (count * steps)
         if not math.isfinite(value):
             raise UserInputError(
                 f"the validation loss became {value}; lower --learning-rate or use --mixed-precision bf16."
