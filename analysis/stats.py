@@ -283,7 +283,7 @@ class SampleSizePlan:
         return (
             f"To detect a {self.preference:.0%} preference at alpha={self.alpha} with power {self.power:.0%}: "
             f"{self.votes} decisive votes (achieved power {self.achieved_power:.3f}), "
-            f"i.e. {self.participants} participants at {self.votes_per_participant} votes each "
+            f"i.e. {self.participants} participants at {self.votes_per_participant} vote(s) each "
             f"and {self.decisive_share:.0%} decisive."
         )
 
@@ -556,7 +556,12 @@ def analyze_responses(frame: pd.DataFrame, config: AnalysisConfig | None = None)
             _bradley_terry(data, config),
             note="Only for questions comparing three or more arms.",
         ),
-        agreement=ResultTable("Inter-rater agreement", Agreement, _agreement(data)),
+        agreement=ResultTable(
+            "Inter-rater agreement",
+            Agreement,
+            _agreement(data),
+            note="Items are trials (one image pair) rated by two or more participants; with few items it says little.",
+        ),
     )
 
 
