@@ -1,9 +1,11 @@
 """Analysis's reads: a study's responses as a frame, and its report."""
 
 import pandas as pd
+from django.core.cache import cache
+from django.db.models import Count, Max
 
 from analysis.stats import RESPONSE_COLUMNS, AnalysisConfig, StudyReport, analyze_responses
-from studies.models import Study
+from studies.models import Response, Study
 from studies.selectors import study_response_rows
 
 
@@ -15,3 +17,14 @@ def study_responses_frame(*, study: Study) -> pd.DataFrame:
 def study_report(*, study: Study, config: AnalysisConfig | None = None) -> StudyReport:
     """The full statistical report of the study's responses."""
     return analyze_responses(study_responses_frame(study=study), config)
+
+
+def study_report_cached(*, study: Study) -> StudyReport:
+    """The default report, cached until a response is added or removed (the page and its charts share it)."""
+    state = Response.objects.filter(participant__study=study).aggregate(count=Count("id"), last=Max("id"))
+    key = f"analysis:report:{study.pk}:{state['count']}:{state['last']}"
+    report = cache.get(key)
+    if report is None:
+        report = study_report(study=study)
+        cache.set(key, report, timeout=600)
+    return report
