@@ -234,7 +234,8 @@ class Trainer:
                     metrics={"train_loss": result.train_loss, "val_loss": result.val_loss},
                 )
             )
-            logger.info(line)
+            if accelerator.is_main_process:
+                logger.info(line)
             patience = config.early_stopping_patience
             if patience and result.epoch - self.best_epoch >= patience and result.epoch < config.epochs:
                 self.stopped_early = True
@@ -592,7 +593,6 @@ def make_accelerator(mixed_precision: str) -> Any:
 
 
 def is_main_process() -> bool:
-    """Whether this is the main process of an `accelerate launch` (or the only process)."""
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
+    """Whether this is the main process of an `accelerate launch` or `torchrun` (or the only process)."""
+    # Read the launcher's environment rather than start Accelerate's state before the Accelerator does.
+    return int(os.environ.get("RANK", "0")) == 0
