@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,11 @@ def test_create_study_on_the_seed_study_and_walk_it_blind(seed_run, capsys):
     bot.finish(choose_attentively)
     for page in bot.pages:
         assert_blind(page, words)
+    # Imported stimuli are stored clean, so they are sent byte for byte as stored.
+    stored = {image.image.read() for image in seed_run.images.all()}
+    sources = set(re.findall(r'<img src="([^"]+)" alt="Image on the', "".join(bot.pages)))
+    assert len(sources) == seed_run.images.count()  # one URL per image for this participant
+    assert all(bot.client.get(src).content in stored for src in sources)
     assert study.participants.get().responses.count() == 5 * 3 + 2
 
 
