@@ -1,6 +1,13 @@
 """The shared loop: a reproducible validation loss, resume after a kill, refused config changes."""
 
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,3 +127,34 @@ def test_early_stopping_keeps_the_best_epoch_and_stays_stopped_on_resume(
     assert torch.equal(load_file(tmp_path / "out" / "learned_embeds.safetensors")["<gv>"], best["<gv>"])
     resumed = engine_train(prepared_dir, tmp_path / "out", config, resume=True)
     assert resumed.stopped_early and len(resumed.epochs) == len(result.epochs)
+
+
+def test_sigkilled_process_resumes_to_the_uninterrupted_result(tmp_path, prepared_dir, fast_options):
+    options = {**fast_options, "epochs": 8, "learning_rate": 1e-3}
+    killed = tmp_path / "killed"
+    script = (
+        "import json, sys; from pathlib import Path; from trainer.engine.config import build_config; "
+        "from trainer.engine.loop import train; "
+        "train(Path(sys.argv[1]), Path(sys.argv[2]), build_config('lora', **json.loads(sys.argv[3])))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(prepared_dir), str(killed), json.dumps(options)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoint.pt").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = torch.load(killed / "checkpoint.pt", weights_only=False)["epochs_done"]
+    assert 1 <= done < options["epochs"]  # killed mid-run, after a checkpoint
+
+    resumed = engine_train(prepared_dir, killed, build_config("lora", **options), resume=True)
+    reference = engine_train(prepared_dir, tmp_path / "reference", build_config("lora", **options))
+    assert [epoch.val_loss for epoch in resumed.epochs] == [epoch.val_loss for epoch in reference.epochs]
+    expected = load_file(tmp_path / "reference" / "last" / "pytorch_lora_weights.safetensors")
+    actual = load_file(killed / "last" / "pytorch_lora_weights.safetensors")
+    assert all(torch.equal(expected[key], actual[key]) for key in expected)
