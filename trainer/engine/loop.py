@@ -266,7 +266,6 @@ class Trainer:
             name: [self.method.caption(caption) for caption in split.captions]
             for name, split in (("train", self.train_split), ("val", self.val_split))
         }
-        self.train_captions = captions["train"]
         self.val_ids = tokenize(parts.tokenizer, captions["val"]).to(device)
         self.train_ids = tokenize(parts.tokenizer, captions["train"]).to(device)
         if not self.method.text_encoder_trains:
@@ -349,11 +348,12 @@ class Trainer:
         config, accelerator, parts = self.config, self.accelerator, self.components
         device = accelerator.device
         batches = self.batch_indices(epoch)
+        # One copy of the epoch's indices to the device: a copy per step would wait for the queued GPU work.
+        device_batches = torch.stack(batches).to(device)
         loss_sum = torch.zeros((), device=device)
         start = time.perf_counter()
         with self.phase("train"):
-            for step, indices in enumerate(batches):
-                indices_device = indices.to(device)
+            for step, (indices, indices_device) in enumerate(zip(batches, device_batches, strict=True)):
                 if config.cache:
                     latents = self.latents(self.train_moments[indices_device], sample=True)
                 else:

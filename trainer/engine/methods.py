@@ -178,7 +178,8 @@ class TextualInversionMethod(Method):
             self.original = self.original.to(weight.device)
             self.frozen_rows = self.frozen_rows.to(weight.device)
         with torch.no_grad():
-            weight[self.frozen_rows] = self.original[self.frozen_rows]
+            # torch.where, not boolean indexing: no host synchronisation on the GPU.
+            weight.copy_(torch.where(self.frozen_rows[:, None], self.original, weight))
 
     def trainable_state(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
         return {"embeddings": module.get_input_embeddings().weight.detach().clone()}
