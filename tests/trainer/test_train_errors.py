@@ -142,3 +142,23 @@ def test_config_file_errors_are_one_line(tmp_path, prepared_dir):
     (tmp_path / "typed.toml").write_text('epochs = "ten"')
     with pytest.raises(CommandError, match="option epochs must be int"):
         call_command("train_lora", data=prepared_dir, output=tmp_path / "out", config=tmp_path / "typed.toml")
+
+
+def test_resume_without_a_checkpoint(tmp_path, prepared_dir, fast_options):
+    assert_refused(
+        "train_lora", "nothing to resume", tmp_path / "out", data=prepared_dir, resume=True, **fast_options
+    )
+
+
+def test_training_runs_are_listed_in_the_admin(admin_client, tmp_path, prepared_dir):
+    from trainer.models import EpochMetric
+
+    run = TrainingRun.objects.create(
+        method="lora", dataset_path=str(prepared_dir), output_path=str(tmp_path / "out"), config={"rank": 4}
+    )
+    EpochMetric.objects.create(
+        run=run, epoch=1, train_loss=0.5, val_loss=0.25, seconds=1.0, samples_per_s=3.0
+    )
+    assert str(tmp_path / "out") in admin_client.get("/admin/trainer/trainingrun/").content.decode()
+    page = admin_client.get(f"/admin/trainer/trainingrun/{run.pk}/change/").content.decode()
+    assert "0.25" in page  # the epoch's validation loss, inline
