@@ -49,7 +49,10 @@ class TrainingCommand(PeftlabCommand):
 
         def report(progress: Progress) -> None:
             # Steps drive the bar; at each epoch's end it closes so the engine's log line stands alone.
-            bar.close() if progress.stage == "epoch" else bar(progress)
+            if progress.stage == "epoch":
+                bar.close()
+            else:
+                bar(progress)
 
         try:
             run = training_run_execute(run=run, progress=report)
