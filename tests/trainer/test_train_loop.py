@@ -158,3 +158,4 @@ def test_sigkilled_process_resumes_to_the_uninterrupted_result(tmp_path, prepare
     expected = load_file(tmp_path / "reference" / "last" / "pytorch_lora_weights.safetensors")
     actual = load_file(killed / "last" / "pytorch_lora_weights.safetensors")
     assert all(torch.equal(expected[key], actual[key]) for key in expected)
+    assert not list(killed.glob(".*"))  # no temporary or staging leftovers

@@ -489,6 +489,9 @@ class Trainer:
 
     def load_checkpoint(self) -> None:
         """Restore a checkpoint written by the same config on the same dataset."""
+        # A kill during a save leaves its temporary file (never the checkpoint itself half-written).
+        for stale in self.output.glob(f".{CHECKPOINT}-*"):
+            stale.unlink()
         state = torch.load(self.output / CHECKPOINT, map_location="cpu", weights_only=False)
         saved, current = state["config"], self.config.to_dict()
         changed = sorted(
