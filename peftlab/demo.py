@@ -1,26 +1,165 @@
-"""The demo pipeline: each stage calls the same services as the commands, on the tiny model."""
+"""The demo pipeline: every stage calls the same services as the commands, on the tiny offline model.
 
+captioned images -> prepared dataset -> LoRA and TI -> base/LoRA/TI renderings -> an open blind study
+-> a pilot of simulated participants -> the analysis report. Then `make demo` serves it.
+"""
+
+import random
+import secrets
+import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from analysis.services import study_report_write
+from generation.engine import GenerationConfig
+from generation.services import generation_run_render, prompt_set_install_builtin
+from studies.models import Participant, Study
+from studies.services import (
+    ExternalIds,
+    participant_finish,
+    participant_instructions_read,
+    participant_pages,
+    participant_start,
+    response_record,
+    study_create_from_generation,
+)
+from trainer.engine.config import build_config
 from trainer.engine.dataset import PrepareConfig
+from trainer.engine.methods import LORA_WEIGHTS, TI_WEIGHTS
 from trainer.engine.synthetic import SyntheticDatasetConfig, make_synthetic_dataset
 from trainer.engine.tiny_model import TinyModelConfig
-from trainer.services import dataset_prepare, tiny_model_build
+from trainer.services import dataset_prepare, tiny_model_build, training_run_create, training_run_execute
+
+DEMO_TOKEN = "<demo-style>"
+DEMO_RESEARCHER = "researcher"
 
 
-def run_demo(*, output: Path, log: Callable[[str], None]) -> list[str]:
-    """Run every stage that exists today into `output`; return the lines that say what was produced."""
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo produced, for the closing summary."""
+
+    study: Study
+    password: str
+    lines: list[str]
+
+
+def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: int = 12) -> DemoResult:
+    """Run every stage into `output`; return the study it opened and the lines that say what was produced."""
     output = Path(output)
-    log("1/2 Building the tiny offline model and a synthetic captioned dataset")
+    log("1/6 Building the tiny offline model and a synthetic captioned dataset")
     model = tiny_model_build(output=output / "tiny-model", config=TinyModelConfig())
     make_synthetic_dataset(output / "raw", SyntheticDatasetConfig())
-    log("2/2 Preparing the dataset")
-    dataset, prepared = dataset_prepare(
+    dataset, _ = dataset_prepare(
         source=output / "raw", output=output / "dataset", config=PrepareConfig(resolution=64, min_size=64)
     )
+
+    log("2/6 Training LoRA and Textual Inversion on the same loop")
+    shared = {"model": str(model.path), "resolution": 64, "epochs": 4, "batch_size": 4, "seed": 0}
+    runs = {}
+    for method, overrides in (
+        ("lora", {"learning_rate": 1e-2, "rank": 4, "alpha": 4}),
+        ("ti", {"learning_rate": 5e-2, "placeholder_token": DEMO_TOKEN, "initializer_token": "style"}),
+    ):
+        run_dir = output / "runs" / method
+        shutil.rmtree(run_dir, ignore_errors=True)  # a rerun of the demo starts its runs afresh
+        config = build_config(method, **shared, **overrides)
+        run = training_run_create(
+            method=method, dataset_dir=Path(dataset.path), output=run_dir, config=config
+        )
+        runs[method] = training_run_execute(run=run)
+
+    log("3/6 Rendering the built-in landmark prompts with base, LoRA and TI under identical seeds")
+    generation = generation_run_render(
+        prompt_set=prompt_set_install_builtin(),
+        config=GenerationConfig(
+            model=str(model.path),
+            arms=("base", "lora", "ti"),
+            lora=str(Path(runs["lora"].output_path) / LORA_WEIGHTS),
+            ti=str(Path(runs["ti"].output_path) / TI_WEIGHTS),
+            token=DEMO_TOKEN,
+            seeds=(0, 1),
+            steps=4,
+            width=64,
+            height=64,
+        ),
+        name="demo: base vs LoRA vs TI",
+    )
+
+    log("4/6 Opening a blind study over every pair of arms")
+    study = study_create_from_generation(
+        run=generation, arms=["base", "lora", "ti"], title="peftlab demo study", status=Study.Status.OPEN
+    )
+
+    log(f"5/6 Piloting it with {pilot_participants} simulated participants")
+    simulate_participants(study=study, count=pilot_participants, preferred_arm="lora", seed=0)
+
+    log("6/6 Writing the analysis report")
+    report_files = study_report_write(study=study, output_dir=output / "report")
+    password = researcher_ensure()
+    lines = [
+        f"model       {model.path}",
+        f"dataset     {dataset.path}: {dataset.num_train} train, {dataset.num_validation} validation",
+        *(
+            f"{method:<11} {run.output_path} (best epoch {run.best_epoch}, validation loss {run.best_val_loss:.4f})"
+            for method, run in runs.items()
+        ),
+        f"images      {generation.images.count()} in generation run {generation.pk}",
+        f"study       {study.slug}: {study.trials.count()} trials, {pilot_participants} simulated participants",
+        f"report      {output / 'report'} ({len(report_files)} files)",
+    ]
+    return DemoResult(study=study, password=password, lines=lines)
+
+
+def simulate_participants(*, study: Study, count: int, preferred_arm: str, seed: int) -> list[Participant]:
+    """Bots that answer every page through the participant services, preferring `preferred_arm` 70 % of the time."""
+    rng = random.Random(seed)
+    participants = []
+    for number in range(count):
+        participant = participant_start(
+            study=study,
+            ids=ExternalIds(external_id=f"DEMO-BOT-{number:03d}", source="demo"),
+            consent_given=True,
+        )
+        for step, page in enumerate(participant_pages(participant=participant)):
+            participant.refresh_from_db()
+            if page.kind == "instructions":
+                participant_instructions_read(participant=participant, step=step)
+            elif page.kind == "feedback":
+                participant_finish(participant=participant, step=step, feedback="simulated by the demo")
+            elif page.kind == "question" and page.question is None:
+                response_record(participant=participant, step=step, choice=page.trial.expected_choice)
+            elif page.kind == "question":
+                left = participant.sides[str(page.trial.pk)]
+                right = page.trial.arm_b if left == page.trial.arm_a else page.trial.arm_a
+                if preferred_arm in (left, right) and rng.random() < 0.7:
+                    choice = "left" if left == preferred_arm else "right"
+                else:
+                    choice = rng.choice(page.choices)
+                response_record(participant=participant, step=step, choice=choice)
+        participants.append(participant)
+    return participants
+
+
+def researcher_ensure() -> str:
+    """Create (or reset) the demo's staff account and return its new password."""
+    password = secrets.token_urlsafe(9)
+    user, _ = get_user_model().objects.get_or_create(username=DEMO_RESEARCHER)
+    user.is_staff = user.is_superuser = True
+    user.set_password(password)
+    user.save()
+    return password
+
+
+def demo_links(*, study: Study, base_url: str) -> list[str]:
+    """Where to go once the demo server is up."""
     return [
-        f"model    {model.path} ({model.parameter_count:,} parameters)",
-        f"dataset  {dataset.path}: {dataset.num_train} train, {dataset.num_validation} validation, "
-        f"{dataset.num_skipped} skipped",
+        f"participant {base_url}{reverse('studies:entry', args=[study.slug])}",
+        f"dashboard   {base_url}{reverse('studies:dashboard', args=[study.slug])}",
+        f"report      {base_url}{reverse('analysis:report', args=[study.slug])}",
+        f"gallery     {base_url}{reverse('generation:run_gallery', args=[study.generation_run_id])}",
+        f"console     {base_url}{reverse('console:runs')}",
     ]

@@ -4,18 +4,38 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.test import override_settings
 
-from trainer.models import Dataset
+from generation.models import GeneratedImage
+from studies.models import Participant, Study
+from trainer.models import Dataset, TrainingRun
 
 
 @pytest.mark.slow
 @pytest.mark.django_db
-def test_demo_pipeline_runs_end_to_end(tmp_path):
+def test_demo_pipeline_runs_end_to_end(tmp_path, client):
     out = StringIO()
-    call_command("demo", "--output", str(tmp_path), stdout=out)
-    text = out.getvalue()
-    assert (tmp_path / "tiny-model" / "model_index.json").is_file()
-    assert (tmp_path / "dataset" / "manifest.json").is_file()
-    dataset = Dataset.objects.get()
-    assert dataset.num_train + dataset.num_validation == 16 and dataset.num_skipped == 0
-    assert "dataset" in text
+    with override_settings(MEDIA_ROOT=tmp_path / "media"):
+        call_command("demo", "--output", str(tmp_path / "demo"), stdout=out)
+        text = out.getvalue()
+        dataset = Dataset.objects.get()
+        assert dataset.num_train + dataset.num_validation == 16 and dataset.num_skipped == 0
+        runs = TrainingRun.objects.all()
+        assert sorted(run.method for run in runs) == ["lora", "ti"]
+        assert all(run.status == TrainingRun.Status.FINISHED for run in runs)
+        assert set(GeneratedImage.objects.values_list("arm", flat=True)) == {"base", "lora", "ti"}
+        study = Study.objects.get()
+        assert study.status == Study.Status.OPEN
+        assert Participant.objects.filter(study=study, finished_at__isnull=False).count() == 12
+        assert (tmp_path / "demo" / "report" / "report.json").is_file()
+        # What the demo prints is what a person then opens: the participant page and, logged in, the report.
+        participant_url = next(
+            line.split()[-1] for line in text.splitlines() if line.startswith("participant")
+        )
+        assert client.get(participant_url.removeprefix("http://127.0.0.1:8000")).status_code == 200
+        username, password = next(
+            line.split()[2::2] for line in text.splitlines() if line.startswith("staff login")
+        )
+        assert client.login(username=username, password=password)
+        report = client.get(f"/analysis/{study.slug}/")
+        assert report.status_code == 200 and b"Bradley" in report.content

@@ -1,15 +1,15 @@
-"""`manage.py demo`: the whole pipeline as it stands, on the tiny offline model and synthetic data."""
+"""`manage.py demo`: the whole pipeline on the tiny offline model and synthetic data, then (optionally) serve it."""
 
 from pathlib import Path
 
 from django.core.management import call_command
 
 from peftlab.commands import PeftlabCommand
-from peftlab.demo import run_demo
+from peftlab.demo import DEMO_RESEARCHER, demo_links, run_demo
 
 
 class Command(PeftlabCommand):
-    help = "Build the tiny model, make and prepare a synthetic dataset, and run every stage on it."
+    help = "Train, render, open a blind study and analyse a pilot of it, all on the tiny model; --serve serves it."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -22,9 +22,13 @@ class Command(PeftlabCommand):
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args, **options):
-        summary = run_demo(output=options["output"], log=self.stdout.write)
-        for line in summary:
+        result = run_demo(output=options["output"], log=self.stdout.write)
+        for line in result.lines:
             self.stdout.write(line)
+        base_url = f"http://{options['host']}:{options['port']}"
+        for line in demo_links(study=result.study, base_url=base_url):
+            self.stdout.write(line)
+        self.stdout.write(f"staff login {DEMO_RESEARCHER} / {result.password}")
         if options["serve"]:
-            self.stdout.write(f"Serving on http://{options['host']}:{options['port']}/ (Ctrl-C to stop)")
+            self.stdout.write(f"Serving on {base_url}/ (Ctrl-C to stop)")
             call_command("runserver", f"{options['host']}:{options['port']}", use_reloader=False)
