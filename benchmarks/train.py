@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
 import sys
@@ -100,81 +99,10 @@ def cpu_benchmark(args: argparse.Namespace) -> None:
                 )
 
 
-def build_sd15_shaped(output: Path) -> Path:
-    """An SD-1.5-shaped pipeline with random weights (the tiny tokenizer; 768-wide text encoder)."""
-    import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from trainer.engine.tiny_model import BOS_TOKEN, EOS_TOKEN, build_bpe_files
-
-    vocab, merges = build_bpe_files()
-    tokenizer_dir = output.parent / "tokenizer-source"
-    tokenizer_dir.mkdir(parents=True)
-    (tokenizer_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (tokenizer_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(vocab),
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            bos_token_id=vocab[BOS_TOKEN],
-            eos_token_id=vocab[EOS_TOKEN],
-            pad_token_id=vocab[EOS_TOKEN],
-            projection_dim=768,
-        )
-    )
-    unet = UNet2DConditionModel(  # SD 1.5's UNet config
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=2,
-        block_out_channels=(320, 640, 1280, 1280),
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=768,
-        attention_head_dim=8,
-    )
-    vae = AutoencoderKL(  # SD 1.5's VAE config
-        sample_size=512,
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        layers_per_block=2,
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        scaling_factor=0.18215,
-    )
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        clip_sample=False,
-    )
-    pipeline = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir, model_max_length=77),
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipeline.save_pretrained(output, safe_serialization=True)
-    return output
-
-
 def gpu_benchmark(args: argparse.Namespace) -> None:
     import torch
+
+    from trainer.engine.tiny_model import TinyModelConfig, build_tiny_model
 
     if not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device; none is visible.")
@@ -182,7 +110,9 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="peftlab-bench-") as folder:
         root = Path(folder)
         start = time.perf_counter()
-        model = build_sd15_shaped(root / "sd15-shaped" / "model")
+        model = build_tiny_model(
+            root / "sd15-shaped", TinyModelConfig(shape="sd15", text_width=768, image_size=512)
+        ).path
         dataset = make_dataset(root, args.images, 512)
         print(
             f"{name}; SD-1.5-shaped random weights, 512x512, bf16, {args.images} images "

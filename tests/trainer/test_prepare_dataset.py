@@ -70,7 +70,9 @@ def source(tmp_path, ghibli_dir) -> Path:
 
 
 def prepare(source: Path, output: Path, **overrides) -> None:
-    call_command("prepare_dataset", str(source), str(output), stdout=StringIO(), stderr=StringIO(), **overrides)
+    call_command(
+        "prepare_dataset", str(source), str(output), stdout=StringIO(), stderr=StringIO(), **overrides
+    )
 
 
 @pytest.mark.django_db
@@ -99,7 +101,6 @@ def test_pairs_skips_and_manifest_are_complete(source, tmp_path):
     assert manifest["counts"] == {"pairs": 11, "train": 10, "validation": 1, "skipped": 7}
     assert manifest["settings"] == {"resolution": 512, "val_fraction": 0.1, "seed": 42, "min_size": 256}
     big_ben = next(pair for pair in manifest["pairs"] if pair["source_image"] == f"{REAL_STEMS[0]}.jpg")
-
 
     real = source / f"{REAL_STEMS[0]}.jpg"
     assert big_ben["source_image_sha256"] == hashlib.sha256(real.read_bytes()).hexdigest()

@@ -59,8 +59,10 @@ def test_command_options_set_width_and_size(tmp_path):
     from diffusers import StableDiffusionPipeline
 
     out = StringIO()
-    call_command("make_tiny_model", str(tmp_path / "wide"), "--text-width", "768", "--image-size", "128", stdout=out)
-    assert "text width 768" in out.getvalue()
+    call_command(
+        "make_tiny_model", str(tmp_path / "wide"), "--text-width", "768", "--image-size", "128", stdout=out
+    )
+    assert "text width 768" in out.getvalue() and "tiny shape" in out.getvalue()
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "wide")
     assert pipe.text_encoder.get_input_embeddings().weight.shape[1] == 768
     assert pipe.unet.config.cross_attention_dim == 768
@@ -76,3 +78,15 @@ def test_bad_options_and_file_output_are_refused(tmp_path):
     with pytest.raises(CommandError, match="--image-size must be a multiple of 32"):
         call_command("make_tiny_model", str(tmp_path / "x"), "--image-size", "50")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_sd15_shape_has_stable_diffusion_15_sizes():
+    from trainer.engine.tiny_model import make_unet, make_vae
+
+    config = TinyModelConfig(shape="sd15", text_width=768, image_size=512)
+    unet = make_unet(config)
+    # SD 1.5's UNet has 859.5 M parameters and a VAE of 83.7 M; the benchmark's FLOP figures rely on it.
+    assert round(sum(p.numel() for p in unet.parameters()) / 1e6, 1) == 859.5
+    assert round(sum(p.numel() for p in make_vae(config).parameters()) / 1e6, 1) == 83.7
+    assert unet.config.sample_size == 64 and unet.config.cross_attention_dim == 768

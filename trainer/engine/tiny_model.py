@@ -12,6 +12,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from peftlab.errors import UserInputError
 
@@ -31,12 +32,34 @@ EOS_TOKEN = "<|endoftext|>"
 
 
 @dataclass(frozen=True)
+class ModelShape:
+    """Layer sizes of one pipeline shape; widths of the text encoder and image size come from the config."""
+
+    unet_channels: tuple[int, ...]
+    unet_layers_per_block: int
+    vae_channels: tuple[int, int, int, int]
+    vae_layers_per_block: int
+    text_layers: int
+    text_heads: int
+    attention_head_dim: int
+
+
+SHAPES = {
+    # Small enough to train and render on a CPU in tests.
+    "tiny": ModelShape((32, 64), 1, (32, 32, 64, 64), 1, 2, 4, 8),
+    # Stable Diffusion 1.5's sizes (860 M UNet parameters), with random weights: for GPU benchmarks.
+    "sd15": ModelShape((320, 640, 1280, 1280), 2, (128, 256, 512, 512), 2, 12, 12, 8),
+}
+
+
+@dataclass(frozen=True)
 class TinyModelConfig:
-    """What to build: sizes of the tiny pipeline and the seed of its random weights."""
+    """What to build: the shape and sizes of the pipeline and the seed of its random weights."""
 
     seed: int = 0
     text_width: int = 32  # 768 gives SD-1.x's embedding width
     image_size: int = 64  # pixels; the UNet sees image_size // 8 latents
+    shape: str = "tiny"  # a key of SHAPES
 
     def __post_init__(self) -> None:
         if self.text_width < 8 or self.text_width % 4:
@@ -47,6 +70,8 @@ class TinyModelConfig:
             raise UserInputError(
                 f"--image-size must be a multiple of 32 and at least 32, got {self.image_size}."
             )
+        if self.shape not in SHAPES:
+            raise UserInputError(f"--shape must be one of {', '.join(SHAPES)}, got {self.shape!r}.")
 
 
 @dataclass(frozen=True)
@@ -111,9 +136,8 @@ def merge_pair(pieces: list[str], pair: tuple[str, str]) -> list[str]:
 
 def build_tiny_model(output: Path, config: TinyModelConfig) -> TinyModel:
     """Write a tiny StableDiffusionPipeline in diffusers format to `output` (replacing what is there)."""
-    import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
 
     output = Path(output)
     if output.exists() and not output.is_dir():
@@ -134,48 +158,9 @@ def build_tiny_model(output: Path, config: TinyModelConfig) -> TinyModel:
             if len(tokenizer.tokenize(word)) != 1:
                 raise RuntimeError(f"the tiny tokenizer splits {word!r}; its merge list is inconsistent")
 
-        torch.manual_seed(config.seed)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(vocab),
-                hidden_size=config.text_width,
-                intermediate_size=config.text_width * 4,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=77,
-                bos_token_id=vocab[BOS_TOKEN],
-                eos_token_id=vocab[EOS_TOKEN],
-                pad_token_id=vocab[EOS_TOKEN],
-                projection_dim=config.text_width,
-            )
-        )
-        torch.manual_seed(config.seed + 1)
-        unet = UNet2DConditionModel(
-            sample_size=config.image_size // 8,
-            in_channels=4,
-            out_channels=4,
-            layers_per_block=1,
-            block_out_channels=(32, 64),
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=config.text_width,
-            attention_head_dim=8,
-            norm_num_groups=32,
-        )
-        torch.manual_seed(config.seed + 2)
-        vae = AutoencoderKL(
-            sample_size=config.image_size,
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            # Four blocks downsample three times: the VAE scale factor is 8, as in SD 1.x.
-            block_out_channels=(32, 32, 64, 64),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=1,
-            norm_num_groups=32,
-            scaling_factor=0.18215,
-        )
+        text_encoder = make_text_encoder(config, vocab)
+        unet = make_unet(config)
+        vae = make_vae(config)
         scheduler = DDPMScheduler(
             num_train_timesteps=1000,
             beta_start=0.00085,
@@ -207,3 +192,70 @@ def build_tiny_model(output: Path, config: TinyModelConfig) -> TinyModel:
         shutil.rmtree(staging, ignore_errors=True)
     parameter_count = sum(p.numel() for module in (unet, vae, text_encoder) for p in module.parameters())
     return TinyModel(path=output, vocab_size=len(vocab), parameter_count=parameter_count)
+
+
+def make_text_encoder(config: TinyModelConfig, vocab: dict[str, int]) -> Any:
+    """A CLIP text encoder of the config's shape and width with seeded random weights."""
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    shape = SHAPES[config.shape]
+    torch.manual_seed(config.seed)
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=config.text_width,
+            intermediate_size=config.text_width * 4,
+            num_hidden_layers=shape.text_layers,
+            num_attention_heads=shape.text_heads,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            bos_token_id=vocab[BOS_TOKEN],
+            eos_token_id=vocab[EOS_TOKEN],
+            pad_token_id=vocab[EOS_TOKEN],
+            projection_dim=config.text_width,
+        )
+    )
+
+
+def make_unet(config: TinyModelConfig) -> Any:
+    """An SD-1.x UNet of the config's shape (cross-attention in all blocks but the deepest) with seeded weights."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    shape = SHAPES[config.shape]
+    torch.manual_seed(config.seed + 1)
+    cross_attention = ("CrossAttnDownBlock2D",) * (len(shape.unet_channels) - 1)
+    return UNet2DConditionModel(
+        sample_size=config.image_size // 8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=shape.unet_layers_per_block,
+        block_out_channels=shape.unet_channels,
+        down_block_types=(*cross_attention, "DownBlock2D"),
+        up_block_types=("UpBlock2D", *(name.replace("Down", "Up") for name in cross_attention)),
+        cross_attention_dim=config.text_width,
+        attention_head_dim=shape.attention_head_dim,
+        norm_num_groups=32,
+    )
+
+
+def make_vae(config: TinyModelConfig) -> Any:
+    """A VAE whose four blocks downsample three times (scale factor 8, as in SD 1.x), with seeded weights."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    shape = SHAPES[config.shape]
+    torch.manual_seed(config.seed + 2)
+    return AutoencoderKL(
+        sample_size=config.image_size,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=shape.vae_channels,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=shape.vae_layers_per_block,
+        norm_num_groups=32,
+        scaling_factor=0.18215,
+    )

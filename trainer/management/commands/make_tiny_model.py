@@ -1,14 +1,16 @@
-"""`manage.py make_tiny_model OUT`: build the tiny offline Stable-Diffusion-shaped pipeline."""
+"""`manage.py make_tiny_model OUT`: build a Stable-Diffusion-shaped pipeline with random weights, offline."""
 
 from pathlib import Path
 
 from peftlab.commands import PeftlabCommand
-from trainer.engine.tiny_model import TinyModelConfig
+from trainer.engine.tiny_model import SHAPES, TinyModelConfig
 from trainer.services import tiny_model_build
+
+SHAPE_DEFAULTS = {"tiny": (32, 64), "sd15": (768, 512)}  # text width, image size
 
 
 class Command(PeftlabCommand):
-    help = "Build a tiny SD-1.x-shaped diffusers pipeline offline (for tests, the demo and CPU benchmarks)."
+    help = "Build a tiny (or SD-1.5-sized) SD-1.x-shaped diffusers pipeline offline, with random weights."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -16,18 +18,28 @@ class Command(PeftlabCommand):
         )
         parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights (default 0).")
         parser.add_argument(
-            "--text-width", type=int, default=32, help="Text encoder width; 768 matches SD-1.x (default 32)."
+            "--shape",
+            choices=sorted(SHAPES),
+            default="tiny",
+            help="tiny: for CPU tests and the demo (default); sd15: SD 1.5's sizes, for GPU benchmarks.",
         )
         parser.add_argument(
-            "--image-size", type=int, default=64, help="Native image size in pixels (default 64)."
+            "--text-width", type=int, help="Text encoder width; 768 matches SD-1.x (default: 32, sd15: 768)."
+        )
+        parser.add_argument(
+            "--image-size", type=int, help="Native image size in pixels (default: 64, sd15: 512)."
         )
 
     def handle(self, *args, **options):
+        width, size = SHAPE_DEFAULTS[options["shape"]]
         config = TinyModelConfig(
-            seed=options["seed"], text_width=options["text_width"], image_size=options["image_size"]
+            seed=options["seed"],
+            shape=options["shape"],
+            text_width=options["text_width"] or width,
+            image_size=options["image_size"] or size,
         )
         model = tiny_model_build(output=options["output"], config=config)
         self.stdout.write(
-            f"Tiny model written to {model.path}: {model.parameter_count:,} parameters, "
+            f"Model written to {model.path}: {config.shape} shape, {model.parameter_count:,} parameters, "
             f"vocabulary {model.vocab_size}, text width {config.text_width}, {config.image_size}px."
         )
