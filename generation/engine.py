@@ -8,12 +8,10 @@ effect: its layers or token are present, and a fixed-seed probe render differs f
 
 from __future__ import annotations
 
-import platform
 import string
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from generation.engine_adapters import (
 )
 from peftlab.errors import UserInputError
 from peftlab.progress import Progress, ProgressCallback, ignore_progress
+from peftlab.versions import package_versions
 
 ARMS = ("base", "lora", "ti")
 # Scheduler names users type -> (diffusers class, extra config); DPM-Solver++ is the default.
@@ -40,7 +39,6 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEFAULT_TEMPLATES = {"base": "{prompt}", "lora": "{prompt}", "ti": "An image of {token}, {prompt}"}
 TEMPLATE_FIELDS = {"prompt", "token"}
-VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensors", "pillow")
 
 
 def check_template(template: str, arm: str) -> None:
@@ -174,17 +172,6 @@ class GenerationResult:
     device: str
     dtype: str
     versions: dict[str, str]
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of Python and the packages that shape an image."""
-    versions = {"python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:

@@ -48,7 +48,8 @@ def test_database_url_selects_postgresql_and_sqlite_is_the_default():
 
 def test_redis_url_configures_both_queues():
     result = settings_in_subprocess(
-        {"DEBUG": "1", "REDIS_URL": "redis://cache:6379/3"}, "sorted(settings.RQ_QUEUES), settings.RQ_QUEUES['gpu']['URL']"
+        {"DEBUG": "1", "REDIS_URL": "redis://cache:6379/3"},
+        "sorted(settings.RQ_QUEUES), settings.RQ_QUEUES['gpu']['URL']",
     )
     assert result.stdout.strip() == "['default', 'gpu'] redis://cache:6379/3"
 

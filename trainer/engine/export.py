@@ -7,11 +7,10 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensors", "numpy")
+from peftlab.versions import package_versions
 
 
 @dataclass(frozen=True)
@@ -36,17 +35,6 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that decide the numbers."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def write_metrics_csv(path: Path, epochs: list[EpochResult]) -> None:
