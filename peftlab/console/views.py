@@ -1,4 +1,4 @@
-"""The researcher console: start jobs, watch their progress, read their errors (staff only)."""
+"""The researcher console: every run and study, start jobs, watch their progress, read errors in full (staff only)."""
 
 from pathlib import Path
 
@@ -10,49 +10,66 @@ from django.views.decorators.http import require_POST
 
 from generation.jobs import generation_job_enqueue
 from generation.models import GenerationRun
+from peftlab.console import selectors
 from peftlab.console.forms import DatasetPrepareForm, GenerationStartForm, StudyCreateForm, TrainingStartForm
 from peftlab.errors import UserInputError
 from peftlab.jobs import DEFAULT_QUEUE, job_cancel, job_enqueue, job_retry, jobs_reconcile
 from peftlab.models import Job
 from studies.jobs import study_job_enqueue
 from trainer.jobs import dataset_prepare_job, training_job_enqueue
-from trainer.models import EpochMetric, TrainingRun
-
-RECENT_JOBS = 100
+from trainer.models import TrainingRun
 
 
-def job_summary(job: Job) -> dict:
-    """What the runs list shows of a job, as JSON for the polling script."""
-    return {
-        "id": job.pk,
-        "kind": job.kind,
-        "status": job.status,
-        "percent": round(job.percent, 1),
-        "stage": job.stage,
-        "done": job.done,
-        "total": job.total,
-        "metrics": job.metrics,
-        "active": job.is_active,
-    }
-
-
-def recent_jobs() -> list[Job]:
-    """The latest jobs, after failing those whose worker died."""
-    jobs_reconcile()
-    return list(Job.objects.select_related("content_type")[:RECENT_JOBS])
+def run_context(run: TrainingRun | GenerationRun | None) -> dict:
+    """The template context that shows a training or generation run: metrics, loss curve, jobs, studies."""
+    if isinstance(run, TrainingRun):
+        detail = selectors.training_run_detail(run=run)
+        return detail | {"is_training": True, "curves": selectors.loss_curves(detail["epochs"])}
+    if isinstance(run, GenerationRun):
+        return selectors.generation_run_detail(run=run) | {"is_generation": True}
+    return {}
 
 
 @staff_member_required
 def runs(request: HttpRequest) -> HttpResponse:
-    """Every recent job with its status and progress."""
-    jobs = recent_jobs()
-    return render(request, "console/runs.html", {"jobs": jobs, "any_active": any(j.is_active for j in jobs)})
+    """Every recent training and generation run, however started, with its status and latest job's progress."""
+    jobs_reconcile()
+    rows = selectors.console_run_rows()
+    jobs = selectors.other_jobs()
+    any_active = any(row.is_active for row in rows) or any(job.is_active for job in jobs)
+    return render(request, "console/runs.html", {"rows": rows, "jobs": jobs, "any_active": any_active})
 
 
 @staff_member_required
 def runs_json(request: HttpRequest) -> JsonResponse:
-    """The runs list's live data, polled by its script."""
-    return JsonResponse({"jobs": [job_summary(job) for job in recent_jobs()]})
+    """The runs list's live data, polled by its script: runs, and the jobs that are not a run's."""
+    jobs_reconcile()
+    return JsonResponse(
+        {
+            "runs": [selectors.run_summary(row) for row in selectors.console_run_rows()],
+            "jobs": [selectors.job_summary(job) for job in selectors.other_jobs()],
+        }
+    )
+
+
+@staff_member_required
+def training_run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One training run: config, metrics, loss curve, output files, its error in full, its jobs and studies."""
+    run = get_object_or_404(TrainingRun.objects.select_related("dataset"), pk=pk)
+    return render(request, "console/run_detail.html", {"run": run} | run_context(run))
+
+
+@staff_member_required
+def generation_run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One generation run: config, image count, its error in full, its jobs, gallery and studies."""
+    run = get_object_or_404(GenerationRun.objects.select_related("prompt_set"), pk=pk)
+    return render(request, "console/run_detail.html", {"run": run} | run_context(run))
+
+
+@staff_member_required
+def studies(request: HttpRequest) -> HttpResponse:
+    """Every recent study with its participants and links to its dashboard, entry page and report."""
+    return render(request, "console/studies.html", {"studies": selectors.study_list()})
 
 
 @staff_member_required
@@ -61,33 +78,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     jobs_reconcile()
     job = get_object_or_404(Job.objects.select_related("content_type", "retry_of"), pk=pk)
     run = job.run
-    context = {"job": job, "run": run, "is_training": isinstance(run, TrainingRun)}
-    if isinstance(run, TrainingRun):
-        epochs = list(EpochMetric.objects.filter(run=run).order_by("epoch"))
-        context |= {"epochs": epochs, "curves": loss_curves(epochs)}
-    elif isinstance(run, GenerationRun):
-        context["studies"] = list(run.studies.all())
-    return render(request, "console/job_detail.html", context)
-
-
-def loss_curves(epochs: list[EpochMetric], width: int = 480, height: int = 200) -> list[dict]:
-    """Train and validation loss per epoch as SVG polyline points, scaled into a width x height box."""
-    if len(epochs) < 2:
-        return []
-    values = [e.train_loss for e in epochs] + [e.val_loss for e in epochs]
-    low, high = min(values), max(values)
-    span = (high - low) or 1.0
-
-    def points(attribute: str) -> str:
-        return " ".join(
-            f"{width * i / (len(epochs) - 1):.1f},{height - height * (getattr(e, attribute) - low) / span:.1f}"
-            for i, e in enumerate(epochs)
-        )
-
-    return [
-        {"name": "train loss", "points": points("train_loss"), "colour": "#2f5fd0"},
-        {"name": "validation loss", "points": points("val_loss"), "colour": "#c62828"},
-    ]
+    return render(request, "console/job_detail.html", {"job": job, "run": run} | run_context(run))
 
 
 @staff_member_required

@@ -4,31 +4,37 @@ import pytest
 from django.test import Client
 from django.urls import get_resolver, reverse
 
+from generation.models import GenerationRun, PromptSet
 from peftlab.models import Job
+from trainer.models import TrainingRun
 
 pytestmark = pytest.mark.django_db
 
 
-def console_urls(job_pk: int) -> list[str]:
-    """Every console route, with a real job id where the route takes one."""
+def console_urls(pks: dict[str, int]) -> list[str]:
+    """Every console route, with a real object's id where the route takes one (a job's unless `pks` names it)."""
     resolver = get_resolver().namespace_dict["console"][1]
     urls = []
     for pattern in resolver.url_patterns:
-        kwargs = {"pk": job_pk} if "pk" in pattern.pattern.converters else {}
+        kwargs = {"pk": pks.get(pattern.name, pks["job"])} if "pk" in pattern.pattern.converters else {}
         urls.append(reverse(f"console:{pattern.name}", kwargs=kwargs))
     return urls
 
 
 @pytest.fixture
-def job(db) -> Job:
-    return Job.objects.create(
+def pks(db) -> dict[str, int]:
+    """A failed dataset job, and a training run and a generation run recorded without a job."""
+    job = Job.objects.create(
         kind=Job.Kind.DATASET, func_path="trainer.jobs.dataset_prepare_job", status="failed"
     )
+    training = TrainingRun.objects.create(method="lora", dataset_path="/d", output_path="/o", config={})
+    generation = GenerationRun.objects.create(prompt_set=PromptSet.objects.create(name="s"), arms=["base"])
+    return {"job": job.pk, "training_run_detail": training.pk, "generation_run_detail": generation.pk}
 
 
-def test_anonymous_users_are_sent_to_the_login_page(client, job):
-    urls = console_urls(job.pk)
-    assert len(urls) >= 6
+def test_anonymous_users_are_sent_to_the_login_page(client, pks):
+    urls = console_urls(pks)
+    assert len(urls) >= 12
     for url in urls:
         for method in (client.get, client.post):
             response = method(url)
@@ -37,22 +43,25 @@ def test_anonymous_users_are_sent_to_the_login_page(client, job):
     assert Job.objects.count() == 1  # no POST started or retried anything
 
 
-def test_non_staff_users_get_nothing(plain_client, job):
-    for url in console_urls(job.pk):
+def test_non_staff_users_get_nothing(plain_client, pks):
+    for url in console_urls(pks):
         response = plain_client.get(url)
         assert response.status_code == 302 and response["Location"].startswith(reverse("admin:login")), url
         assert plain_client.post(url).status_code == 302, url
     assert Job.objects.count() == 1
 
 
-def test_staff_see_every_page(staff_client, job):
-    for url in console_urls(job.pk):
+def test_staff_see_every_page(staff_client, pks):
+    for url in console_urls(pks):
         response = staff_client.get(url)
         # Cancel and retry are POST-only.
         assert response.status_code == (405 if url.endswith(("/cancel/", "/retry/")) else 200), url
 
 
 def test_admin_and_rq_dashboard_stay_available_to_staff(staff_client):
+    home = staff_client.get(reverse("home")).content.decode()
+    for name in ("console:runs", "admin:index", "django_rq:home"):
+        assert f'href="{reverse(name)}"' in home, name  # the staff navigation on every page
     assert staff_client.get(reverse("admin:index")).status_code == 200
     assert staff_client.get(reverse("django_rq:home")).status_code == 200
     assert Client().get(reverse("django_rq:home")).status_code == 302
