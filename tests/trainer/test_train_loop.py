@@ -137,7 +137,9 @@ def test_sigkilled_process_resumes_to_the_uninterrupted_result(tmp_path, prepare
         "from trainer.engine.loop import train; "
         "train(Path(sys.argv[1]), Path(sys.argv[2]), build_config('lora', **json.loads(sys.argv[3])))"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    # The same CPU thread count as this process: float sums over another number of threads round differently.
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": threads}
     process = subprocess.Popen(
         [sys.executable, "-c", script, str(prepared_dir), str(killed), json.dumps(options)],
         env=env,
