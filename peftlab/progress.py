@@ -30,9 +30,10 @@ def ignore_progress(_: Progress) -> None:
 class TqdmProgress:
     """A callback that shows one tqdm bar per stage, with the metrics as the bar's postfix."""
 
-    def __init__(self, stream: TextIO | None = None, disable: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, disable: bool = False, mininterval: float = 0.1) -> None:
         self._stream = stream
         self._disable = disable
+        self._mininterval = mininterval  # seconds between redraws
         self._bar: tqdm | None = None
         self._stage: str | None = None
 
@@ -41,13 +42,17 @@ class TqdmProgress:
             self.close()
             self._stage = report.stage
             self._bar = tqdm(
-                total=report.total, desc=report.stage, file=self._stream, disable=self._disable, leave=False
+                total=report.total,
+                desc=report.stage,
+                file=self._stream,
+                disable=self._disable,
+                leave=False,
+                mininterval=self._mininterval,
             )
-        assert self._bar is not None
-        self._bar.n = report.done
         if report.metrics:
             self._bar.set_postfix({k: f"{v:.4g}" for k, v in report.metrics.items()}, refresh=False)
-        self._bar.refresh()
+        # update() rather than setting n, so tqdm's rate and time estimates stay right.
+        self._bar.update(report.done - self._bar.n)
 
     def close(self) -> None:
         """Close the current bar, if any."""
