@@ -4,7 +4,8 @@ Same model, prompts, steps, guidance, scheduler and size on both sides. peftlab'
 runs in half precision on a GPU (dtype auto) and uses SDPA; the plain loop renders one image per call in
 the dtype a plain `from_pretrained` gives (float32), as the reference notebook did. Run:
     .venv/bin/python benchmarks/generate.py                       # tiny model, CPU, 64x64
-    .venv/bin/python benchmarks/generate.py --model DIR --size 512 --steps 30 --images 32   # SD-1.5 on a GPU
+    .venv/bin/python manage.py make_tiny_model var/sd15 --shape sd15   # SD-1.5-shaped random weights, offline
+    .venv/bin/python benchmarks/generate.py --model var/sd15 --size 512 --steps 30 --images 32   # on a GPU
 """
 
 from __future__ import annotations
