@@ -2,7 +2,8 @@
 
 CLIP score: cosine between an image and the exact prompt it was rendered from (x100, floored at 0, as
 torchmetrics reports it). FID and KID: distances between an arm's images and the reference images, on CLIP
-vision features. Every value carries a percentile bootstrap interval over images.
+vision features. LPIPS (AlexNet, from local weights): mean perceptual distance of each image to its prompt's
+reference images. Every value carries a percentile bootstrap interval over images.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.lpips import LPIPS_WEIGHTS_HINT, Lpips, load_images
 from analysis.stats import ResultTable
 from peftlab.errors import UserInputError
 from peftlab.progress import Progress, ProgressCallback, ignore_progress
@@ -38,6 +40,10 @@ class ScoreConfig:
     seed: int = field(default=0, metadata={"help": "Bootstrap seed."})
     confidence: float = field(default=0.95, metadata={"help": "Level of the bootstrap intervals."})
     batch_size: int = field(default=16, metadata={"help": "Images per CLIP forward pass."})
+    lpips_weights: Path | None = field(
+        default=None, metadata={"help": "Folder with alexnet.pth and alex.pth (None: LPIPS not computed)."}
+    )
+    lpips_size: int = field(default=256, metadata={"help": "Side images are resized to for LPIPS."})
 
     def __post_init__(self) -> None:
         if not Path(self.clip_model).is_dir() or not (Path(self.clip_model) / "config.json").is_file():
@@ -46,6 +52,12 @@ class ScoreConfig:
             raise UserInputError("bootstrap must be 0 or more and batch_size at least 1")
         if not 0.5 <= self.confidence < 1:
             raise UserInputError(f"confidence must be in [0.5, 1), got {self.confidence}")
+        if self.lpips_weights is not None and not Path(self.lpips_weights).is_dir():
+            raise UserInputError(f"no LPIPS weights folder at {self.lpips_weights}: {LPIPS_WEIGHTS_HINT}")
+        if self.lpips_size < 32:
+            raise UserInputError(
+                f"lpips_size must be at least 32 (AlexNet's receptive field), got {self.lpips_size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -87,22 +99,39 @@ class DistanceRow:
     warning: str
 
 
+@dataclass(frozen=True)
+class LpipsRow:
+    """Mean LPIPS of an arm's images to their prompts' reference images, with a bootstrap interval."""
+
+    arm: str
+    prompt: str
+    images: int
+    references: int
+    lpips: float
+    ci_low: float
+    ci_high: float
+
+
 @dataclass
 class ImageScores:
     """Every image metric of a run."""
 
     clip: ResultTable[ClipScoreRow]
     distances: ResultTable[DistanceRow]
-    lpips: str
+    lpips: ResultTable[LpipsRow]
     feature_dim: int
 
     def to_dict(self) -> dict:
         """A JSON-able dict of the tables."""
-        return {"clip": self.clip.to_dict(), "distances": self.distances.to_dict(), "lpips": self.lpips}
+        return {
+            "clip": self.clip.to_dict(),
+            "distances": self.distances.to_dict(),
+            "lpips": self.lpips.to_dict(),
+        }
 
     def to_text(self) -> str:
         """The tables as text."""
-        return "\n".join([self.clip.to_text(), self.distances.to_text(), f"LPIPS: {self.lpips}\n"])
+        return "\n".join([self.clip.to_text(), self.distances.to_text(), self.lpips.to_text()])
 
 
 def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
@@ -200,6 +229,16 @@ def _interval(samples: list[float], confidence: float) -> tuple[float, float]:
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
+def _bootstrap_mean(
+    values: np.ndarray, rng: np.random.Generator, resamples: int, confidence: float
+) -> tuple[float, float, float]:
+    """The mean of values and its percentile bootstrap interval over them (NaN for no values)."""
+    if len(values) == 0:
+        return math.nan, math.nan, math.nan
+    boot = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(resamples)]
+    return float(values.mean()), *_interval(boot, confidence)
+
+
 def _fid_warning(images: int, references: int, dim: int) -> str:
     if min(images, references) < 2:
         return "fewer than 2 images in a set: FID and KID not computed"
@@ -240,14 +279,12 @@ def score_images(
     groups = [(arm, ALL) for arm in dict.fromkeys(arms)] + sorted(set(zip(arms, prompts, strict=True)))
     for index, (arm, prompt) in enumerate(groups):
         selected = np.flatnonzero((arms == arm) & ((prompts == prompt) | (prompt == ALL)))
-        group_scores = scores[selected]
-        boot = [
-            group_scores[rng.integers(0, len(selected), len(selected))].mean()
-            for _ in range(config.bootstrap)
-        ]
         clip_rows.append(
             ClipScoreRow(
-                arm, prompt, len(selected), float(group_scores.mean()), *_interval(boot, config.confidence)
+                arm,
+                prompt,
+                len(selected),
+                *_bootstrap_mean(scores[selected], rng, config.bootstrap, config.confidence),
             )
         )
         wanted = {p for i in selected for p in references.get(images[i].prompt, [])}
@@ -287,6 +324,59 @@ def score_images(
             distance_rows,
             note="Sample sizes are per set; FID needs many images per set to mean anything (see warning).",
         ),
-        lpips="not computed: no local LPIPS weights are supported yet (FID/KID/CLIP score only)",
+        lpips=_lpips_table(images, references, groups, config, progress),
         feature_dim=int(image_features.shape[1]),
+    )
+
+
+def _lpips_table(
+    images: Sequence[ScoredImage],
+    references: dict[str, list[Path]],
+    groups: list[tuple[str, str]],
+    config: ScoreConfig,
+    progress: ProgressCallback,
+) -> ResultTable[LpipsRow]:
+    """Mean LPIPS of each image to its prompt's references, averaged per group; a note when not computed."""
+    title = f"LPIPS (AlexNet) to the reference images ({config.confidence:.0%} bootstrap intervals)"
+    if config.lpips_weights is None:
+        return ResultTable(title, LpipsRow, [], note=f"LPIPS not computed: {LPIPS_WEIGHTS_HINT}")
+    import torch
+
+    model = Lpips.from_folder(config.lpips_weights)
+    reference_paths = sorted({path for item in images for path in references.get(item.prompt, [])})
+    # Each image and reference goes through AlexNet once; pairs then cost a subtraction per layer.
+    with torch.inference_mode():
+        reference_layers = model.layers(load_images(reference_paths, config.lpips_size))
+        reference_row = {path: index for index, path in enumerate(reference_paths)}
+        per_image = np.full(len(images), math.nan)
+        for index, item in enumerate(images):
+            rows = [reference_row[path] for path in references.get(item.prompt, [])]
+            if rows:
+                layers = model.layers(load_images([item.path], config.lpips_size))
+                per_image[index] = model.distance(layers, [f[rows] for f in reference_layers]).mean().item()
+            progress(Progress("lpips", index + 1, len(images)))
+    # Its own generator: enabling LPIPS leaves the CLIP/FID/KID intervals of a seed unchanged.
+    rng = np.random.default_rng(config.seed)
+    arms = np.array([item.arm for item in images])
+    prompts = np.array([item.prompt for item in images])
+    rows = []
+    for arm, prompt in groups:
+        selected = np.flatnonzero((arms == arm) & ((prompts == prompt) | (prompt == ALL)))
+        values = per_image[selected]
+        values = values[~np.isnan(values)]
+        wanted = {path for i in selected for path in references.get(images[i].prompt, [])}
+        rows.append(
+            LpipsRow(
+                arm,
+                prompt,
+                len(values),
+                len(wanted),
+                *_bootstrap_mean(values, rng, config.bootstrap, config.confidence),
+            )
+        )
+    return ResultTable(
+        title,
+        LpipsRow,
+        rows,
+        note="Per image: mean LPIPS to its prompt's references (lower: closer); images without references are left out.",
     )

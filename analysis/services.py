@@ -108,9 +108,11 @@ def run_images_score(
     clip_model: Path,
     bootstrap: int = 200,
     seed: int = 0,
+    lpips_weights: Path | None = None,
+    lpips_size: int = 256,
     progress: ProgressCallback = ignore_progress,
 ) -> ImageScores:
-    """CLIP score, FID and KID of every arm of a generation run against its prompts' reference images."""
+    """CLIP score, FID, KID (and LPIPS given local weights) of every arm of a run against its references."""
     images = list(
         run.images.select_related("prompt").order_by("arm", "prompt__position", "prompt_id", "seed")
     )
@@ -129,7 +131,13 @@ def run_images_score(
         )
         for image in images
     ]
-    config = ScoreConfig(clip_model=Path(clip_model), bootstrap=bootstrap, seed=seed)
+    config = ScoreConfig(
+        clip_model=Path(clip_model),
+        bootstrap=bootstrap,
+        seed=seed,
+        lpips_weights=None if lpips_weights is None else Path(lpips_weights),
+        lpips_size=lpips_size,
+    )
     return score_images(items, references, config, progress)
 
 

@@ -64,6 +64,15 @@ def answered_study(django_db_setup, django_db_blocker, tmp_path_factory, seed_st
         prompt_set.delete()
 
 
+@pytest.fixture
+def seed_run(db, settings, tmp_path, seed_study_dir):
+    """The seed study's stimuli imported as a generation run (10 images, 2 arms, 5 prompts) in a fresh media root."""
+    from studies.services import stimuli_import
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return stimuli_import(manifest=seed_study_dir / "manifest.json")
+
+
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     """A tiny random CLIP (text + vision, 32px, 16-dim projection) with tokenizer and image processor, offline."""

@@ -39,14 +39,6 @@ def test_kid_is_the_unbiased_polynomial_mmd():
     assert abs(kernel_inception_distance(x, y)) < 0.1 < kernel_inception_distance(x, y + 1.0)
 
 
-@pytest.fixture
-def seed_run(db, settings, tmp_path, seed_study_dir):
-    from studies.services import stimuli_import
-
-    settings.MEDIA_ROOT = tmp_path / "media"
-    return stimuli_import(manifest=seed_study_dir / "manifest.json")
-
-
 @pytest.mark.django_db
 def test_score_images_uses_each_images_own_prompt_and_reports_sample_sizes(seed_run, tiny_clip_dir):
     out = io.StringIO()
@@ -81,7 +73,7 @@ def test_score_images_uses_each_images_own_prompt_and_reports_sample_sizes(seed_
     assert (
         distances[(image.arm, image.prompt.landmark)]["fid"] is None
     )  # one image: not computed, and said so
-    assert "not computed" in data["lpips"]
+    assert "LPIPS not computed: pass --lpips-weights DIR" in data["lpips"]["note"]
 
 
 @pytest.mark.django_db

@@ -1,4 +1,4 @@
-"""python manage.py score_images RUN --clip-model PATH: CLIP score, FID and KID per arm and prompt."""
+"""python manage.py score_images RUN --clip-model PATH [--lpips-weights DIR]: image metrics per arm and prompt."""
 
 import json
 from pathlib import Path
@@ -12,13 +12,19 @@ from peftlab.progress import TqdmProgress
 
 
 class Command(PeftlabCommand):
-    help = "Score a generation run's images: CLIP score with each image's prompt, FID/KID to the references."
+    help = "Score a run's images: CLIP score with each image's prompt, FID/KID (and LPIPS) to the references."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("run", type=int, help="The generation run's id.")
         parser.add_argument("--clip-model", type=Path, help="Local CLIP folder (required).")
         parser.add_argument("--bootstrap", type=int, default=200, help="Bootstrap resamples of images.")
         parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed.")
+        parser.add_argument(
+            "--lpips-weights", type=Path, help="Folder with alexnet.pth and alex.pth (enables LPIPS)."
+        )
+        parser.add_argument(
+            "--lpips-size", type=int, default=256, help="Side images are resized to for LPIPS."
+        )
         parser.add_argument("--json", action="store_true", help="Print JSON instead of tables.")
 
     def handle(self, *args, **options) -> None:
@@ -33,6 +39,8 @@ class Command(PeftlabCommand):
             clip_model=options["clip_model"],
             bootstrap=options["bootstrap"],
             seed=options["seed"],
+            lpips_weights=options["lpips_weights"],
+            lpips_size=options["lpips_size"],
             progress=progress,
         )
         progress.close()
