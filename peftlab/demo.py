@@ -20,11 +20,9 @@ from generation.services import generation_run_render, prompt_set_install_builti
 from studies.models import Participant, Study
 from studies.services import (
     ExternalIds,
-    participant_finish,
-    participant_instructions_read,
-    participant_pages,
+    Page,
+    participant_answer_all,
     participant_start,
-    response_record,
     study_create_from_generation,
 )
 from trainer.engine.config import build_config
@@ -115,33 +113,30 @@ def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: in
 
 
 def simulate_participants(*, study: Study, count: int, preferred_arm: str, seed: int) -> list[Participant]:
-    """Bots that answer every page through the participant services, preferring `preferred_arm` 70 % of the time."""
+    """Bots that answer every page, passing attention checks and preferring `preferred_arm` 70 % of the time."""
     rng = random.Random(seed)
-    participants = []
-    for number in range(count):
-        participant = participant_start(
-            study=study,
-            ids=ExternalIds(external_id=f"DEMO-BOT-{number:03d}", source="demo"),
-            consent_given=True,
+
+    def choose(participant: Participant, page: Page) -> str:
+        if page.question is None:  # an attention check
+            return page.trial.expected_choice
+        left = participant.sides[str(page.trial.pk)]
+        right = page.trial.arm_b if left == page.trial.arm_a else page.trial.arm_a
+        if preferred_arm in (left, right) and rng.random() < 0.7:
+            return "left" if left == preferred_arm else "right"
+        return rng.choice(page.choices)
+
+    return [
+        participant_answer_all(
+            participant=participant_start(
+                study=study,
+                ids=ExternalIds(external_id=f"DEMO-BOT-{number:03d}", source="demo"),
+                consent_given=True,
+            ),
+            choose=choose,
+            feedback="simulated by the demo",
         )
-        for step, page in enumerate(participant_pages(participant=participant)):
-            participant.refresh_from_db()
-            if page.kind == "instructions":
-                participant_instructions_read(participant=participant, step=step)
-            elif page.kind == "feedback":
-                participant_finish(participant=participant, step=step, feedback="simulated by the demo")
-            elif page.kind == "question" and page.question is None:
-                response_record(participant=participant, step=step, choice=page.trial.expected_choice)
-            elif page.kind == "question":
-                left = participant.sides[str(page.trial.pk)]
-                right = page.trial.arm_b if left == page.trial.arm_a else page.trial.arm_a
-                if preferred_arm in (left, right) and rng.random() < 0.7:
-                    choice = "left" if left == preferred_arm else "right"
-                else:
-                    choice = rng.choice(page.choices)
-                response_record(participant=participant, step=step, choice=choice)
-        participants.append(participant)
-    return participants
+        for number in range(count)
+    ]
 
 
 def researcher_ensure() -> str:

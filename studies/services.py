@@ -7,7 +7,7 @@ import json
 import random
 import secrets
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -601,6 +601,22 @@ def participant_finish(*, participant: Participant, step: int, feedback: str = "
     locked.position += 1
     locked.save(update_fields=["feedback", "finished_at", "position"])
     return True
+
+
+def participant_answer_all(
+    *, participant: Participant, choose: Callable[[Participant, Page], str], feedback: str = ""
+) -> Participant:
+    """Walk every page through the services, answering each question with `choose` (pilots with bots, tests)."""
+    for step, page in enumerate(participant_pages(participant=participant)):
+        participant.refresh_from_db()
+        if page.kind == "instructions":
+            participant_instructions_read(participant=participant, step=step)
+        elif page.kind == "question":
+            response_record(participant=participant, step=step, choice=choose(participant, page))
+        elif page.kind == "feedback":
+            participant_finish(participant=participant, step=step, feedback=feedback)
+    participant.refresh_from_db()
+    return participant
 
 
 def completion_url(*, study: Study) -> str:

@@ -7,39 +7,26 @@ from studies.models import Participant
 
 def answer_study(study, participants: int, careless: int = 0) -> None:
     """Participants who prefer LoRA (most of them), each answering every page; the first `careless` fail checks."""
-    from studies.services import (
-        ExternalIds,
-        participant_finish,
-        participant_instructions_read,
-        participant_pages,
-        participant_start,
-        response_record,
-    )
+    from studies.services import ExternalIds, participant_answer_all, participant_start
 
     for number in range(participants):
+
+        def choose(participant, page, number=number):
+            left = participant.sides[str(page.trial.pk)]
+            if page.question is None:  # an attention check
+                expected = page.trial.expected_choice
+                return ({"left": "right", "right": "left"}[expected]) if number < careless else expected
+            if "neither" in page.choices and number % 4 == 0:
+                return "neither"
+            prefers_lora = number % 5 != 1
+            return "left" if (left == "lora") == prefers_lora else "right"
+
         participant = participant_start(
             study=study,
             ids=ExternalIds(external_id=f"PROLIFIC{number:03d}", source="prolific"),
             consent_given=True,
         )
-        pages = participant_pages(participant=participant)
-        for step, page in enumerate(pages):
-            participant.refresh_from_db()
-            if page.kind == "instructions":
-                participant_instructions_read(participant=participant, step=step)
-            elif page.kind == "feedback":
-                participant_finish(participant=participant, step=step)
-            elif page.kind == "question":
-                left = participant.sides[str(page.trial.pk)]
-                if page.question is None:  # an attention check
-                    expected = page.trial.expected_choice
-                    choice = ({"left": "right", "right": "left"}[expected]) if number < careless else expected
-                elif "neither" in page.choices and number % 4 == 0:
-                    choice = "neither"
-                else:
-                    prefers_lora = number % 5 != 1
-                    choice = "left" if (left == "lora") == prefers_lora else "right"
-                response_record(participant=participant, step=step, choice=choice)
+        participant_answer_all(participant=participant, choose=choose)
 
 
 @pytest.fixture(scope="module")
