@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "generation",
     "studies",
     "analysis",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -142,5 +143,6 @@ LOGGING = {
         "generation": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
         "studies": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
         "analysis": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+        "console": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     },
 }

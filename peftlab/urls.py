@@ -11,7 +11,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("admin/", admin.site.urls),
     path("django-rq/", include("django_rq.urls")),
-    path("console/", include("peftlab.console.urls")),
+    path("console/", include("console.urls")),
     path("generation/", include("generation.urls")),
     path("studies/", include("studies.urls")),
     path("analysis/", include("analysis.urls")),

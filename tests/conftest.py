@@ -37,13 +37,16 @@ def seed_study_dir() -> Path:
 
 @pytest.fixture
 def redis_url() -> str:
-    """A real Redis on a database number of its own (15), flushed before and after the test."""
+    """A real Redis on a database number of its own (PEFTLAB_TEST_REDIS_DB, 15), flushed before and after the test."""
     url = os.environ.get("REDIS_URL")
     if not url:
         pytest.skip("REDIS_URL is unset: Redis tests run in CI and wherever REDIS_URL is set")
     from redis import Redis
 
-    test_url = url.rsplit("/", 1)[0] + "/15" if url.rsplit("/", 1)[-1].isdigit() else url.rstrip("/") + "/15"
+    # Parallel checkouts on one machine each take their own number, so they never flush each other's jobs.
+    db = os.environ.get("PEFTLAB_TEST_REDIS_DB", "15")
+    base = url.rsplit("/", 1)[0] if url.rsplit("/", 1)[-1].isdigit() else url.rstrip("/")
+    test_url = f"{base}/{db}"
     connection = Redis.from_url(test_url)
     connection.flushdb()
     yield test_url

@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management import call_command
 
 from peftlab.commands import PeftlabCommand
-from peftlab.demo import DEMO_RESEARCHER, demo_links, run_demo
+from console.demo import DEMO_RESEARCHER, demo_links, run_demo
 
 
 class Command(PeftlabCommand):

@@ -10,8 +10,8 @@ from django.views.decorators.http import require_POST
 
 from generation.jobs import generation_job_enqueue
 from generation.models import GenerationRun
-from peftlab.console import selectors
-from peftlab.console.forms import DatasetPrepareForm, GenerationStartForm, StudyCreateForm, TrainingStartForm
+from console import selectors
+from console.forms import DatasetPrepareForm, GenerationStartForm, StudyCreateForm, TrainingStartForm
 from peftlab.errors import UserInputError
 from peftlab.jobs import DEFAULT_QUEUE, job_cancel, job_enqueue, job_retry, jobs_reconcile
 from peftlab.models import Job
