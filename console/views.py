@@ -8,10 +8,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from generation.jobs import generation_job_enqueue
-from generation.models import GenerationRun
 from console import selectors
 from console.forms import DatasetPrepareForm, GenerationStartForm, StudyCreateForm, TrainingStartForm
+from generation.jobs import generation_job_enqueue
+from generation.models import GenerationRun
 from peftlab.errors import UserInputError
 from peftlab.jobs import DEFAULT_QUEUE, job_cancel, job_enqueue, job_retry, jobs_reconcile
 from peftlab.models import Job

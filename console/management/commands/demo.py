@@ -4,8 +4,8 @@ from pathlib import Path
 
 from django.core.management import call_command
 
-from peftlab.commands import PeftlabCommand
 from console.demo import DEMO_RESEARCHER, demo_links, run_demo
+from peftlab.commands import PeftlabCommand
 
 
 class Command(PeftlabCommand):
