@@ -6,9 +6,9 @@ import sys
 
 
 def main() -> None:
-    """Run a management command."""
+    """Run a management command; a misconfiguration ends it with one line, not a traceback."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "peftlab.settings")
-    from django.core.management import execute_from_command_line
+    from peftlab.commands import execute_from_command_line
 
     execute_from_command_line(sys.argv)
 

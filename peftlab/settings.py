@@ -1,12 +1,18 @@
 """peftlab's settings, read from the environment with safe defaults.
 
-DEBUG is off unless DEBUG=1; with DEBUG off SECRET_KEY must be set and the usual production guards apply.
-SQLite is the embedded default; set DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/peftlab) for
-PostgreSQL. REDIS_URL enables the django-rq queues `default` and `gpu`; without it jobs run in-process.
+Commands need no environment: without SECRET_KEY a random key is created once in PEFTLAB_DATA_DIR (mode 0600)
+and reused; DEBUG is off unless DEBUG=1; ALLOWED_HOSTS defaults to the loopback names. The production
+servers (peftlab.wsgi, peftlab.asgi, `check --deploy`) refuse to start without SECRET_KEY and ALLOWED_HOSTS
+from the environment (peftlab.checks). SQLite is the embedded default; set DATABASE_URL (e.g.
+postgres://postgres@127.0.0.1:5432/peftlab) for PostgreSQL. REDIS_URL enables the django-rq queues `default`
+and `gpu`; without it jobs run in-process.
 """
 
 import os
+import secrets
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -27,16 +33,65 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
+def installation_secret_key(path: Path) -> str:
+    """This installation's random key, read from `path` or created there once (mode 0600)."""
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Write a private temporary file and link it into place: processes starting together all end up
+            # with the one key that was linked first, and nobody ever reads a half-written file.
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(descriptor, "w") as file:
+                    file.write(secrets.token_urlsafe(50))
+                os.link(temporary, path)
+            except FileExistsError:
+                pass
+            finally:
+                temporary.unlink()
+        return path.read_text().strip()
+    except OSError as error:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set: export SECRET_KEY=<a long random string>, or DEBUG=1."
-        )
-    SECRET_KEY = "django-insecure-peftlab-development-only"
+            f"PEFTLAB_DATA_DIR: cannot keep the secret key in {path} ({error.strerror}): point PEFTLAB_DATA_DIR "
+            "at a folder this user can write, or export SECRET_KEY=<a long random string>."
+        ) from None
 
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
+
+def database_from_url(url: str | None, *, default: str, **options: Any) -> dict:
+    """The database for DATABASE_URL (PostgreSQL or SQLite), or a one-line error that shows the right form."""
+    try:
+        config = dj_database_url.parse(url or default, **options)
+    except ValueError:
+        config = {}
+    if config.get("ENGINE") not in ("django.db.backends.postgresql", "django.db.backends.sqlite3"):
+        # Only the scheme is shown: the rest of the URL may hold a password.
+        raise ImproperlyConfigured(
+            f"DATABASE_URL is not a PostgreSQL or SQLite URL (scheme {urlsplit(url or '').scheme!r}): set it "
+            "like postgres://USER:PASSWORD@HOST:5432/NAME or sqlite:////absolute/path/db.sqlite3, or unset it "
+            "for SQLite in var/db.sqlite3."
+        )
+    if config["ENGINE"] == "django.db.backends.sqlite3" and config["NAME"] != ":memory:":
+        folder = Path(config["NAME"]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ImproperlyConfigured(
+                f"DATABASE_URL: cannot create {folder} for the SQLite database ({error.strerror}): set "
+                "DATABASE_URL to sqlite:////a/folder/you/can/write/db.sqlite3 or to a PostgreSQL URL."
+            ) from None
+        # Background job threads and the web server share the file: wait for locks instead of failing.
+        config["OPTIONS"] = {"timeout": 30}
+    return config
+
+
+DEBUG = env_bool("DEBUG", False)
+# Where prepared datasets, training runs and caches live unless a command is given another path.
+PEFTLAB_DATA_DIR = Path(os.environ.get("PEFTLAB_DATA_DIR", BASE_DIR / "var" / "data"))
+# Sessions and tokens must survive restarts, and every machine sharing the database needs the same key.
+SECRET_KEY = os.environ.get("SECRET_KEY") or installation_secret_key(PEFTLAB_DATA_DIR / "secret_key")
+# Loopback names are safe everywhere: a production server refuses to start unless ALLOWED_HOSTS is given.
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
@@ -66,7 +121,9 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "peftlab.urls"
-WSGI_APPLICATION = "peftlab.wsgi.application"
+# None: runserver (local use) builds its own handler; peftlab.wsgi is for production servers and refuses to
+# start without SECRET_KEY and ALLOWED_HOSTS from the environment.
+WSGI_APPLICATION = None
 ASGI_APPLICATION = "peftlab.asgi.application"
 
 TEMPLATES = [
@@ -85,14 +142,13 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}", conn_max_age=60, conn_health_checks=True
+    "default": database_from_url(
+        os.environ.get("DATABASE_URL"),
+        default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}",
+        conn_max_age=60,
+        conn_health_checks=True,
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
-    # Background job threads and the web server share the file: wait for locks instead of failing.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 30}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -119,8 +175,6 @@ STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "var" / "static"))
 # Images, adapters and run artifacts; on several machines this must be shared storage (see docs/jobs.md).
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "var" / "media"))
-# Where prepared datasets, training runs and caches live unless a command is given another path.
-PEFTLAB_DATA_DIR = Path(os.environ.get("PEFTLAB_DATA_DIR", BASE_DIR / "var" / "data"))
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
