@@ -17,8 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# The demo serves with runserver, for local use: DEBUG=1 makes it serve the static files and rendered images and
+# accept the session cookie over plain http; ALLOWED_HOSTS keeps its loopback default (HOST is 127.0.0.1).
 demo: install
-	DEBUG=1 HF_HUB_OFFLINE=1 $(BIN)/python manage.py migrate --no-input
+	HF_HUB_OFFLINE=1 $(BIN)/python manage.py migrate --no-input
 	DEBUG=1 HF_HUB_OFFLINE=1 $(BIN)/python manage.py demo --output $(DEMO_DIR) --serve --host $(HOST) --port $(PORT)
 
 lint: install
