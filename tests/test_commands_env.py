@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from peftlab.models import Job
 
@@ -111,6 +112,8 @@ def test_unreachable_redis_is_one_line(settings):
     ) as caught:
         call_command("jobs", "list")
     assert "hunter2" not in str(caught.value)
+    with pytest.raises(RedisConnectionError):  # --traceback still shows where it failed
+        call_command("jobs", "list", traceback=True)
 
 
 def test_gunicorn_refuses_to_serve_without_secret_key_and_allowed_hosts(tmp_path):
