@@ -13,7 +13,7 @@ from console.forms import DatasetPrepareForm, GenerationStartForm, StudyCreateFo
 from generation.jobs import generation_job_enqueue
 from generation.models import GenerationRun
 from peftlab.errors import UserInputError
-from peftlab.jobs import DEFAULT_QUEUE, job_cancel, job_enqueue, job_retry, jobs_reconcile
+from peftlab.jobs import DEFAULT_QUEUE, job_cancel, job_enqueue, job_retry
 from peftlab.models import Job
 from studies.jobs import study_job_enqueue
 from trainer.jobs import dataset_prepare_job, training_job_enqueue
@@ -33,7 +33,6 @@ def run_context(run: TrainingRun | GenerationRun | None) -> dict:
 @staff_member_required
 def runs(request: HttpRequest) -> HttpResponse:
     """Every recent training and generation run, however started, with its status and latest job's progress."""
-    jobs_reconcile()
     rows = selectors.console_run_rows()
     jobs = selectors.other_jobs()
     any_active = any(row.is_active for row in rows) or any(job.is_active for job in jobs)
@@ -43,7 +42,6 @@ def runs(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 def runs_json(request: HttpRequest) -> JsonResponse:
     """The runs list's live data, polled by its script: runs, and the jobs that are not a run's."""
-    jobs_reconcile()
     return JsonResponse(
         {
             "runs": [selectors.run_summary(row) for row in selectors.console_run_rows()],
@@ -75,7 +73,6 @@ def studies(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One job: progress, metrics, log lines, the full error, and its run."""
-    jobs_reconcile()
     job = get_object_or_404(Job.objects.select_related("content_type", "retry_of"), pk=pk)
     run = job.run
     return render(request, "console/job_detail.html", {"job": job, "run": run} | run_context(run))
