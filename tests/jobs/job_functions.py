@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.utils import timezone
 
+from peftlab.files import write_atomic
 from peftlab.jobs import job_cancel, jobs_reconcile
 from peftlab.models import Job
 from peftlab.progress import Progress
@@ -18,7 +19,8 @@ def resumable_counting_job(*, job: Job, progress) -> None:
         marker = folder / f"step{step:03d}"
         if not marker.exists():
             time.sleep(job.kwargs.get("step_s", 0.0))
-            marker.write_text(str(job.pk), encoding="utf-8")
+            # Renamed into place: a kill mid-write must not leave an empty marker that skips the step.
+            write_atomic(marker, lambda temporary: temporary.write_text(str(job.pk), encoding="utf-8"))
         progress(Progress("count", step + 1, steps))
 
 
