@@ -17,7 +17,7 @@ from trainer.selectors import epoch_metric_list, training_run_list
 
 RECENT = 100  # rows per list: runs, other jobs, studies
 RUN_KINDS = {Job.Kind.TRAINING: TrainingRun, Job.Kind.GENERATION: GenerationRun}
-ACTIVE_RUN_STATUSES = ("queued", "pending", "running")
+ACTIVE_RUN_STATUSES = ("queued", "running")
 
 
 @dataclass
