@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -24,7 +24,7 @@ def run_context(run: TrainingRun | GenerationRun | None) -> dict:
     """The template context that shows a training or generation run: metrics, loss curve, jobs, studies."""
     if isinstance(run, TrainingRun):
         detail = selectors.training_run_detail(run=run)
-        return detail | {"is_training": True, "curves": selectors.loss_curves(detail["epochs"])}
+        return detail | {"is_training": True, "loss_chart": selectors.loss_chart_path(run) is not None}
     if isinstance(run, GenerationRun):
         return selectors.generation_run_detail(run=run) | {"is_generation": True}
     return {}
@@ -55,6 +55,15 @@ def training_run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One training run: config, metrics, loss curve, output files, its error in full, its jobs and studies."""
     run = get_object_or_404(TrainingRun.objects.select_related("dataset"), pk=pk)
     return render(request, "console/run_detail.html", {"run": run} | run_context(run))
+
+
+@staff_member_required
+def training_run_loss_chart(request: HttpRequest, pk: int) -> FileResponse:
+    """A training run's loss.png, as the training loop drew it (one chart, not a second drawing)."""
+    path = selectors.loss_chart_path(get_object_or_404(TrainingRun, pk=pk))
+    if path is None:
+        raise Http404(f"training run {pk} has no loss.png yet: it is drawn when the run ends.")
+    return FileResponse(path.open("rb"), content_type="image/png")
 
 
 @staff_member_required
