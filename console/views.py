@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
@@ -84,7 +85,8 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One job: progress, metrics, log lines, the full error, and its run."""
     job = get_object_or_404(Job.objects.select_related("content_type", "retry_of"), pk=pk)
     run = job.run
-    return render(request, "console/job_detail.html", {"job": job, "run": run} | run_context(run))
+    context = {"job": job, "run": run, "stale_after_s": settings.PEFTLAB_JOB_STALE_S}
+    return render(request, "console/job_detail.html", context | run_context(run))
 
 
 @staff_member_required

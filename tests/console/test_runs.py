@@ -206,4 +206,6 @@ def test_pages_read_job_state_and_never_reconcile(staff_client, training, settin
         assert staff_client.get(url).status_code == 200, url
     dead.refresh_from_db()
     assert dead.status == Job.Status.RUNNING  # a GET wrote nothing: ending it is reconcile's work
+    page = staff_client.get(reverse("console:job_detail", args=[dead.pk])).content.decode()
+    assert "Last heartbeat" in page and "1 hour ago" in page and "older than 60 s" in page
     assert jobs_reconcile() == 1
