@@ -1,7 +1,6 @@
 """Analysis's writes: exports and report files of a study, written atomically."""
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from analysis.selectors import study_report
 from analysis.stats import AnalysisConfig, analyze_responses
 from generation.models import GenerationRun, Prompt
 from peftlab.errors import UserInputError
+from peftlab.files import write_bytes_atomic
 from peftlab.progress import ProgressCallback, ignore_progress
 from studies.models import Study
 from studies.selectors import study_response_rows
@@ -31,21 +31,6 @@ class ExportFiles:
 def summary_path(responses: Path) -> Path:
     """Where the summary of an export lives: beside it, `<name>.summary.json`."""
     return responses.with_name(f"{responses.stem}.summary.json")
-
-
-def _write_atomically(files: dict[Path, bytes]) -> None:
-    """Write every file to a temporary name, then rename them all: no half-written file is ever visible."""
-    temporaries = {}
-    try:
-        for path, data in files.items():
-            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            temporary.write_bytes(data)
-            temporaries[path] = temporary
-        for path, temporary in temporaries.items():
-            os.replace(temporary, path)
-    finally:
-        for temporary in temporaries.values():
-            temporary.unlink(missing_ok=True)
 
 
 def study_export(
@@ -77,7 +62,7 @@ def study_export(
         "report": report.to_dict(),
     }
     summary_file = summary_path(output)
-    _write_atomically(
+    write_bytes_atomic(
         {output: export_bytes(frame, fmt), summary_file: json.dumps(summary, indent=2).encode()}
     )
     return ExportFiles(responses=output, summary=summary_file, rows=len(frame))
@@ -98,7 +83,7 @@ def study_report_write(*, study: Study, output_dir: Path, config: AnalysisConfig
     for name in CHARTS:
         for fmt in CHART_FORMATS:
             files[output_dir / f"{name}.{fmt}"] = render_chart(report, name, fmt)
-    _write_atomically(files)
+    write_bytes_atomic(files)
     return [export.responses, export.summary, *files]
 
 

@@ -9,7 +9,7 @@ from generation.engine import GenerationConfig
 from generation.models import GenerationRun, PromptSet
 from peftlab.errors import UserInputError
 from studies.models import Study
-from trainer.engine.config import build_config
+from trainer.engine.config import LoraTrainingConfig, TiTrainingConfig, build_config
 from trainer.engine.dataset import PrepareConfig
 from trainer.models import Dataset, TrainingRun
 
@@ -73,12 +73,18 @@ class TrainingStartForm(forms.Form):
         max_length=1000, help_text="Local diffusers folder (or hub id) of the base model."
     )
     output_name = forms.SlugField(max_length=100, help_text="Folder name under PEFTLAB_DATA_DIR/runs/.")
-    epochs = forms.IntegerField(initial=10, min_value=1)
-    batch_size = forms.IntegerField(initial=1, min_value=1)
-    learning_rate = forms.FloatField(initial=1e-4, min_value=0)
-    resolution = forms.IntegerField(initial=512, min_value=8)
-    seed = forms.IntegerField(initial=42)
-    rank = forms.IntegerField(initial=4, min_value=1, help_text="LoRA only.")
+    # Initial values are the engine's defaults (one source: the config dataclasses).
+    epochs = forms.IntegerField(initial=LoraTrainingConfig.epochs, min_value=1)
+    batch_size = forms.IntegerField(initial=LoraTrainingConfig.batch_size, min_value=1)
+    learning_rate = forms.FloatField(
+        required=False,
+        min_value=0,
+        help_text=f"Empty: the method's default ({LoraTrainingConfig.learning_rate:g} LoRA, "
+        f"{TiTrainingConfig.learning_rate:g} Textual Inversion).",
+    )
+    resolution = forms.IntegerField(initial=LoraTrainingConfig.resolution, min_value=8)
+    seed = forms.IntegerField(initial=LoraTrainingConfig.seed)
+    rank = forms.IntegerField(initial=LoraTrainingConfig.rank, min_value=1, help_text="LoRA only.")
     placeholder_token = forms.CharField(required=False, help_text='Textual Inversion only, e.g. "<ghibli>".')
     initializer_token = forms.CharField(required=False, help_text="Textual Inversion only, e.g. style.")
 
@@ -89,6 +95,7 @@ class TrainingStartForm(forms.Form):
         options = {
             key: cleaned[key]
             for key in ("model", "epochs", "batch_size", "learning_rate", "resolution", "seed")
+            if cleaned[key] is not None
         }
         if cleaned["method"] == "lora":
             options["rank"] = options["alpha"] = cleaned["rank"]
@@ -115,9 +122,14 @@ class GenerationStartForm(forms.Form):
     ti_run = forms.ModelChoiceField(
         queryset=TrainingRun.objects.filter(method="ti", status="finished"), required=False
     )
-    seeds = forms.CharField(initial="0,1,2", help_text="Comma-separated integers.")
-    steps = forms.IntegerField(initial=30, min_value=1)
-    size = forms.IntegerField(initial=512, min_value=8, help_text="Width and height in pixels.")
+    # Initial values are the engine's defaults (one source: GenerationConfig).
+    seeds = forms.CharField(
+        initial=",".join(map(str, GenerationConfig.seeds)), help_text="Comma-separated integers."
+    )
+    steps = forms.IntegerField(initial=GenerationConfig.steps, min_value=1)
+    size = forms.IntegerField(
+        initial=GenerationConfig.width, min_value=8, help_text="Width and height in pixels."
+    )
     name = forms.CharField(max_length=200, required=False)
 
     def clean_seeds(self) -> tuple[int, ...]:

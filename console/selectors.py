@@ -12,12 +12,12 @@ from generation.models import GenerationRun
 from generation.selectors import generation_run_list
 from peftlab.models import Job
 from studies.models import Participant, Study
-from trainer.models import EpochMetric, TrainingRun
+from trainer.models import TrainingRun
 from trainer.selectors import epoch_metric_list, training_run_list
 
 RECENT = 100  # rows per list: runs, other jobs, studies
 RUN_KINDS = {Job.Kind.TRAINING: TrainingRun, Job.Kind.GENERATION: GenerationRun}
-ACTIVE_RUN_STATUSES = ("queued", "pending", "running")
+ACTIVE_RUN_STATUSES = ("queued", "running")
 
 
 @dataclass
@@ -148,24 +148,10 @@ def generation_run_detail(*, run: GenerationRun) -> dict:
     }
 
 
-def loss_curves(epochs: list[EpochMetric], width: int = 480, height: int = 200) -> list[dict]:
-    """Train and validation loss per epoch as SVG polyline points, scaled into a width x height box."""
-    if len(epochs) < 2:
-        return []
-    values = [e.train_loss for e in epochs] + [e.val_loss for e in epochs]
-    low, high = min(values), max(values)
-    span = (high - low) or 1.0
-
-    def points(attribute: str) -> str:
-        return " ".join(
-            f"{width * i / (len(epochs) - 1):.1f},{height - height * (getattr(e, attribute) - low) / span:.1f}"
-            for i, e in enumerate(epochs)
-        )
-
-    return [
-        {"name": "train loss", "points": points("train_loss"), "colour": "#2f5fd0"},
-        {"name": "validation loss", "points": points("val_loss"), "colour": "#c62828"},
-    ]
+def loss_chart_path(run: TrainingRun) -> Path | None:
+    """The loss.png the training loop drew for a finished run (None before it ends, or if it is gone)."""
+    path = (run.files or {}).get("loss.png")
+    return Path(path) if path and Path(path).is_file() else None
 
 
 def study_list(*, limit: int = RECENT) -> QuerySet[Study]:

@@ -9,6 +9,7 @@ urlpatterns = [
     path("", views.runs, name="runs"),
     path("runs.json", views.runs_json, name="runs_json"),
     path("runs/training/<int:pk>/", views.training_run_detail, name="training_run_detail"),
+    path("runs/training/<int:pk>/loss.png", views.training_run_loss_chart, name="training_run_loss_chart"),
     path("runs/generation/<int:pk>/", views.generation_run_detail, name="generation_run_detail"),
     path("studies/", views.studies, name="studies"),
     path("jobs/<int:pk>/", views.job_detail, name="job_detail"),

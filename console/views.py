@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -13,7 +14,7 @@ from console.forms import DatasetPrepareForm, GenerationStartForm, StudyCreateFo
 from generation.jobs import generation_job_enqueue
 from generation.models import GenerationRun
 from peftlab.errors import UserInputError
-from peftlab.jobs import DEFAULT_QUEUE, job_cancel, job_enqueue, job_retry, jobs_reconcile
+from peftlab.jobs import DEFAULT_QUEUE, job_cancel, job_enqueue, job_retry
 from peftlab.models import Job
 from studies.jobs import study_job_enqueue
 from trainer.jobs import dataset_prepare_job, training_job_enqueue
@@ -24,7 +25,7 @@ def run_context(run: TrainingRun | GenerationRun | None) -> dict:
     """The template context that shows a training or generation run: metrics, loss curve, jobs, studies."""
     if isinstance(run, TrainingRun):
         detail = selectors.training_run_detail(run=run)
-        return detail | {"is_training": True, "curves": selectors.loss_curves(detail["epochs"])}
+        return detail | {"is_training": True, "loss_chart": selectors.loss_chart_path(run) is not None}
     if isinstance(run, GenerationRun):
         return selectors.generation_run_detail(run=run) | {"is_generation": True}
     return {}
@@ -33,7 +34,6 @@ def run_context(run: TrainingRun | GenerationRun | None) -> dict:
 @staff_member_required
 def runs(request: HttpRequest) -> HttpResponse:
     """Every recent training and generation run, however started, with its status and latest job's progress."""
-    jobs_reconcile()
     rows = selectors.console_run_rows()
     jobs = selectors.other_jobs()
     any_active = any(row.is_active for row in rows) or any(job.is_active for job in jobs)
@@ -43,7 +43,6 @@ def runs(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 def runs_json(request: HttpRequest) -> JsonResponse:
     """The runs list's live data, polled by its script: runs, and the jobs that are not a run's."""
-    jobs_reconcile()
     return JsonResponse(
         {
             "runs": [selectors.run_summary(row) for row in selectors.console_run_rows()],
@@ -57,6 +56,15 @@ def training_run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One training run: config, metrics, loss curve, output files, its error in full, its jobs and studies."""
     run = get_object_or_404(TrainingRun.objects.select_related("dataset"), pk=pk)
     return render(request, "console/run_detail.html", {"run": run} | run_context(run))
+
+
+@staff_member_required
+def training_run_loss_chart(request: HttpRequest, pk: int) -> FileResponse:
+    """A training run's loss.png, as the training loop drew it (one chart, not a second drawing)."""
+    path = selectors.loss_chart_path(get_object_or_404(TrainingRun, pk=pk))
+    if path is None:
+        raise Http404(f"training run {pk} has no loss.png yet: it is drawn when the run ends.")
+    return FileResponse(path.open("rb"), content_type="image/png")
 
 
 @staff_member_required
@@ -75,10 +83,10 @@ def studies(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One job: progress, metrics, log lines, the full error, and its run."""
-    jobs_reconcile()
     job = get_object_or_404(Job.objects.select_related("content_type", "retry_of"), pk=pk)
     run = job.run
-    return render(request, "console/job_detail.html", {"job": job, "run": run} | run_context(run))
+    context = {"job": job, "run": run, "stale_after_s": settings.PEFTLAB_JOB_STALE_S}
+    return render(request, "console/job_detail.html", context | run_context(run))
 
 
 @staff_member_required

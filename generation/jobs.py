@@ -15,13 +15,13 @@ def generation_run_job(*, job: Job, progress: ProgressCallback) -> None:
     run: GenerationRun = job.run
     if job.retry_of_id is not None:
         generated_images_delete(run=run)  # a killed worker may have left part of the images
-        run.status, run.error = GenerationRun.Status.PENDING, ""
+        run.status, run.error = GenerationRun.Status.QUEUED, ""
         run.save(update_fields=["status", "error"])
     generation_run_execute(run=run, progress=progress)
 
 
 @transaction.atomic
 def generation_job_enqueue(*, prompt_set: PromptSet, config: GenerationConfig, name: str = "") -> Job:
-    """Record a pending generation run and a job on the gpu queue that renders it after the commit."""
+    """Record a queued generation run and a job on the gpu queue that renders it after the commit."""
     run = generation_run_create(prompt_set=prompt_set, config=config, name=name)
     return job_enqueue(kind=Job.Kind.GENERATION, func=generation_run_job, run=run, queue=GPU_QUEUE)

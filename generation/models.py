@@ -49,7 +49,7 @@ class GenerationRun(models.Model):
     """One comparison rendering: every prompt x seed for each arm (base, lora, ti, ...)."""
 
     class Status(models.TextChoices):
-        PENDING = "pending"
+        QUEUED = "queued"  # the same word as a training run's and a job's
         RUNNING = "running"
         FINISHED = "finished"
         FAILED = "failed"
@@ -59,7 +59,7 @@ class GenerationRun(models.Model):
         IMPORTED = "imported", "imported from files"
 
     name = models.CharField(max_length=200, blank=True)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     source = models.CharField(max_length=20, choices=Source.choices, default=Source.RENDERED)
     prompt_set = models.ForeignKey(PromptSet, on_delete=models.PROTECT, related_name="runs")
     arms = models.JSONField(default=list, help_text='Arm names in order, e.g. ["base", "lora", "ti"].')

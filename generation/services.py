@@ -217,7 +217,7 @@ def prompt_set_install_builtin() -> PromptSet:
 def generation_run_create(
     *, prompt_set: PromptSet, config: GenerationConfig, name: str = ""
 ) -> GenerationRun:
-    """A pending run of `config` over `prompt_set` (config paths were checked when `config` was built)."""
+    """A queued run of `config` over `prompt_set` (config paths were checked when `config` was built)."""
     if not prompt_set.prompts.exists():
         raise UserInputError(f"prompt set {prompt_set.name!r} is empty; load prompts into it first.")
     run = GenerationRun(
@@ -225,7 +225,7 @@ def generation_run_create(
         prompt_set=prompt_set,
         arms=list(config.arms),
         config=config.to_dict(),
-        status=GenerationRun.Status.PENDING,
+        status=GenerationRun.Status.QUEUED,
     )
     run.full_clean()
     run.save()
@@ -265,9 +265,9 @@ def generated_images_delete(*, run: GenerationRun) -> None:
 def generation_run_execute(
     *, run: GenerationRun, progress: ProgressCallback = ignore_progress
 ) -> GenerationRun:
-    """Render a pending run; on failure it is marked failed, keeps no image, and the error is re-raised."""
-    if run.status != GenerationRun.Status.PENDING:
-        raise UserInputError(f"generation run {run.pk} is {run.status}; only pending runs can be executed.")
+    """Render a queued run; on failure it is marked failed, keeps no image, and the error is re-raised."""
+    if run.status != GenerationRun.Status.QUEUED:
+        raise UserInputError(f"generation run {run.pk} is {run.status}; only queued runs can be executed.")
     run.status = GenerationRun.Status.RUNNING
     run.started_at = timezone.now()
     run.save(update_fields=["status", "started_at"])

@@ -3,6 +3,8 @@
 A `Job` row is the source of truth. With REDIS_URL set, jobs go to django-rq's queues and run in
 `manage.py rqworker gpu default`; without it they run in-process in a background thread (or inline).
 Either way `job_execute` runs the job function `func(*, job, progress)` and records what happened.
+An in-process job stamps a heartbeat on its row; `jobs_reconcile` fails a job whose process died (its
+heartbeat, or RQ's, went stale), so that `job_retry` can run it again.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable
+from contextlib import nullcontext
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection, models, transaction
+from django.db import DatabaseError, connection, models, transaction
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -38,7 +43,7 @@ JobFunction = Callable[..., None]
 
 
 class JobCancelled(Exception):
-    """Raised by the progress reporter when someone asked to cancel the running job."""
+    """Raised by the progress reporter when the running job was cancelled (or ended by reconcile)."""
 
 
 class JobFailed(Exception):
@@ -87,8 +92,38 @@ class JobProgress:
             log="\n".join(self.lines),
             updated_at=timezone.now(),
         )
-        if Job.objects.filter(pk=self.job_id, cancel_requested=True).exists():
-            raise JobCancelled(f"job {self.job_id} was cancelled")
+        # A job ended by reconcile (its process seemed dead) stops too: its retry may already be running.
+        state = Job.objects.filter(pk=self.job_id).values_list("status", "cancel_requested").first()
+        if state != (Job.Status.RUNNING, False):
+            raise JobCancelled(f"job {self.job_id} was cancelled or ended by reconcile")
+
+
+class Heartbeat:
+    """Stamps a job's `heartbeat_at` every `interval_s` from a daemon thread while the job runs here."""
+
+    def __init__(self, job_id: int, interval_s: float) -> None:
+        self.job_id = job_id
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"peftlab-heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.interval_s):
+                try:
+                    Job.objects.filter(pk=self.job_id).update(heartbeat_at=timezone.now())
+                except DatabaseError as error:  # a busy database: the next beat tries again
+                    logger.warning("job %s: heartbeat not written: %s", self.job_id, error)
+        finally:
+            connection.close()
 
 
 def _run_content_type(run: models.Model | None) -> tuple[ContentType | None, int | None]:
@@ -181,7 +216,10 @@ def job_run(job_id: int) -> None:
 
 
 def _finish(job: Job, status: str, **fields: Any) -> None:
-    Job.objects.filter(pk=job.pk).update(status=status, finished_at=timezone.now(), **fields)
+    """End an active job; a job already ended (e.g. by reconcile) keeps its status."""
+    Job.objects.filter(pk=job.pk, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).update(
+        status=status, finished_at=timezone.now(), **fields
+    )
 
 
 def job_execute(*, job_id: int) -> Job:
@@ -193,11 +231,15 @@ def job_execute(*, job_id: int) -> Job:
     if job.cancel_requested:
         _finish(job, Job.Status.CANCELLED)
         return Job.objects.get(pk=job.pk)
-    Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, started_at=timezone.now())
+    now = timezone.now()
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, started_at=now, heartbeat_at=now)
     job.refresh_from_db()
     reporter = JobProgress(job)
+    # RQ's worker keeps a heartbeat of its own; an in-process job's row is the only sign its process lives.
+    heartbeat = nullcontext() if job.rq_job_id else Heartbeat(job.pk, settings.PEFTLAB_JOB_HEARTBEAT_S)
     try:
-        import_string(job.func_path)(job=job, progress=reporter)
+        with heartbeat:
+            import_string(job.func_path)(job=job, progress=reporter)
     except JobCancelled:
         logger.info("job %s cancelled", job.pk)
         _finish(job, Job.Status.CANCELLED)
@@ -253,10 +295,41 @@ def _mark_run_failed(job: Job, error: str) -> None:
     run.save(update_fields=fields)
 
 
-def jobs_reconcile() -> int:
-    """Fail (or cancel) active jobs whose RQ job died, e.g. with its worker; return how many changed."""
-    if not redis_enabled():
-        return 0
+def _end_dead_job(job: Job, error: str) -> bool:
+    """End an active job whose process died: cancelled if someone asked, else failed with its run."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if not job.is_active:
+            return False  # it ended between the query and now
+        if job.cancel_requested:
+            _finish(job, Job.Status.CANCELLED)
+        else:
+            _finish(job, Job.Status.FAILED, error=error)
+            _mark_run_failed(job, error)
+    logger.warning("job %s: %s", job.pk, error)
+    return True
+
+
+def _reconcile_in_process(stale_after_s: float) -> int:
+    """End the active in-process jobs whose heartbeat (or, before the first one, enqueue time) is stale."""
+    cutoff = timezone.now() - timedelta(seconds=stale_after_s)
+    stale = (
+        Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING], rq_job_id="")
+        .annotate(last_seen=Coalesce("heartbeat_at", "enqueued_at", "created_at"))
+        .filter(last_seen__lt=cutoff)
+    )
+    return sum(
+        _end_dead_job(
+            job,
+            f"The process running this job stopped before it ended: no heartbeat since "
+            f"{job.last_seen:%Y-%m-%d %H:%M:%S %Z} (more than {stale_after_s:g} s).",
+        )
+        for job in stale
+    )
+
+
+def _reconcile_rq() -> int:
+    """End the active RQ jobs whose RQ job died, e.g. with its worker."""
     from rq.exceptions import NoSuchJobError
     from rq.job import Job as RqJob
     from rq.job import JobStatus
@@ -268,14 +341,12 @@ def jobs_reconcile() -> int:
     if not active.exists():
         return 0
     for name in set(active.values_list("queue", flat=True)):
-        queue = rq_queue(name)
         # Moves jobs whose worker stopped sending heartbeats (killed, machine lost) to the failed registry.
-        StartedJobRegistry(queue=queue).cleanup()
+        StartedJobRegistry(queue=rq_queue(name)).cleanup()
     changed = 0
     for job in active:
-        connection_ = rq_queue(job.queue).connection
         try:
-            rq_job = RqJob.fetch(job.rq_job_id, connection=connection_)
+            rq_job = RqJob.fetch(job.rq_job_id, connection=rq_queue(job.queue).connection)
             result = rq_job.latest_result()
             rq_status, rq_error = rq_job.get_status(), (result.exc_string or "") if result else ""
         except NoSuchJobError:
@@ -288,21 +359,24 @@ def jobs_reconcile() -> int:
             JobStatus.FINISHED,
         ):
             continue
-        job.refresh_from_db()
-        if not job.is_active:
-            continue  # it ended between the query and now
-        if job.cancel_requested:
-            _finish(job, Job.Status.CANCELLED)
-        else:
-            status_text = rq_status.value if rq_status else "missing"
-            error = (
-                f"The worker running this job stopped before it ended (rq status {status_text}): {rq_error}"
-            )
-            _finish(job, Job.Status.FAILED, error=error)
-            _mark_run_failed(job, error)
-        changed += 1
-        logger.warning("job %s: rq job %s is %s; job row updated", job.pk, job.rq_job_id, rq_status)
+        status_text = rq_status.value if rq_status else "missing"
+        changed += _end_dead_job(
+            job, f"The worker running this job stopped before it ended (rq status {status_text}): {rq_error}"
+        )
     return changed
+
+
+def jobs_reconcile(*, stale_after_s: float | None = None) -> int:
+    """End the active jobs whose process or worker died; return how many changed.
+
+    In-process jobs count as dead when their heartbeat is older than `stale_after_s` (default
+    PEFTLAB_JOB_STALE_S); RQ jobs when RQ says so. Called by `manage.py jobs reconcile`, never by a page.
+    """
+    if stale_after_s is None:
+        stale_after_s = settings.PEFTLAB_JOB_STALE_S
+    if stale_after_s <= 0:
+        raise UserInputError(f"the heartbeat threshold must be positive seconds, not {stale_after_s:g}.")
+    return _reconcile_in_process(stale_after_s) + (_reconcile_rq() if redis_enabled() else 0)
 
 
 def job_retry(*, job: Job, inline: bool = False) -> Job:

@@ -50,6 +50,11 @@ class Job(models.Model):
     error = models.TextField(blank=True)
 
     rq_job_id = models.CharField(max_length=100, blank=True, db_index=True)
+    heartbeat_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Last sign of life of the process running an in-process job (RQ keeps its own).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -156,6 +156,10 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL or "redis://127.0.0.1:6379/0", "DEFAULT_TIMEOUT": 600},
     "gpu": {"URL": REDIS_URL or "redis://127.0.0.1:6379/0", "DEFAULT_TIMEOUT": 60 * 60 * 24},
 }
+# An in-process job (no REDIS_URL) stamps Job.heartbeat_at this often; `jobs reconcile` fails one whose
+# stamp is older than PEFTLAB_JOB_STALE_S (its process died), so it can be retried.
+PEFTLAB_JOB_HEARTBEAT_S = float(os.environ.get("PEFTLAB_JOB_HEARTBEAT_S", "10"))
+PEFTLAB_JOB_STALE_S = float(os.environ.get("PEFTLAB_JOB_STALE_S", "60"))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

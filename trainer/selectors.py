@@ -7,11 +7,6 @@ from django.db.models import QuerySet
 from trainer.models import Dataset, EpochMetric, TrainingRun
 
 
-def dataset_list() -> QuerySet[Dataset]:
-    """All prepared datasets, newest first."""
-    return Dataset.objects.all()
-
-
 def dataset_get_by_path(*, path: Path) -> Dataset | None:
     """The dataset recorded for a prepared folder, if any."""
     return Dataset.objects.filter(path=str(Path(path).resolve())).first()
@@ -21,11 +16,6 @@ def training_run_list(*, method: str | None = None) -> QuerySet[TrainingRun]:
     """Training runs, newest first, optionally of one method."""
     runs = TrainingRun.objects.select_related("dataset")
     return runs.filter(method=method) if method else runs
-
-
-def training_run_get(*, pk: int) -> TrainingRun | None:
-    """One training run, if it exists."""
-    return TrainingRun.objects.select_related("dataset").filter(pk=pk).first()
 
 
 def epoch_metric_list(*, run: TrainingRun) -> QuerySet[EpochMetric]:

@@ -9,8 +9,8 @@ from peftlab.errors import UserInputError
 from peftlab.progress import ProgressCallback, ignore_progress
 from trainer.engine.config import TrainingConfig, build_config
 from trainer.engine.dataset import PrepareConfig, PreparedDataset, prepare_dataset
-from trainer.engine.export import EpochResult
 from trainer.engine.loop import TrainingResult, check_inputs, train
+from trainer.engine.results import EpochResult
 from trainer.engine.tiny_model import TinyModel, TinyModelConfig, build_tiny_model
 from trainer.models import Dataset, EpochMetric, TrainingRun
 from trainer.selectors import dataset_get_by_path

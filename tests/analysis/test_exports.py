@@ -71,14 +71,6 @@ def test_bad_arguments_are_one_line_errors_and_write_nothing(answered_study, tmp
     assert list(tmp_path.glob("*.csv")) == []
 
 
-def test_a_failed_write_leaves_no_file_behind(tmp_path):
-    from analysis.services import _write_atomically
-
-    with pytest.raises(FileNotFoundError):
-        _write_atomically({tmp_path / "responses.csv": b"rows", tmp_path / "missing" / "summary.json": b"{}"})
-    assert list(tmp_path.rglob("*")) == []
-
-
 def test_report_files_for_the_demo(answered_study, tmp_path):
     files = study_report_write(
         study=answered_study, output_dir=tmp_path / "report", config=AnalysisConfig(bootstrap=20)

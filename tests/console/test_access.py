@@ -3,6 +3,7 @@
 import pytest
 from django.test import Client
 from django.urls import get_resolver, reverse
+from PIL import Image
 
 from generation.models import GenerationRun, PromptSet
 from peftlab.models import Job
@@ -22,14 +23,26 @@ def console_urls(pks: dict[str, int]) -> list[str]:
 
 
 @pytest.fixture
-def pks(db) -> dict[str, int]:
-    """A failed dataset job, and a training run and a generation run recorded without a job."""
+def pks(db, tmp_path) -> dict[str, int]:
+    """A failed dataset job, and a training run (with its loss.png) and a generation run recorded without a job."""
     job = Job.objects.create(
         kind=Job.Kind.DATASET, func_path="trainer.jobs.dataset_prepare_job", status="failed"
     )
-    training = TrainingRun.objects.create(method="lora", dataset_path="/d", output_path="/o", config={})
+    Image.new("RGB", (8, 8)).save(tmp_path / "loss.png")
+    training = TrainingRun.objects.create(
+        method="lora",
+        dataset_path="/d",
+        output_path=str(tmp_path),
+        config={},
+        files={"loss.png": str(tmp_path / "loss.png")},
+    )
     generation = GenerationRun.objects.create(prompt_set=PromptSet.objects.create(name="s"), arms=["base"])
-    return {"job": job.pk, "training_run_detail": training.pk, "generation_run_detail": generation.pk}
+    return {
+        "job": job.pk,
+        "training_run_detail": training.pk,
+        "training_run_loss_chart": training.pk,
+        "generation_run_detail": generation.pk,
+    }
 
 
 def test_anonymous_users_are_sent_to_the_login_page(client, pks):

@@ -1,14 +1,17 @@
 """The runs page lists every training and generation run, however started, with its job's progress and links;
-a training run's page shows its metrics, loss curve and full error; the studies page links onward."""
+a training run's page shows its metrics, its loss.png and full error; the studies page links onward."""
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
 from django.utils import timezone
+from PIL import Image
 
 from generation.models import GenerationRun, PromptSet
+from peftlab.jobs import jobs_reconcile
 from peftlab.models import Job
 from studies.models import Participant, Study
 from trainer.models import EpochMetric, TrainingRun
@@ -25,7 +28,10 @@ def hours_ago(run, hours: int):
 
 @pytest.fixture
 def training(tmp_path) -> TrainingRun:
-    """A finished LoRA run recorded as `train_lora` records one (no job), with two epochs."""
+    """A finished LoRA run recorded as `train_lora` records one (no job), with two epochs and its loss.png."""
+    output = tmp_path / "runs" / "lora1"
+    output.mkdir(parents=True)
+    Image.new("RGB", (60, 40), (255, 255, 255)).save(output / "loss.png")
     run = TrainingRun.objects.create(
         method="lora",
         dataset_path=str(tmp_path / "d"),
@@ -34,7 +40,7 @@ def training(tmp_path) -> TrainingRun:
         status="finished",
         best_epoch=2,
         best_val_loss=0.1234,
-        files={"adapter": str(tmp_path / "runs" / "lora1" / "adapter")},
+        files={"adapter": str(output / "adapter"), "loss.png": str(output / "loss.png")},
     )
     EpochMetric.objects.create(
         run=run, epoch=1, train_loss=0.3, val_loss=0.25, seconds=1.5, samples_per_s=2.0
@@ -130,13 +136,18 @@ def test_a_run_shows_its_latest_jobs_progress_and_polls_while_active(staff_clien
     detail = staff_client.get(reverse("console:training_run_detail", args=[training.pk])).content.decode()
     assert reverse("console:job_detail", args=[first.pk]) in detail and f"retry of {first.pk}" in detail
     job_page = staff_client.get(reverse("console:job_detail", args=[retry.pk])).content.decode()
-    assert reverse("console:training_run_detail", args=[training.pk]) in job_page and "<polyline" in job_page
+    chart = reverse("console:training_run_loss_chart", args=[training.pk])
+    assert reverse("console:training_run_detail", args=[training.pk]) in job_page and chart in job_page
 
 
 def test_training_run_detail_shows_config_metrics_curve_files_and_studies(staff_client, training, study):
     page = staff_client.get(reverse("console:training_run_detail", args=[training.pk])).content.decode()
     assert "<th>rank</th>" in page and "0.12340" in page and "0.25000" in page  # config and metrics table
-    assert page.count("<polyline") == 2  # train and validation loss
+    chart = reverse("console:training_run_loss_chart", args=[training.pk])
+    assert f'<img src="{chart}"' in page
+    response = staff_client.get(chart)
+    assert response["Content-Type"] == "image/png"
+    assert b"".join(response.streaming_content) == (Path(training.output_path) / "loss.png").read_bytes()
     assert training.files["adapter"] in page
     assert "Started without a job" in page
     assert reverse("generation:run_gallery", args=[study.generation_run.pk]) in page
@@ -144,6 +155,14 @@ def test_training_run_detail_shows_config_metrics_curve_files_and_studies(staff_
         reverse("studies:entry", args=["pilot"]) in page
         and reverse("analysis:report", args=["pilot"]) in page
     )
+
+
+def test_a_run_without_loss_png_shows_its_epochs_and_no_chart(staff_client, training):
+    chart = reverse("console:training_run_loss_chart", args=[training.pk])
+    (Path(training.output_path) / "loss.png").unlink()  # a running run: drawn only when it ends
+    page = staff_client.get(reverse("console:training_run_detail", args=[training.pk])).content.decode()
+    assert chart not in page and "drawn when the run ends" in page and "0.25000" in page
+    assert staff_client.get(chart).status_code == 404
 
 
 def test_a_failed_runs_error_is_shown_in_full(staff_client, generation):
@@ -166,3 +185,27 @@ def test_studies_page_counts_participants_and_links_onward(staff_client, study):
     for name in ("studies:dashboard", "studies:entry", "analysis:report"):
         assert reverse(name, args=["pilot"]) in row, name
     assert reverse("console:generation_run_detail", args=[study.generation_run.pk]) in row
+
+
+def test_pages_read_job_state_and_never_reconcile(staff_client, training, settings):
+    settings.REDIS_URL = ""
+    TrainingRun.objects.filter(pk=training.pk).update(status="running")
+    dead = Job.objects.create(
+        kind=Job.Kind.TRAINING,
+        func_path="trainer.jobs.training_run_job",
+        run=training,
+        status=Job.Status.RUNNING,
+        heartbeat_at=timezone.now() - timedelta(hours=1),  # its process died an hour ago
+    )
+    for url in (
+        reverse("console:runs"),
+        reverse("console:runs_json"),
+        reverse("console:job_detail", args=[dead.pk]),
+        reverse("console:training_run_detail", args=[training.pk]),
+    ):
+        assert staff_client.get(url).status_code == 200, url
+    dead.refresh_from_db()
+    assert dead.status == Job.Status.RUNNING  # a GET wrote nothing: ending it is reconcile's work
+    page = staff_client.get(reverse("console:job_detail", args=[dead.pk])).content.decode()
+    assert "Last heartbeat" in page and "1 hour ago" in page and "older than 60 s" in page
+    assert jobs_reconcile() == 1

@@ -2,10 +2,14 @@
 
 import pytest
 from django.urls import reverse
+from PIL import Image
 
 from generation.models import PromptSet
 from peftlab.models import Job
+from trainer.engine.config import LoraTrainingConfig, TiTrainingConfig
+from trainer.engine.dataset import PrepareConfig
 from trainer.models import Dataset
+from trainer.services import dataset_prepare
 
 pytestmark = pytest.mark.django_db
 
@@ -74,3 +78,41 @@ def test_study_form_needs_a_finished_run_and_a_free_slug(staff_client):
     assert "Select a valid choice" in page
     assert "valid “slug”" in post(staff_client, "study_new", {"title": "t", "slug": "a b"})
     assert not Job.objects.exists()
+
+
+@pytest.fixture
+def prepared_dataset(tmp_path) -> Dataset:
+    """A real prepared dataset of four small captioned images."""
+    source = tmp_path / "images"
+    source.mkdir()
+    for index in range(4):
+        Image.new("RGB", (64, 64), (60 * index, 90, 200)).save(source / f"image{index}.png")
+        (source / f"image{index}.txt").write_text(f"ghiblivis picture {index}", encoding="utf-8")
+    dataset_prepare(
+        source=source, output=tmp_path / "dataset", config=PrepareConfig(resolution=64, min_size=0)
+    )
+    return Dataset.objects.get()
+
+
+@pytest.mark.parametrize("method", ["lora", "ti"])
+def test_training_form_without_a_learning_rate_uses_the_methods_default(
+    method, staff_client, prepared_dataset, tiny_model_dir, settings, tmp_path
+):
+    settings.PEFTLAB_DATA_DIR = tmp_path / "data"
+    data = {
+        "dataset": prepared_dataset.pk,
+        "method": method,
+        "model": str(tiny_model_dir),
+        "output_name": f"run-{method}",
+        "epochs": 1,
+        "batch_size": 1,
+        "resolution": 64,
+        "seed": 0,
+        "rank": 4,
+        "placeholder_token": "<ghibli>",
+        "initializer_token": "style",
+    }
+    response = staff_client.post(reverse("console:training_new"), data)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    expected = {"lora": LoraTrainingConfig, "ti": TiTrainingConfig}[method].learning_rate
+    assert Job.objects.get().run.config["learning_rate"] == expected

@@ -1,16 +1,19 @@
-"""Training and generation as real jobs on the gpu queue, run by RQ's SimpleWorker against the real Redis."""
+"""Training and generation as real jobs on the gpu queue: run by RQ's SimpleWorker against the real Redis,
+and in-process without Redis."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import django_rq
 import pytest
+from django.utils import timezone
 from rq import SimpleWorker
 from rq.registry import StartedJobRegistry
 
 from generation.engine import GenerationConfig
 from generation.jobs import generation_job_enqueue
 from generation.models import GenerationRun, PromptSet
-from peftlab.jobs import job_retry, jobs_reconcile
+from peftlab.jobs import job_execute, job_retry, jobs_reconcile
 from peftlab.models import Job
 from peftlab.progress import Progress
 from trainer.engine.config import build_config
@@ -131,3 +134,42 @@ def test_generation_job_renders_every_image(
     assert job.status == Job.Status.FINISHED, job.error
     assert run.status == GenerationRun.Status.FINISHED and run.images.count() == 2
     assert job.stage == "render base" and job.done == 2 and job.percent == 100.0
+
+
+def test_killed_in_process_training_is_failed_by_reconcile_and_the_retry_resumes_from_its_checkpoint(
+    no_redis, tiny_model_dir, dataset_dir, tmp_path, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False):
+        job = training_job_enqueue(
+            method="lora",
+            dataset_dir=dataset_dir,
+            output=tmp_path / "run",
+            config=lora_config(tiny_model_dir),
+        )
+    assert job.rq_job_id == ""  # in-process: only its heartbeat tells whether its process lives
+    run = TrainingRun.objects.get()
+
+    def killed_after_first_epoch(report: Progress) -> None:
+        if report.stage == "epoch" and report.done == 1:
+            raise KeyboardInterrupt  # stands in for SIGKILL: nothing after this line runs in the process
+
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, heartbeat_at=timezone.now())
+    with pytest.raises(KeyboardInterrupt):
+        training_run_execute(run=run, progress=killed_after_first_epoch)
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.RUNNING, error="")
+    first_epoch_loss = run.epochs.get(epoch=1).train_loss
+    assert jobs_reconcile(stale_after_s=60) == 0  # its last heartbeat is fresh: it may still be running
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=2))
+
+    assert jobs_reconcile(stale_after_s=60) == 1
+    job.refresh_from_db()
+    run.refresh_from_db()
+    assert job.status == Job.Status.FAILED and "no heartbeat since" in job.error
+    assert run.status == TrainingRun.Status.FAILED and "no heartbeat since" in run.error
+
+    retry = job_execute(job_id=job_retry(job=job, inline=True).pk)
+    run.refresh_from_db()
+    assert retry.status == Job.Status.FINISHED, retry.error
+    assert run.status == TrainingRun.Status.FINISHED and run.resume is True
+    assert run.epochs.get(epoch=1).train_loss == first_epoch_loss  # epoch 1 came from the checkpoint
+    assert "epoch 1/2" not in retry.log and "[epoch] epoch 2/2" in retry.log

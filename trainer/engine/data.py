@@ -4,8 +4,6 @@ cached on disk (keyed by model, resolution and image hash) so later runs reuse t
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import torch
 from PIL import Image
 
 from peftlab.errors import UserInputError
+from peftlab.files import write_atomic
 from trainer.engine.dataset import read_split, sha256_file
 
 
@@ -137,12 +136,9 @@ class DiskCache:
         path = self.path(key)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the target and rename, so a killed run never leaves a truncated cache entry.
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(handle)
-        save_file({"value": value.detach().to("cpu").contiguous()}, temporary)
-        os.replace(temporary, path)
+        # Renamed into place, so a killed run never leaves a truncated cache entry.
+        tensor = value.detach().to("cpu").contiguous()
+        write_atomic(path, lambda temporary: save_file({"value": tensor}, str(temporary)))
 
 
 def cache_key(*parts: object) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from peftlab.errors import UserInputError
+from peftlab.files import swap_folder
 from peftlab.progress import Progress, ProgressCallback, ignore_progress
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -249,7 +249,7 @@ def prepare_dataset(
         }
         manifest_text = json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True)
         (staging / "manifest.json").write_text(manifest_text + "\n", encoding="utf-8")
-        swap_in(staging, output)
+        swap_folder(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return PreparedDataset(
@@ -271,17 +271,6 @@ def split_pairs(names: list[str], config: PrepareConfig) -> tuple[list[str], lis
     if config.val_fraction > 0 and n_val == 0 and len(shuffled) >= 2:
         n_val = 1
     return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
-
-
-def swap_in(staging: Path, output: Path) -> None:
-    """Replace `output` by `staging` with renames, keeping the old folder until the new one is in place."""
-    old = None
-    if output.exists():
-        old = output.with_name(f".{output.name}-old-{os.getpid()}")
-        output.rename(old)
-    staging.rename(output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_split(dataset: Path, name: str) -> list[tuple[str, str]]:

@@ -3,38 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from peftlab.files import write_atomic
 from peftlab.versions import package_versions
-
-
-@dataclass(frozen=True)
-class EpochResult:
-    """One finished epoch."""
-
-    epoch: int  # 1-based
-    train_loss: float
-    val_loss: float
-    seconds: float
-    samples_per_s: float
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write` on a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+from trainer.engine.results import EpochResult
 
 
 def write_metrics_csv(path: Path, epochs: list[EpochResult]) -> None:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from peftlab.errors import UserInputError
+from peftlab.files import swap_folder, write_atomic
 from peftlab.progress import Progress, ProgressCallback, ignore_progress
 from trainer.engine.config import TrainingConfig
 from trainer.engine.data import (
@@ -36,14 +37,9 @@ from trainer.engine.data import (
     read_dataset,
     tokenize,
 )
-from trainer.engine.export import (
-    EpochResult,
-    write_atomic,
-    write_loss_plot,
-    write_metrics_csv,
-    write_run_json,
-)
+from trainer.engine.export import write_loss_plot, write_metrics_csv, write_run_json
 from trainer.engine.methods import Method, make_method
+from trainer.engine.results import EpochResult
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -457,12 +453,7 @@ class Trainer:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         self.method.save(self.accelerator.unwrap_model(self.module), staging)
-        old = folder.with_name(f".{folder.name}-old")
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            folder.rename(old)
-        staging.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_folder(staging, folder)
 
     def save_checkpoint(self, epochs_done: int) -> None:
         """Everything a resume needs, written to a temporary file and renamed."""

@@ -41,25 +41,43 @@ class Command(PeftlabCommand):
             "--prompts", default=BUILTIN_SET_NAME, help="Prompt set name (default: landmarks)."
         )
         seeds = parser.add_mutually_exclusive_group()
-        seeds.add_argument("--seeds", default="0", help="Seeds, comma-separated (default 0).")
+        # Defaults come from GenerationConfig, the one place they are declared.
+        seeds.add_argument(
+            "--seeds",
+            default=",".join(map(str, GenerationConfig.seeds)),
+            help="Seeds, comma-separated (default %(default)s).",
+        )
         seeds.add_argument("--images-per-prompt", type=int, help="N images per prompt: seeds 0..N-1.")
         parser.add_argument(
             "--arms", help=f"Comma-separated from {','.join(ARMS)} (default: base + given adapters)."
         )
-        parser.add_argument("--steps", type=int, default=30)
-        parser.add_argument("--guidance", type=float, default=7.5)
-        parser.add_argument("--scheduler", default="dpmsolver++", help=f"One of {', '.join(SCHEDULERS)}.")
-        parser.add_argument("--size", default="512", help="N or WxH pixels (default 512).")
-        parser.add_argument("--batch-size", type=int, default=4)
-        parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16.")
-        parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps.")
+        parser.add_argument("--steps", type=int, default=GenerationConfig.steps)
+        parser.add_argument("--guidance", type=float, default=GenerationConfig.guidance)
+        parser.add_argument(
+            "--scheduler", default=GenerationConfig.scheduler, help=f"One of {', '.join(SCHEDULERS)}."
+        )
+        parser.add_argument(
+            "--size",
+            default=f"{GenerationConfig.width}x{GenerationConfig.height}",
+            help="N or WxH pixels (default %(default)s).",
+        )
+        parser.add_argument("--batch-size", type=int, default=GenerationConfig.batch_size)
+        parser.add_argument(
+            "--dtype", default=GenerationConfig.dtype, help="auto, float32, float16 or bfloat16."
+        )
+        parser.add_argument("--device", default=GenerationConfig.device, help="auto, cpu, cuda, cuda:1, mps.")
         parser.add_argument("--vae-slicing", action="store_true", help="Decode a batch one image at a time.")
         parser.add_argument("--vae-tiling", action="store_true", help="Decode large images in tiles.")
         parser.add_argument(
             "--ti-template", help='TI arm template (default "An image of {token}, {prompt}").'
         )
         parser.add_argument("--lora-template", help='LoRA arm template (default "{prompt}").')
-        parser.add_argument("--effect-threshold", type=float, default=0.5, help="Minimum probe difference.")
+        parser.add_argument(
+            "--effect-threshold",
+            type=float,
+            default=GenerationConfig.effect_threshold,
+            help="Minimum probe difference.",
+        )
         parser.add_argument("--name", default="", help="A name for the run.")
 
     def handle(self, *args, **options):
