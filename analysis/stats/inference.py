@@ -12,24 +12,23 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
 
 EXACT = "exact binomial (1 vote per participant)"
 GEE = "GEE logit, exchangeable, bias-reduced robust SE"
-SIGN = "exact sign test over participants (all votes one way)"
+SIGN = "exact sign test over participants (no GEE: all votes one way, or no spread)"
 
 
 def wilson_intervals(count: object, n: object, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score intervals of count/n, vectorised (as binomtest's proportion_ci(method='wilson')).
+    """Wilson score intervals of count/n (statsmodels' proportion_confint), vectorised; NaN where n is 0.
 
     0/n and n/n get bounds of exactly 0 and 1 (the formula leaves rounding dust such as 5.6e-17).
     """
     count, n = np.asarray(count, dtype=float), np.asarray(n, dtype=float)
-    z = stats.norm.ppf(1 - (1 - confidence) / 2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        center = (count + z * z / 2) / (n + z * z)
-        half = z / (n + z * z) * np.sqrt(count * (n - count) / n + z * z / 4)
-    low = np.where(count <= 0, 0.0, np.clip(center - half, 0, 1))
-    high = np.where(count >= n, 1.0, np.clip(center + half, 0, 1))
+        low, high = proportion_confint(count, np.where(n > 0, n, 1), alpha=1 - confidence, method="wilson")
+    low = np.where(count <= 0, 0.0, np.clip(low, 0, 1))
+    high = np.where(count >= n, 1.0, np.clip(high, 0, 1))
     return np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)
 
 
@@ -113,7 +112,8 @@ def clustered_share_tests(
 
         # Sign test over participants: each participant's majority is one vote.
         lean_a, lean_b = total(wins > votes / 2), total(wins < votes / 2)
-        sign_p = binomial_p_values(lean_a, lean_a + lean_b)
+        # Nobody leaning either way is no evidence at all: p = 1.
+        sign_p = np.where(lean_a + lean_b > 0, binomial_p_values(lean_a, lean_a + lean_b), 1.0)
         sign_low, sign_high = wilson_intervals(share * participants, participants, confidence)
 
         # GEE: alternate the mean (a weighted share) and the exchangeable correlation (statsmodels' moment
@@ -147,7 +147,9 @@ def clustered_share_tests(
         gee_low, gee_high = 1 / (1 + np.exp(-(beta - z * se))), 1 / (1 + np.exp(-(beta + z * se)))
 
     exact = most <= 1
-    one_way = ~exact & ((n_wins <= 0) | (n_wins >= n_votes) | (participants < 2) | ~np.isfinite(se))
+    # No sandwich where the logit is infinite, with one participant, or where every participant sits exactly
+    # at the mean (zero spread: the Wald test would divide by 0).
+    one_way = ~exact & ((n_wins <= 0) | (n_wins >= n_votes) | (participants < 2) | ~(se > 0))
     gee = ~exact & ~one_way
 
     def pick(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -174,6 +174,11 @@ def test_every_vote_one_way_falls_back_to_a_sign_test_over_participants():
     assert row.share_a == 1.0 and row.ci_high == 1.0 and row.ci_low < 0.7
 
 
+def test_participants_who_all_split_their_votes_evenly_show_no_preference():
+    row = analyze_responses(repeated_votes([(3, 3)] * 8), AnalysisConfig(bootstrap=0)).headline.rows[0]
+    assert (row.method, row.share_a, row.p_value) == (SIGN, 0.5, 1.0)
+
+
 def test_ties_as_half_rounds_the_p_value_and_the_interval_the_same_way():
     report = analyze_responses(reference_frame(), AnalysisConfig(bootstrap=0, ties_as_half=True))
     landmark = rows_of(report.headline, question="landmark").iloc[0]
