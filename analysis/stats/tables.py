@@ -29,10 +29,10 @@ class ResultTable(Generic[R]):
 
     def to_frame(self, shown_only: bool = False) -> pd.DataFrame:
         """The rows as a DataFrame, one column per field (without the hidden ones if `shown_only`)."""
-        columns = [f.name for f in fields(self.row_type) if not (shown_only and f.name in self.hidden)]
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             [asdict(row) for row in self.rows], columns=[f.name for f in fields(self.row_type)]
-        )[columns]
+        )
+        return frame.drop(columns=list(self.hidden)) if shown_only else frame
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict: title, note and the rows (NaN becomes null)."""
