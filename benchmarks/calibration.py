@@ -8,7 +8,7 @@ The Bradley-Terry truth is the fit to 100,000 simulated participants of the same
 
 Prints per design: the headline test's false-positive rate at alpha = 0.05 (and, for contrast, that of an
 exact binomial test that counts votes as independent), its power at 65 %, and the coverage of the 95 %
-Bradley-Terry intervals. Run:
+Bradley-Terry intervals (and, for contrast, of plain percentile bootstrap intervals). Run:
     .venv/bin/python benchmarks/calibration.py [--studies 1000] [--resamples 200]
 """
 
@@ -24,7 +24,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analysis.stats import bradley_terry, clustered_share_tests, not_estimable  # noqa: E402
-from analysis.stats.bradley_terry import MIN_PARTICIPANTS_FOR_INTERVALS, bootstrap_intervals  # noqa: E402
+from analysis.stats.bradley_terry import (  # noqa: E402
+    MIN_PARTICIPANTS_FOR_INTERVALS,
+    bootstrap_intervals,
+    bootstrap_strengths,
+)
 from analysis.stats.inference import binomial_p_values  # noqa: E402
 
 DESIGNS = ((10, 10), (12, 10), (30, 10), (50, 1), (200, 20))
@@ -63,21 +67,24 @@ def simulate_wins(participants: int, votes: int, rng: np.random.Generator) -> np
 
 def bradley_terry_coverage(
     participants: int, votes: int, studies: int, resamples: int, rng: np.random.Generator
-) -> tuple[float, float]:
-    """Coverage of the 95 % intervals of every arm, and the share of studies that were not estimable."""
+) -> tuple[float, float, float]:
+    """Coverage of the 95 % intervals of every arm (the report's, and plain percentile ones for contrast),
+    and the share of studies that were not estimable."""
     truth = bradley_terry(simulate_wins(100_000, votes, rng).sum(axis=0))
-    covered, counted, skipped = 0, 0, 0
+    covered, percentile, counted, skipped = 0, 0, 0, 0
     for _ in range(studies):
         per_participant = simulate_wins(participants, votes, rng)
         total = per_participant.sum(axis=0)
         if not_estimable(total, ["a", "b", "c"], participants):
             skipped += 1
             continue
-        strength = bradley_terry(total)
-        low, high = bootstrap_intervals(per_participant, strength, resamples, 0.95, rng)
+        samples = bootstrap_strengths(per_participant, resamples, rng)
+        low, high = bootstrap_intervals(samples, bradley_terry(total), participants, 0.95)
         covered += int(((low <= truth) & (truth <= high)).sum())
+        low, high = np.nanpercentile(samples, [2.5, 97.5], axis=0)
+        percentile += int(((low <= truth) & (truth <= high)).sum())
         counted += 3
-    return covered / max(counted, 1), skipped / studies
+    return covered / max(counted, 1), percentile / max(counted, 1), skipped / studies
 
 
 def main() -> None:
@@ -94,19 +101,21 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     print(f"{args.studies} studies per design; alpha = {ALPHA}; Bradley-Terry: {args.resamples} resamples")
     print(
-        "design    false-pos  (votes as independent)  power@65%  BT coverage  BT not estimable  headline method"
+        "design    false-pos  (votes as independent)  power@65%  BT coverage  (percentile)  BT not estimable"
+        "  headline method"
     )
     for participants, votes in DESIGNS:
         start = time.perf_counter()
         rates = headline_rates(participants, votes, args.studies, rng)
-        coverage, skipped = (
+        coverage, percentile, skipped = (
             bradley_terry_coverage(participants, votes, args.studies, args.resamples, rng)
             if participants >= MIN_PARTICIPANTS_FOR_INTERVALS
-            else (float("nan"), float("nan"))
+            else (float("nan"),) * 3
         )
         print(
             f"{participants:>3} x {votes:<3}  {rates['null']:>8.1%}  {rates['naive']:>22.1%}  {rates['power']:>9.1%}"
-            f"  {coverage:>11.1%}  {skipped:>16.1%}  {rates['method']}  ({time.perf_counter() - start:.0f} s)"
+            f"  {coverage:>11.1%}  {percentile:>12.1%}  {skipped:>16.1%}  {rates['method']}"
+            f"  ({time.perf_counter() - start:.0f} s)"
         )
 
 

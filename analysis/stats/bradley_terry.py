@@ -69,26 +69,21 @@ def not_estimable(wins: np.ndarray, arms: list[str], participants: int) -> str:
 
 
 def bootstrap_intervals(
-    per_participant: np.ndarray,
-    strength: np.ndarray,
-    resamples: int,
-    confidence: float,
-    rng: np.random.Generator,
+    samples: np.ndarray, strength: np.ndarray, participants: int, confidence: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Intervals of each strength from `resamples` resamples of participants (drawn with replacement).
+    """Intervals of each strength from its participant-bootstrap `samples` (resamples x arms).
 
-    Percentile intervals cover only 87-90 % at 10 participants (the bootstrap spread of a mean of n draws is
-    (n-1)/n of the true one, and a few resamples are degenerate). So: a t interval (n - 1 degrees of freedom)
-    on the logit of the strength, whose standard error is the bootstrap interquartile range / 1.349 (robust
-    to the degenerate resamples) times sqrt(n / (n - 1)). Its coverage is in benchmarks/calibration.py.
+    Percentile intervals cover only about 89 % at 10 participants (the bootstrap spread of a mean of n draws
+    is (n-1)/n of the true one, and a few resamples are degenerate). So: a t interval (n - 1 degrees of
+    freedom) on the logit of the strength, whose standard error is the bootstrap interquartile range / 1.349
+    (robust to the degenerate resamples) times sqrt(n / (n - 1)). Both coverages are measured by
+    benchmarks/calibration.py.
     """
-    count = per_participant.shape[0]
-    samples = bootstrap_strengths(per_participant, resamples, rng)
     with np.errstate(divide="ignore", invalid="ignore"):
         logits = np.log(samples / (1 - samples))
         q75, q25 = np.nanpercentile(logits, [75, 25], axis=0)
-        se = (q75 - q25) / 1.349 * np.sqrt(count / (count - 1))
-        t = stats.t.ppf(1 - (1 - confidence) / 2, count - 1)
+        se = (q75 - q25) / 1.349 * np.sqrt(participants / (participants - 1))
+        t = stats.t.ppf(1 - (1 - confidence) / 2, participants - 1)
         centre = np.log(strength / (1 - strength))
         return 1 / (1 + np.exp(-(centre - t * se))), 1 / (1 + np.exp(-(centre + t * se)))
 

@@ -18,6 +18,7 @@ from analysis.stats.agreement import fleiss_kappa, krippendorff_alpha_nominal
 from analysis.stats.bradley_terry import (
     MIN_PARTICIPANTS_FOR_INTERVALS,
     bootstrap_intervals,
+    bootstrap_strengths,
     bradley_terry,
     not_estimable,
 )
@@ -561,13 +562,10 @@ def _bradley_terry(data: pd.DataFrame, config: AnalysisConfig) -> list[Strength]
         if not reason and config.bootstrap:
             if count >= MIN_PARTICIPANTS_FOR_INTERVALS:
                 # Every question resamples with the same seed, as one study's bootstrap should.
-                low, high = bootstrap_intervals(
-                    per_participant,
-                    strength,
-                    config.bootstrap,
-                    config.confidence,
-                    np.random.default_rng(config.seed),
+                samples = bootstrap_strengths(
+                    per_participant, config.bootstrap, np.random.default_rng(config.seed)
                 )
+                low, high = bootstrap_intervals(samples, strength, count, config.confidence)
             else:
                 status = (
                     f"no interval: {count} participants (intervals need {MIN_PARTICIPANTS_FOR_INTERVALS})"
