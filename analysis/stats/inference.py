@@ -145,6 +145,7 @@ def clustered_share_tests(
         z = stats.norm.ppf(1 - (1 - confidence) / 2)
         gee_p = 2 * stats.norm.sf(np.abs(beta / se))
         gee_low, gee_high = 1 / (1 + np.exp(-(beta - z * se))), 1 / (1 + np.exp(-(beta + z * se)))
+        design_effect = 1 + (n_votes / participants - 1) * rho
 
     exact = most <= 1
     # No sandwich where the logit is infinite, with one participant, or where every participant sits exactly
@@ -164,6 +165,6 @@ def clustered_share_tests(
         ci_high=np.where(empty, np.nan, pick(exact_high, sign_high, gee_high)),
         p_value=np.where(empty, np.nan, pick(exact_p, sign_p, gee_p)),
         icc=np.where(gee, rho, np.nan),
-        design_effect=np.where(gee, 1 + (n_votes / participants - 1) * rho, np.where(exact, 1.0, np.nan)),
+        design_effect=np.where(gee, design_effect, np.where(exact, 1.0, np.nan)),
         method=np.where(empty, "", pick(np.full(groups, EXACT), np.full(groups, SIGN), np.full(groups, GEE))),
     )

@@ -471,7 +471,8 @@ def _shares(data: pd.DataFrame, config: AnalysisConfig) -> list[OptionShare]:
     p, n_p = data["participant"].cat.codes.to_numpy(np.int64), len(data["participant"].cat.categories)
     option = data["option"].cat.codes.to_numpy(np.int64)
     # Counts per question x participant x option, on integer codes (a crosstab is ten times slower).
-    counts = np.bincount((q * n_p + p) * v + option, minlength=len(questions) * n_p * v).reshape(-1, n_p, v)
+    size = len(questions) * n_p * v
+    counts = np.bincount((q * n_p + p) * v + option, minlength=size).reshape(len(questions), n_p, v)
     shown = np.zeros((len(questions), v), bool)
     shown[q, data["arm_a"].cat.codes.to_numpy()] = True
     shown[q, data["arm_b"].cat.codes.to_numpy()] = True
@@ -520,7 +521,7 @@ def _position_bias(data: pd.DataFrame, config: AnalysisConfig) -> list[PositionB
             np.zeros(len(overall), int),
             1 + per_question.index.get_level_values(0).map(questions.index).to_numpy(),
         ]
-    )
+    ).astype(np.int64)
     left = np.concatenate([overall["sum"], per_question["sum"]]).astype(float)
     size = np.concatenate([overall["size"], per_question["size"]]).astype(float)
     result = clustered_share_tests(group, left, size, len(labels), config.confidence)

@@ -24,7 +24,9 @@ def test_analyze_study_opens_with_the_headline_then_exclusions(answered_study):
     text = run("analyze_study", "seed", "--bootstrap", "0")
     assert text.startswith("Headline")
     # 8 of 10 people prefer LoRA every time: 40 of 50 votes, but the participants decide: not significant.
-    assert text.index("lora not clearly preferred over ti for style: 80%") < text.index("participants_excluded")
+    assert text.index("lora not clearly preferred over ti for style: 80%") < text.index(
+        "participants_excluded"
+    )
     data = json.loads(
         run(
             "analyze_study",

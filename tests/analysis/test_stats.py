@@ -13,6 +13,7 @@ from statsmodels.stats.multitest import multipletests
 
 from analysis.charts import CHARTS, render_chart
 from analysis.stats import (
+    RESPONSE_COLUMNS,
     AnalysisConfig,
     analyze_responses,
     binomial_p_values,
@@ -515,3 +516,11 @@ def test_bad_input_is_a_one_line_user_error():
         plan_sample_size(preference=0.5)
     with pytest.raises(UserInputError, match="correlation"):
         plan_sample_size(preference=0.6, votes_per_participant=5, icc=1.2)
+
+
+def test_a_study_without_responses_gives_an_empty_report_and_charts():
+    report = analyze_responses(pd.DataFrame(columns=list(RESPONSE_COLUMNS)), AnalysisConfig(bootstrap=10))
+    assert report.headline.rows == [] and report.exclusions.responses_analysed == 0
+    assert json.loads(json.dumps(report.to_dict(), allow_nan=False))["headline"] == []
+    for name in CHARTS:
+        assert render_chart(report, name, "svg").startswith(b"<?xml")
