@@ -300,7 +300,7 @@ def test_bradley_terry_says_why_it_cannot_be_estimated(wins, participants, reaso
     assert reason in not_estimable(np.array(wins, dtype=float), list("abcd"), participants)
 
 
-def test_bradley_terry_has_no_estimable_fit_is_true_for_a_connected_fair_matrix():
+def test_bradley_terry_is_estimable_when_every_arm_both_wins_and_loses():
     assert not_estimable(np.array([[0, 5, 3], [2, 0, 2], [1, 1, 0]], float), list("abc"), 12) == ""
 
 
