@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.stats import ALL, StudyReport  # noqa: E402
+from analysis.stats import StudyReport  # noqa: E402
 from peftlab.errors import UserInputError  # noqa: E402
 
 CHART_FORMATS = ("png", "svg")
@@ -28,7 +28,10 @@ def _bars(ax, frame: pd.DataFrame, category: str, series: str, value: str) -> No
     for i, name in enumerate(names):
         part = frame[frame[series] == name].set_index(category).reindex(categories)
         heights = part[value].to_numpy(dtype=float)
-        errors = np.vstack([heights - part["ci_low"], part["ci_high"] - heights]).astype(float)
+        # Whiskers never below 0: an interval of 0/n or n/n ends exactly at the estimate.
+        errors = np.clip(
+            np.vstack([heights - part["ci_low"], part["ci_high"] - heights]).astype(float), 0, None
+        )
         ax.bar(
             x + (i - (len(names) - 1) / 2) * width,
             heights,
@@ -56,29 +59,29 @@ def preferences_chart(report: StudyReport) -> Figure:
     """Share of each option per question, with Wilson whiskers."""
     figure = Figure(figsize=(7, 4), layout="constrained")
     shares = report.shares.to_frame()
-    shares = shares[shares["scope"] == ALL]
     if shares.empty:
         return _empty(figure, "no responses yet")
     ax = figure.add_subplot()
     _bars(ax, shares, "question", "option", "share")
-    ax.set_ylabel(f"share of responses ({report.config.confidence:.0%} Wilson CI)")
+    ax.set_ylabel(f"share of responses ({report.config.confidence:.0%} CI)")
     ax.set_title("Preferences per question")
     return figure
 
 
 def landmarks_chart(report: StudyReport) -> Figure:
-    """Share of each option per landmark, one panel per question."""
-    shares = report.shares.to_frame()
-    shares = shares[shares["scope"] == "landmark"]
-    questions = list(dict.fromkeys(shares["question"]))
+    """arm_a's share of decisive votes per landmark (exploratory), one panel per question."""
+    frame = report.breakdowns.to_frame()
+    frame = frame[frame["scope"] == "landmark"].assign(pair=lambda f: f["arm_a"] + " vs " + f["arm_b"])
+    questions = list(dict.fromkeys(frame["question"]))
     figure = Figure(figsize=(8, 3 * max(len(questions), 1)), layout="constrained")
-    if shares.empty:
+    if frame.empty:
         return _empty(figure, "no per-landmark breakdown")
     for index, question in enumerate(questions, start=1):
         ax = figure.add_subplot(len(questions), 1, index)
-        _bars(ax, shares[shares["question"] == question], "group", "option", "share")
-        ax.set_title(question)
-        ax.set_ylabel("share")
+        _bars(ax, frame[frame["question"] == question], "group", "pair", "share_a")
+        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+        ax.set_title(f"{question} (exploratory)")
+        ax.set_ylabel("first arm's share")
     return figure
 
 
@@ -90,7 +93,13 @@ def position_bias_chart(report: StudyReport) -> Figure:
         return _empty(figure, "no decisive votes yet")
     ax = figure.add_subplot()
     x = np.arange(len(frame))
-    errors = np.vstack([frame["left_share"] - frame["ci_low"], frame["ci_high"] - frame["left_share"]])
+    errors = np.clip(
+        np.vstack([frame["left_share"] - frame["ci_low"], frame["ci_high"] - frame["left_share"]]).astype(
+            float
+        ),
+        0,
+        None,
+    )
     ax.errorbar(x, frame["left_share"], yerr=errors, fmt="o", capsize=4)
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
     ax.set_xticks(x, frame["question"])
@@ -103,9 +112,9 @@ def position_bias_chart(report: StudyReport) -> Figure:
 def strengths_chart(report: StudyReport) -> Figure:
     """Bradley-Terry strengths per question with bootstrap intervals."""
     figure = Figure(figsize=(7, 4), layout="constrained")
-    frame = report.bradley_terry.to_frame()
+    frame = report.bradley_terry.to_frame().dropna(subset=["strength"])
     if frame.empty:
-        return _empty(figure, "Bradley-Terry needs three or more arms")
+        return _empty(figure, "Bradley-Terry needs three or more arms and an estimable fit")
     ax = figure.add_subplot()
     _bars(ax, frame, "question", "arm", "strength")
     ax.set_ylabel("strength (sums to 1)")

@@ -1,7 +1,7 @@
 """Image metrics of a generation run (pure torch/transformers/scipy, no Django).
 
-CLIP score: cosine between an image and the exact prompt it was rendered from (x100, floored at 0, as
-torchmetrics reports it). FID and KID: distances between an arm's images and the reference images, on CLIP
+CLIP score: cosine between an image and the exact prompt it was rendered from (x100, each image's score
+floored at 0; torchmetrics floors the mean instead, which differs only when some cosines are negative). FID and KID: distances between an arm's images and the reference images, on CLIP
 vision features. LPIPS (AlexNet, from local weights): mean perceptual distance of each image to its prompt's
 reference images. Every value carries a percentile bootstrap interval over images.
 """
@@ -271,7 +271,8 @@ def score_images(
     )
     reference_row = {path: index for index, path in enumerate(reference_paths)}
     text_features = clip.texts([item.text for item in images])
-    # torchmetrics' CLIP score: 100 x cosine, floored at 0.
+    # 100 x cosine, floored at 0 per image so every image's score is a valid CLIP score on its own
+    # (torchmetrics floors the mean over images instead).
     scores = 100 * np.maximum((image_features * text_features).sum(axis=1), 0)
     arms = np.array([item.arm for item in images])
     prompts = np.array([item.prompt for item in images])

@@ -22,7 +22,8 @@ def study_report(*, study: Study, config: AnalysisConfig | None = None) -> Study
 def study_report_cached(*, study: Study) -> StudyReport:
     """The default report, cached until a response is added or removed (the page and its charts share it)."""
     state = Response.objects.filter(participant__study=study).aggregate(count=Count("id"), last=Max("id"))
-    key = f"analysis:report:{study.pk}:{state['count']}:{state['last']}"
+    # v2: the report's layout changed (headline first); a report cached by the old code must not be reused.
+    key = f"analysis:report:v2:{study.pk}:{state['count']}:{state['last']}"
     report = cache.get(key)
     if report is None:
         report = study_report(study=study)

@@ -29,8 +29,11 @@ class ExportFiles:
 
 
 def summary_path(responses: Path) -> Path:
-    """Where the summary of an export lives: beside it, `<name>.summary.json`."""
-    return responses.with_name(f"{responses.stem}.summary.json")
+    """Where the summary of an export lives: beside it, `<name with suffix>.summary.json`.
+
+    The suffix stays in the name so that CSV, JSON and Parquet exports of one study keep their own summaries.
+    """
+    return responses.with_name(f"{responses.name}.summary.json")
 
 
 def study_export(

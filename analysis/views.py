@@ -14,22 +14,22 @@ from studies.selectors import study_response_rows
 
 @staff_member_required
 def report(request: HttpRequest, slug: str) -> HttpResponse:
-    """The study's report: exclusions, every table, the charts and the downloads."""
+    """The study's report: the headline first, then exclusions, the other tables, the charts and downloads."""
     study = get_object_or_404(Study, slug=slug)
     result = study_report_cached(study=study)
     tables = [
-        (
-            table.title,
-            table.note,
-            mark_safe(table.to_frame().to_html(index=False, float_format="{:.4g}".format)),
-        )
-        for table in result.tables().values()
+        # pandas escapes the cells: the HTML is safe to insert.
+        (table.title, table.note, mark_safe(table.to_html()))
+        for name, table in result.tables().items()
+        if name != "headline"
     ]
     return render(
         request,
         "analysis/report.html",
         {
             "study": study,
+            "headline": result.headline,
+            "headline_html": mark_safe(result.headline.to_html()),
             "exclusions": result.exclusions.to_dict(),
             "tables": tables,
             "charts": list(CHARTS),

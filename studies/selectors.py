@@ -27,6 +27,8 @@ RESPONSE_ROW_KEYS = (
     "participant", "external_id", "trial", "trial_index", "question", "question_text", "landmark", "prompt",
     "left_arm", "right_arm", "choice", "chosen_arm", "response_ms", "shown_at", "answered_at",
     "is_attention_check", "attention_passed", "participant_failed_attention", "participant_finished",
+    "generation_run", "left_image", "right_image", "left_seed", "right_seed", "left_rendered_prompt",
+    "right_rendered_prompt",
 )  # fmt: skip
 
 
@@ -38,7 +40,7 @@ def study_response_rows(*, study: Study) -> list[dict]:
     """
     responses = list(
         Response.objects.filter(participant__study=study)
-        .select_related("participant", "trial__prompt", "question")
+        .select_related("participant", "trial__prompt", "trial__image_a", "trial__image_b", "question")
         .order_by("participant_id", "answered_at", "id")
     )
     failed: set[int] = {
@@ -50,6 +52,10 @@ def study_response_rows(*, study: Study) -> list[dict]:
     rows = []
     for response in responses:
         participant, trial = response.participant, response.trial
+        # The trial stores its images by arm; the response says which arm was on the left.
+        left, right = (
+            (trial.image_a, trial.image_b) if response.left_arm == trial.arm_a else (trial.image_b, trial.image_a)
+        )
         if participant.pk not in order_index:
             order_index[participant.pk] = {pk: index for index, pk in enumerate(participant.trial_order)}
         rows.append(
@@ -75,6 +81,13 @@ def study_response_rows(*, study: Study) -> list[dict]:
                 else None,
                 "participant_failed_attention": participant.pk in failed,
                 "participant_finished": participant.finished_at is not None,
+                "generation_run": left.run_id,
+                "left_image": left.pk,
+                "right_image": right.pk,
+                "left_seed": left.seed,
+                "right_seed": right.seed,
+                "left_rendered_prompt": left.rendered_prompt,
+                "right_rendered_prompt": right.rendered_prompt,
             }
         )
     return rows

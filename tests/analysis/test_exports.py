@@ -20,19 +20,36 @@ def run(*args) -> str:
     return out.getvalue()
 
 
-def test_analyze_study_prints_tables_with_exclusions(answered_study):
+def test_analyze_study_opens_with_the_headline_then_exclusions(answered_study):
     text = run("analyze_study", "seed", "--bootstrap", "0")
-    assert "Pairwise exact binomial tests" in text
-    assert "participants_excluded" in text
-    data = json.loads(run("analyze_study", "seed", "--json", "--bootstrap", "0", "--plan", "0.7"))
+    assert text.startswith("Headline")
+    # 8 of 10 people prefer LoRA every time: 40 of 50 votes, but the participants decide: not significant.
+    assert text.index("lora not clearly preferred over ti for style: 80%") < text.index(
+        "participants_excluded"
+    )
+    data = json.loads(
+        run(
+            "analyze_study",
+            "seed",
+            "--json",
+            "--bootstrap",
+            "0",
+            "--plan",
+            "0.7",
+            "--votes-per-participant",
+            "5",
+        )
+    )
     assert data["exclusions"]["participants_total"] == 12
     assert data["exclusions"]["participants_excluded"] == 2
     assert data["exclusions"]["attention_check_responses"] == 24
-    assert data["plan"]["votes"] > 0
-    style = [r for r in data["pair_tests"]["rows"] if r["question"] == "style" and r["scope"] == "all"][0]
-    # 10 analysed participants x 5 landmarks; participant 1 (and 6) prefer TI.
-    assert style["wins_a"] + style["wins_b"] == 50
-    assert style["wins_a"] == 40
+    style = [r for r in data["headline"] if r["question"] == "style"][0]
+    # 10 analysed participants x 5 landmarks; participants 1 and 6 prefer TI: 40 of 50 votes, 8 of 10 people.
+    assert (style["votes"], style["participants"], style["share_a"]) == (50, 10, 0.8)
+    assert style["method"].startswith("GEE")
+    # The pilot's own correlation plans the next study, in participants.
+    assert data["plan"]["icc"] == max(r["icc"] for r in data["headline"] if r["icc"] is not None)
+    assert data["plan"]["participants"] > 0
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
@@ -44,11 +61,32 @@ def test_export_then_reanalyse_gives_the_reports_numbers(answered_study, tmp_pat
     from_db = study_report(study=answered_study, config=config).to_dict()
     from_file = analyze_responses(read_responses(output), config).to_dict()
     assert from_file == from_db
-    summary = json.loads((tmp_path / "responses.summary.json").read_text())
+    summary = json.loads((tmp_path / f"responses.{fmt}.summary.json").read_text())
     assert summary["report"] == from_db
     assert not summary["external_ids_included"]
     text = run("analyze_study", "--file", str(output), "--json", "--bootstrap", "50")
     assert json.loads(text) == json.loads(json.dumps(from_db))
+
+
+def test_exports_in_every_format_keep_their_own_summary_and_name_the_images(answered_study, tmp_path):
+    for fmt in ("csv", "json"):
+        run("export_study", "seed", "--format", fmt, "--output", str(tmp_path / f"r.{fmt}"))
+    assert json.loads((tmp_path / "r.csv.summary.json").read_text())["format"] == "csv"
+    assert json.loads((tmp_path / "r.json.summary.json").read_text())["format"] == "json"
+    frame = pd.read_csv(tmp_path / "r.csv")
+    from generation.models import GeneratedImage
+
+    answers = frame[~frame["is_attention_check"]]
+    row = answers.iloc[0]
+    left = GeneratedImage.objects.get(pk=row["left_image"])
+    assert (left.arm, left.seed, left.run_id) == (row["left_arm"], row["left_seed"], row["generation_run"])
+    assert row["left_rendered_prompt"] == left.rendered_prompt
+    assert GeneratedImage.objects.get(pk=row["right_image"]).arm == row["right_arm"]
+
+
+def test_create_study_refuses_a_pair_of_identical_arms(seed_run):
+    with pytest.raises(CommandError, match="distinct arms"):
+        run("create_study", "--from-generation", str(seed_run.pk), "--arms", "lora,lora")
 
 
 def test_exports_leave_out_external_ids_unless_asked(answered_study, tmp_path):
@@ -76,7 +114,7 @@ def test_report_files_for_the_demo(answered_study, tmp_path):
         study=answered_study, output_dir=tmp_path / "report", config=AnalysisConfig(bootstrap=20)
     )
     names = {path.name for path in files}
-    assert {"report.txt", "report.json", "seed-responses.csv", "seed-responses.summary.json"} <= names
+    assert {"report.txt", "report.json", "seed-responses.csv", "seed-responses.csv.summary.json"} <= names
     assert {"preferences.png", "preferences.svg", "bradley-terry.svg", "landmarks.png"} <= names
     assert all(path.stat().st_size > 0 for path in files)
     assert (tmp_path / "report" / "preferences.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,4 +1,4 @@
-"""The statistics engine against independent scipy computations and textbook values."""
+"""The statistics engine against independent scipy/statsmodels computations and textbook values."""
 
 import itertools
 import json
@@ -7,28 +7,50 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.api as sm
 from scipy import optimize, stats
+from statsmodels.stats.multitest import multipletests
 
+from analysis.charts import CHARTS, render_chart
 from analysis.stats import (
+    RESPONSE_COLUMNS,
     AnalysisConfig,
     analyze_responses,
     binomial_p_values,
     bradley_terry,
+    clustered_share_tests,
     fleiss_kappa,
     holm_adjust,
     krippendorff_alpha_nominal,
+    not_estimable,
+    plan_from_report,
     plan_sample_size,
     wilson_intervals,
 )
+from analysis.stats.inference import EXACT, GEE, SIGN
+from analysis.stats.planning import exact_power
 from peftlab.errors import UserInputError
 from tests.analysis.factories import REFERENCE_COUNTS, reference_frame, reference_rows, response_row
 
+HEADLINE_KEYS = {
+    "question",
+    "arm_a",
+    "arm_b",
+    "participants",
+    "votes",
+    "ties",
+    "share_a",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_holm",
+    "method",
+}
 
-def overall(table, **match):
-    """The overall-scope rows of a result table matching the given fields."""
+
+def rows_of(table, **match):
+    """The rows of a result table matching the given fields."""
     frame = table.to_frame()
-    if "scope" in frame:
-        frame = frame[frame["scope"] == "all"]
     for key, value in match.items():
         frame = frame[frame[key] == value]
     return frame
@@ -39,115 +61,198 @@ def reference_report():
     return analyze_responses(reference_frame(), AnalysisConfig(bootstrap=0))
 
 
-@pytest.mark.parametrize(
-    ("question", "option"), [(q, o) for q, c in REFERENCE_COUNTS.items() for o in c if c[o]]
-)
-def test_shares_are_the_reference_percentages_with_scipy_wilson_intervals(reference_report, question, option):
+def repeated_votes(wins_per_participant: list[tuple[int, int]], question: str = "q") -> pd.DataFrame:
+    """Participants voting several times on a vs b: (votes for a, votes for b) each; sides alternate."""
+    rows = []
+    for p, (a, b) in enumerate(wins_per_participant):
+        for t, option in enumerate(["a"] * a + ["b"] * b):
+            left, right = ("a", "b") if t % 2 == 0 else ("b", "a")
+            rows.append(
+                response_row(
+                    participant=f"p{p:03d}",
+                    question=question,
+                    left_arm=left,
+                    right_arm=right,
+                    option=option,
+                    trial=t,
+                )
+            )
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(("question", "option"), [(q, o) for q, c in REFERENCE_COUNTS.items() for o in c])
+def test_shares_are_the_reference_percentages_with_wilson_intervals_even_at_zero(
+    reference_report, question, option
+):
     count = REFERENCE_COUNTS[question][option]
-    row = overall(reference_report.shares, question=question, option=option).iloc[0]
+    row = rows_of(reference_report.shares, question=question, option=option).iloc[0]
     expected = stats.binomtest(count, 50).proportion_ci(confidence_level=0.95, method="wilson")
     assert (row["count"], row["n"]) == (count, 50)
     assert row["share"] == pytest.approx(count / 50)
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((expected.low, expected.high))
+    if count == 0:  # "TI 0 %" is a row of the table, and its interval starts at exactly 0
+        assert row["ci_low"] == 0.0
 
 
-def test_pair_tests_are_exact_binomial_tests_on_decisive_votes(reference_report):
+def test_headline_with_one_vote_each_is_the_exact_binomial_test_with_holm_over_the_headline_only(
+    reference_report,
+):
+    frame = reference_report.headline.to_frame()
+    assert list(frame["question"]) == sorted(REFERENCE_COUNTS)
     for question, counts in REFERENCE_COUNTS.items():
-        row = overall(reference_report.pair_tests, question=question).iloc[0]
-        assert (row["arm_a"], row["arm_b"]) == ("lora", "ti")
-        assert (row["wins_a"], row["wins_b"]) == (counts["lora"], counts["ti"])
-        assert (row["both"], row["neither"]) == (counts.get("both", 0), counts.get("neither", 0))
+        row = rows_of(reference_report.headline, question=question).iloc[0]
         decisive = counts["lora"] + counts["ti"]
-        assert row["p_value"] == pytest.approx(stats.binomtest(counts["lora"], decisive, 0.5).pvalue)
-    buy = overall(reference_report.pair_tests, question="buy").iloc[0]
-    assert buy["p_value"] < 1e-12  # 45 of 45 decisive votes
+        assert (row["arm_a"], row["arm_b"], row["votes"], row["participants"]) == (
+            "lora",
+            "ti",
+            decisive,
+            decisive,
+        )
+        assert row["ties"] == counts.get("both", 0) + counts.get("neither", 0)
+        assert row["p_value"] == pytest.approx(stats.binomtest(counts["lora"], decisive).pvalue)
+        ci = stats.binomtest(counts["lora"], decisive).proportion_ci(method="wilson")
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((ci.low, ci.high))
+        assert row["method"] == EXACT
+    assert frame["p_holm"].to_numpy() == pytest.approx(multipletests(frame["p_value"], method="holm")[1])
+    # The landmark question's p = 0.0041 stays 0.0041: breakdowns and position bias are not in the family.
+    assert rows_of(reference_report.headline, question="landmark").iloc[0]["p_holm"] == pytest.approx(
+        0.00407, abs=1e-5
+    )
 
 
-def test_ties_as_half_counts_both_and_neither_as_half_votes_rounded_towards_the_null():
+def test_headline_opens_the_text_and_json_with_a_plain_reading(reference_report):
+    text = reference_report.to_text()
+    assert text.startswith("Headline")
+    assert (
+        "lora preferred over ti for style: 80% [67%, 89%], p = 2.4e-05 (Holm 4.8e-05), 50 participants."
+        in text
+    )
+    data = json.loads(json.dumps(reference_report.to_dict(), allow_nan=False))
+    assert [set(row) >= HEADLINE_KEYS for row in data["headline"]] == [True] * 3
+    assert "chi_square" not in data
+
+
+def test_repeated_votes_are_tested_at_the_level_of_the_participant():
+    # 8 people always pick a, 4 always pick b, 10 votes each: 80 of 120 votes but only 8 of 12 people.
+    report = analyze_responses(repeated_votes([(10, 0)] * 8 + [(0, 10)] * 4), AnalysisConfig(bootstrap=0))
+    row = report.headline.rows[0]
+    assert stats.binomtest(80, 120).pvalue < 0.001  # what counting votes as independent would claim
+    assert row.method == GEE
+    assert row.p_value > 0.1
+    assert row.icc > 0.9 and row.design_effect > 9
+    assert row.participants == 12 and row.votes == 120
+
+
+def test_gee_matches_statsmodels_bias_reduced_gee():
+    rng = np.random.default_rng(3)
+    per = [(int(a), int(b)) for a, b in zip(rng.integers(0, 8, 15), rng.integers(1, 8, 15), strict=True)]
+    frame = repeated_votes(per)
+    row = analyze_responses(frame, AnalysisConfig(bootstrap=0)).headline.rows[0]
+    y = np.concatenate([[1.0] * a + [0.0] * b for a, b in per])
+    groups = np.concatenate([[i] * (a + b) for i, (a, b) in enumerate(per)])
+    model = sm.GEE(
+        y,
+        np.ones((len(y), 1)),
+        groups=groups,
+        family=sm.families.Binomial(),
+        cov_struct=sm.cov_struct.Exchangeable(),
+    )
+    fit = model.fit(cov_type="bias_reduced")
+    beta, se = fit.params[0], fit.bse[0]
+    assert math.log(row.share_a / (1 - row.share_a)) == pytest.approx(beta, abs=1e-8)
+    assert row.icc == pytest.approx(model.cov_struct.dep_params, abs=1e-8)
+    assert row.p_value == pytest.approx(fit.pvalues[0], rel=1e-6)
+    z = stats.norm.ppf(0.975)
+    assert (row.ci_low, row.ci_high) == pytest.approx(
+        (1 / (1 + np.exp(-(beta - z * se))), 1 / (1 + np.exp(-(beta + z * se))))
+    )
+
+
+def test_every_vote_one_way_falls_back_to_a_sign_test_over_participants():
+    row = analyze_responses(repeated_votes([(5, 0)] * 6), AnalysisConfig(bootstrap=0)).headline.rows[0]
+    assert row.method == SIGN
+    assert row.p_value == pytest.approx(stats.binomtest(6, 6).pvalue)
+    assert row.share_a == 1.0 and row.ci_high == 1.0 and row.ci_low < 0.7
+
+
+def test_participants_who_all_split_their_votes_evenly_show_no_preference():
+    row = analyze_responses(repeated_votes([(3, 3)] * 8), AnalysisConfig(bootstrap=0)).headline.rows[0]
+    assert (row.method, row.share_a, row.p_value) == (SIGN, 0.5, 1.0)
+
+
+def test_ties_as_half_rounds_the_p_value_and_the_interval_the_same_way():
     report = analyze_responses(reference_frame(), AnalysisConfig(bootstrap=0, ties_as_half=True))
-    landmark = overall(report.pair_tests, question="landmark").iloc[0]
-    # 20 LoRA + 25 neither / 2 = 32.5 of 50: rounded to 32 so the p-value is never smaller than exact.
+    landmark = rows_of(report.headline, question="landmark").iloc[0]
+    # 20 LoRA + 25 neither / 2 = 32.5 of 50: rounded to 32 (towards the null) for both.
+    ci = stats.binomtest(32, 50).proportion_ci(method="wilson")
     assert landmark["votes"] == 50
     assert landmark["share_a"] == pytest.approx(32.5 / 50)
     assert landmark["p_value"] == pytest.approx(stats.binomtest(32, 50).pvalue)
+    assert (landmark["ci_low"], landmark["ci_high"]) == pytest.approx((ci.low, ci.high))
 
 
-def test_chi_square_covers_every_option_a_question_offered(reference_report):
-    for question, counts in REFERENCE_COUNTS.items():
-        row = overall(reference_report.chi_square, question=question).iloc[0]
-        observed = [counts["lora"], counts["ti"], *(counts[o] for o in ("both", "neither") if o in counts)]
-        expected = stats.chisquare(observed)
-        assert row["counts"] == "/".join(map(str, observed))
-        assert row["statistic"] == pytest.approx(expected.statistic)
-        assert row["p_value"] == pytest.approx(expected.pvalue)
-        assert row["dof"] == len(observed) - 1
+def test_a_trial_with_the_same_arm_on_both_sides_is_left_out_and_counted():
+    rows = reference_rows() + [
+        response_row(
+            participant=f"p{i:02d}",
+            question="style",
+            left_arm="lora",
+            right_arm="lora",
+            option="lora",
+            trial=9,
+        )
+        for i in range(7)
+    ]
+    report = analyze_responses(pd.DataFrame(rows), AnalysisConfig(bootstrap=0))
+    assert report.exclusions.responses_same_arm == 7
+    style = rows_of(report.headline, question="style").iloc[0]
+    assert (style["votes"], style["share_a"]) == (50, 0.8)
 
 
-def test_holm_adjustment_matches_the_step_down_definition_over_all_tests(reference_report):
-    p = np.array([0.01, 0.04, 0.03, 0.005, np.nan, 0.2])
-    valid = p[~np.isnan(p)]
-    m = len(valid)
-    ordered = np.sort(valid)
-    independent = {
-        value: min(1.0, max((m - j) * ordered[j] for j in range(i + 1))) for i, value in enumerate(ordered)
-    }
-    adjusted = holm_adjust(p)
-    assert math.isnan(adjusted[4])
-    for raw, adj in zip(p, adjusted, strict=True):
-        if not math.isnan(raw):
-            assert adj == pytest.approx(independent[raw])
-    tables = [reference_report.pair_tests, reference_report.chi_square, reference_report.position_bias]
-    frames = pd.concat([t.to_frame()[["p_value", "p_holm"]] for t in tables])
-    assert np.allclose(frames["p_holm"], holm_adjust(frames["p_value"].to_numpy()), equal_nan=True)
-    assert (frames["p_holm"].dropna() >= frames["p_value"].dropna()).all()
+def test_breakdowns_are_exploratory_and_a_partition_repeating_another_is_shown_once(reference_report):
+    breakdowns = reference_report.breakdowns.to_frame()
+    assert set(breakdowns["scope"]) == {"landmark"}  # one prompt per landmark: the prompt split is the same
+    assert "p_holm" not in breakdowns
+    assert "shown once" in reference_report.breakdowns.note
+    per_landmark = breakdowns.groupby("question")["votes"].sum()
+    assert per_landmark.to_dict() == {q: c["lora"] + c["ti"] for q, c in REFERENCE_COUNTS.items()}
+    two_prompts = reference_frame()
+    two_prompts["prompt"] = two_prompts["prompt"] + np.where(np.arange(len(two_prompts)) % 2, " v2", "")
+    scopes = analyze_responses(two_prompts, AnalysisConfig(bootstrap=0)).breakdowns.to_frame()["scope"]
+    assert set(scopes) == {"landmark", "prompt"}
 
 
-def test_breakdowns_per_landmark_and_prompt_sum_to_the_overall_counts(reference_report):
-    shares = reference_report.shares.to_frame()
-    for scope in ("landmark", "prompt"):
-        per_group = shares[shares["scope"] == scope].groupby(["question", "option"])["count"].sum()
-        total = shares[shares["scope"] == "all"].set_index(["question", "option"])["count"]
-        assert per_group.sort_index().equals(total.sort_index())
-    harbour = shares[(shares["scope"] == "landmark") & (shares["group"] == "harbour-bridge")]
-    assert set(harbour["n"]) == {10}
-
-
-def test_position_bias_tests_the_left_share_of_decisive_votes(reference_report):
+def test_position_bias_is_per_participant_and_an_always_left_participant_still_charts():
     raw = reference_frame()
     decisive = raw[raw["choice"].isin(["left", "right"])]
     left = int((decisive["choice"] == "left").sum())
-    row = overall(reference_report.position_bias, question="all").iloc[0]
-    assert (row["left"], row["decisive"]) == (left, len(decisive))
-    assert row["left_share"] == pytest.approx(left / len(decisive))
-    assert row["p_value"] == pytest.approx(stats.binomtest(left, len(decisive)).pvalue)
-    assert set(reference_report.position_bias.to_frame()["question"]) == {"all", *REFERENCE_COUNTS}
+    report = analyze_responses(raw, AnalysisConfig(bootstrap=0))
+    row = rows_of(report.position_bias, question="all").iloc[0]
+    assert (row["left"], row["decisive"], row["participants"]) == (left, len(decisive), 50)
+    buy = rows_of(report.position_bias, question="buy").iloc[0]
+    assert buy["p_value"] == pytest.approx(stats.binomtest(buy["left"], buy["decisive"]).pvalue)
+    lone = analyze_responses(
+        pd.DataFrame([dict(r, choice="left") for r in reference_rows() if r["participant"] == "p00"]),
+        AnalysisConfig(bootstrap=0),
+    )
+    assert rows_of(lone.position_bias, question="all").iloc[0]["ci_high"] == 1.0
+    for name in CHARTS:
+        assert render_chart(lone, name, "png")[:4] == b"\x89PNG"
 
 
 def test_participants_who_failed_attention_are_excluded_by_default_and_counted():
     rows = reference_rows()
     for index in range(3):
         participant = f"careless{index}"
-        rows.append(
-            response_row(
-                participant=participant,
-                question="style",
-                left_arm="ti",
-                right_arm="lora",
-                option="ti",
-                failed_attention=True,
-            )
-        )
-        rows.append(
-            response_row(
-                participant=participant,
-                question="attention",
-                left_arm="ti",
-                right_arm="lora",
-                option="ti",
-                failed_attention=True,
-                is_attention_check=True,
-            )
-        )
+        common = {
+            "participant": participant,
+            "left_arm": "ti",
+            "right_arm": "lora",
+            "option": "ti",
+            "failed_attention": True,
+        }
+        rows.append(response_row(question="style", **common))
+        rows.append(response_row(question="attention", is_attention_check=True, **common))
     frame = pd.DataFrame(rows)
     report = analyze_responses(frame, AnalysisConfig(bootstrap=0))
     assert report.exclusions.participants_total == 53
@@ -155,17 +260,17 @@ def test_participants_who_failed_attention_are_excluded_by_default_and_counted()
     assert report.exclusions.participants_analysed == 50
     assert report.exclusions.attention_check_responses == 3
     assert report.exclusions.responses_excluded == 3
-    assert overall(report.pair_tests, question="style").iloc[0]["wins_b"] == 10
+    assert rows_of(report.headline, question="style").iloc[0]["votes"] == 50
     assert "attention" not in set(report.shares.to_frame()["question"])
     kept = analyze_responses(frame, AnalysisConfig(bootstrap=0, exclude_failed_attention=False))
     assert kept.exclusions.participants_excluded == 0
-    assert overall(kept.pair_tests, question="style").iloc[0]["wins_b"] == 13
+    assert rows_of(kept.headline, question="style").iloc[0]["votes"] == 53
 
 
 def test_bradley_terry_recovers_strengths_that_explain_the_votes_exactly():
     # Strengths 4:2:1 predict A beats B 2/3, A beats C 4/5, B beats C 2/3: counts in those ratios.
     wins = np.array([[0, 20, 40], [10, 0, 20], [10, 10, 0]], dtype=float)
-    assert bradley_terry(wins) == pytest.approx(np.array([4, 2, 1]) / 7, abs=1e-7)
+    assert bradley_terry(wins) == pytest.approx(np.array([4, 2, 1]) / 7, abs=1e-9)
 
 
 def test_bradley_terry_is_the_maximum_likelihood_estimate():
@@ -181,7 +286,27 @@ def test_bradley_terry_is_the_maximum_likelihood_estimate():
     assert bradley_terry(wins) == pytest.approx(expected, abs=1e-5)
 
 
-def three_arm_rows(participants: int, votes_each: int, agree: bool) -> list[dict]:
+@pytest.mark.parametrize(
+    ("wins", "participants", "reason"),
+    [
+        ([[0, 5, 3], [0, 0, 2], [0, 1, 0]], 12, "a won every comparison"),
+        ([[0, 5, 3], [1, 0, 2], [0, 0, 0]], 12, "c lost every comparison"),
+        ([[0, 5, 0, 0], [3, 0, 0, 0], [0, 0, 0, 2], [0, 0, 1, 0]], 12, "disconnected (a, b | c, d"),
+        ([[0, 5, 3, 0], [3, 0, 0, 1], [0, 0, 0, 2], [0, 0, 1, 0]], 12, "beat all the others"),
+        ([[0, 5, 3], [2, 0, 2], [1, 1, 0]], 1, "at least 2"),
+    ],
+)
+def test_bradley_terry_says_why_it_cannot_be_estimated(wins, participants, reason):
+    assert reason in not_estimable(np.array(wins, dtype=float), list("abcd"), participants)
+
+
+def test_bradley_terry_is_estimable_when_every_arm_both_wins_and_loses():
+    assert not_estimable(np.array([[0, 5, 3], [2, 0, 2], [1, 1, 0]], float), list("abc"), 12) == ""
+
+
+def three_arm_rows(
+    participants: int, votes_each: int, agree: bool, winner_takes_all: bool = False
+) -> list[dict]:
     """Three arms a > b > c; with agree=False each participant always votes for one arm (a, b or c)."""
     rows = []
     pairs = list(itertools.combinations(["a", "b", "c"], 2))
@@ -191,6 +316,8 @@ def three_arm_rows(participants: int, votes_each: int, agree: bool) -> list[dict
             winner = left if agree or p % 3 == 0 else (right if p % 3 == 1 else left)
             if not agree and p % 3 == 2 and "c" in (left, right):
                 winner = "c"
+            if winner_takes_all and "a" in (left, right):
+                winner = "a"
             rows.append(
                 response_row(
                     participant=f"p{p}", question="q", left_arm=left, right_arm=right, option=winner, trial=v
@@ -201,18 +328,35 @@ def three_arm_rows(participants: int, votes_each: int, agree: bool) -> list[dict
 
 def test_bradley_terry_bootstrap_resamples_participants_and_is_seeded():
     config = AnalysisConfig(bootstrap=200, seed=7)
-    rows = three_arm_rows(participants=30, votes_each=9, agree=False)
+    rows = three_arm_rows(participants=60, votes_each=9, agree=False)
     report = analyze_responses(pd.DataFrame(rows), config)
-    again = analyze_responses(pd.DataFrame(rows), config)
     frame = report.bradley_terry.to_frame()
-    assert frame.equals(again.bradley_terry.to_frame())
+    assert frame.equals(analyze_responses(pd.DataFrame(rows), config).bradley_terry.to_frame())
     assert frame["strength"].sum() == pytest.approx(1.0)
     assert ((frame["ci_low"] <= frame["strength"]) & (frame["strength"] <= frame["ci_high"])).all()
-    # The same votes cast by only 3 raters: resampling raters (not votes) must widen the intervals a lot.
-    few = [dict(row, participant=f"r{int(row['participant'][1:]) % 3}") for row in rows]
+    # The same votes cast by 12 raters (5 like-minded participants each): resampling raters, not votes,
+    # must widen the intervals.
+    few = [
+        dict(row, participant=f"r{int(row['participant'][1:]) % 3}-{int(row['participant'][1:]) // 15}")
+        for row in rows
+    ]
     few_frame = analyze_responses(pd.DataFrame(few), config).bradley_terry.to_frame()
     assert few_frame["strength"].to_numpy() == pytest.approx(frame["strength"].to_numpy())
-    assert ((few_frame["ci_high"] - few_frame["ci_low"]) > 2 * (frame["ci_high"] - frame["ci_low"])).all()
+    assert ((few_frame["ci_high"] - few_frame["ci_low"]) > 1.3 * (frame["ci_high"] - frame["ci_low"])).all()
+
+
+def test_bradley_terry_gives_no_interval_under_ten_participants_and_no_number_when_not_estimable():
+    few = analyze_responses(pd.DataFrame(three_arm_rows(9, 9, agree=False)), AnalysisConfig(bootstrap=50))
+    frame = few.bradley_terry.to_frame()
+    assert frame["strength"].notna().all() and frame["ci_low"].isna().all()
+    assert frame["status"].str.startswith("no interval: 9 participants").all()
+    sweep = analyze_responses(
+        pd.DataFrame(three_arm_rows(30, 9, agree=False, winner_takes_all=True)), AnalysisConfig(bootstrap=50)
+    )
+    frame = sweep.bradley_terry.to_frame()
+    assert frame["strength"].isna().all()
+    assert (frame["status"] == "not estimable: a won every comparison (its strength would be infinite)").all()
+    assert render_chart(sweep, "bradley-terry", "svg").startswith(b"<?xml")
 
 
 def test_bradley_terry_is_only_reported_for_three_or_more_arms(reference_report):
@@ -236,6 +380,9 @@ def test_fleiss_kappa_reproduces_fleiss_1971():
         ]
     )
     assert fleiss_kappa(counts) == pytest.approx(0.210, abs=5e-4)
+    assert fleiss_kappa(counts) == pytest.approx(
+        sm.stats.fleiss_kappa(counts)
+    )  # equal raters: statsmodels agrees
 
 
 def test_krippendorff_alpha_reproduces_krippendorffs_example_and_a_pairwise_computation():
@@ -285,7 +432,7 @@ def test_perfect_agreement_gives_kappa_and_alpha_one():
     assert row["items"] == 3
     assert row["fleiss_kappa"] == pytest.approx(1.0)
     assert row["krippendorff_alpha"] == pytest.approx(1.0)
-    # Items are trials: the same three votes split into one trial per participant leave nothing to agree on.
+    # Items are trials: the same votes split into one trial per participant leave nothing to agree on.
     solo = analyze_responses(
         pd.DataFrame([dict(r, trial=i) for i, r in enumerate(rows)]), AnalysisConfig(bootstrap=0)
     )
@@ -299,17 +446,32 @@ def brute_force_power(n: int, p1: float, alpha: float) -> float:
     return float(stats.binom.pmf(np.flatnonzero(p_values <= alpha), n, p1).sum())
 
 
-@pytest.mark.parametrize(("preference", "target"), [(0.8, 0.8), (0.7, 0.9)])
-def test_sample_size_plan_is_the_smallest_n_reaching_the_power(preference, target):
-    plan = plan_sample_size(
-        preference=preference, alpha=0.05, power=target, decisive_share=0.5, votes_per_participant=3
-    )
-    assert brute_force_power(plan.votes, preference, 0.05) == pytest.approx(plan.achieved_power)
-    assert plan.achieved_power >= target
-    assert all(brute_force_power(n, preference, 0.05) < target for n in range(1, plan.votes))
-    assert plan.participants == math.ceil(plan.votes / 1.5)
-    rejected = [k for k in range(plan.votes + 1) if stats.binomtest(k, plan.votes).pvalue <= 0.05]
-    assert stats.binom.pmf(rejected, plan.votes, preference).sum() == pytest.approx(plan.achieved_power)
+def test_one_vote_plan_is_the_n_from_which_exact_power_stays_above_target():
+    plan = plan_sample_size(preference=0.65, alpha=0.05, power=0.8)
+    # Power first reaches 0.8 at 90 votes but falls below it again at 91 and 96.
+    assert brute_force_power(90, 0.65, 0.05) >= 0.8 > brute_force_power(96, 0.65, 0.05)
+    assert plan.participants > 96
+    assert brute_force_power(plan.participants, 0.65, 0.05) == pytest.approx(plan.achieved_power)
+    assert brute_force_power(plan.participants - 1, 0.65, 0.05) < 0.8
+    assert (exact_power(np.arange(plan.participants, plan.participants + 400), 0.65, 0.05) >= 0.8).all()
+    with_ties = plan_sample_size(preference=0.65, decisive_share=0.5)
+    assert with_ties.participants == 2 * plan.participants
+
+
+def test_repeated_vote_plan_answers_in_participants_and_grows_with_the_correlation():
+    independent = plan_sample_size(preference=0.65, votes_per_participant=10, icc=0.0)
+    correlated = plan_sample_size(preference=0.65, votes_per_participant=10, icc=0.3)
+    assert correlated.participants > 2 * independent.participants
+    assert correlated.design_effect == pytest.approx(1 + 9 * 0.3)
+    assert correlated.achieved_power >= 0.8
+
+
+def test_plan_takes_the_correlation_from_a_pilot_or_refuses_without_one(reference_report):
+    pilot = analyze_responses(repeated_votes([(8, 2)] * 6 + [(3, 7)] * 6), AnalysisConfig(bootstrap=0))
+    plan = plan_from_report(pilot, preference=0.65, votes_per_participant=10, icc=None)
+    assert plan.icc == pytest.approx(pilot.headline.rows[0].icc)
+    with pytest.raises(UserInputError, match="give --icc"):
+        plan_from_report(reference_report, preference=0.65, votes_per_participant=10, icc=None)
 
 
 def test_vectorised_wilson_and_binomial_p_match_scipy_binomtest():
@@ -321,15 +483,26 @@ def test_vectorised_wilson_and_binomial_p_match_scipy_binomtest():
         ci = result.proportion_ci(confidence_level=0.9, method="wilson")
         assert (lo, hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
         assert p == pytest.approx(result.pvalue, rel=1e-9)
+    edge_low, edge_high = wilson_intervals([0, 7], [7, 7])
+    assert (edge_low[0], edge_high[1]) == (0.0, 1.0)  # exactly, not 5.6e-17 and 0.9999999999999999
 
 
-def test_report_renders_as_text_frames_and_strict_json(reference_report):
-    text = reference_report.to_text()
-    for table in reference_report.tables().values():
-        assert table.title in text
-    data = json.loads(json.dumps(reference_report.to_dict(), allow_nan=False))
-    assert data["exclusions"]["participants_analysed"] == 50
-    assert {r["option"] for r in data["shares"]["rows"]} == {"lora", "ti", "both", "neither"}
+def test_holm_is_statsmodels_multipletests_and_skips_nans():
+    p = np.array([0.01, 0.04, 0.03, 0.005, np.nan, 0.2])
+    adjusted = holm_adjust(p)
+    assert math.isnan(adjusted[4])
+    assert np.delete(adjusted, 4) == pytest.approx(multipletests(np.delete(p, 4), method="holm")[1])
+
+
+def test_clustered_tests_answer_many_groups_at_once_like_one_at_a_time():
+    rng = np.random.default_rng(5)
+    group = np.repeat(np.arange(4), 12)
+    votes = rng.integers(1, 9, len(group)).astype(float)
+    wins = rng.binomial(votes.astype(int), 0.6).astype(float)
+    together = clustered_share_tests(group, wins, votes, 4)
+    for g in range(4):
+        alone = clustered_share_tests(np.zeros(12, int), wins[group == g], votes[group == g], 1)
+        assert together.p_value[g] == pytest.approx(alone.p_value[0])
 
 
 def test_bad_input_is_a_one_line_user_error():
@@ -341,3 +514,13 @@ def test_bad_input_is_a_one_line_user_error():
         AnalysisConfig(confidence=95)
     with pytest.raises(UserInputError, match="preference"):
         plan_sample_size(preference=0.5)
+    with pytest.raises(UserInputError, match="correlation"):
+        plan_sample_size(preference=0.6, votes_per_participant=5, icc=1.2)
+
+
+def test_a_study_without_responses_gives_an_empty_report_and_charts():
+    report = analyze_responses(pd.DataFrame(columns=list(RESPONSE_COLUMNS)), AnalysisConfig(bootstrap=10))
+    assert report.headline.rows == [] and report.exclusions.responses_analysed == 0
+    assert json.loads(json.dumps(report.to_dict(), allow_nan=False))["headline"] == []
+    for name in CHARTS:
+        assert render_chart(report, name, "svg").startswith(b"<?xml")

@@ -30,9 +30,11 @@ def test_staff_see_tables_charts_and_download_links(answered_study, staff_client
     response = staff_client.get("/analysis/seed/")
     assert response.status_code == 200
     page = response.content.decode()
+    assert page.index("Headline") < page.index("participants_excluded")
+    assert "lora not clearly preferred over ti for style: 80%" in page
     for text in (
-        "Pairwise exact binomial tests",
-        "Position bias",
+        "Exploratory: preference per landmark",
+        "position bias",
         "Inter-rater agreement",
         "participants_excluded",
     ):

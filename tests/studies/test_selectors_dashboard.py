@@ -19,6 +19,8 @@ ROW_KEYS = {
     "participant", "external_id", "trial", "trial_index", "question", "question_text", "landmark", "prompt",
     "left_arm", "right_arm", "choice", "chosen_arm", "response_ms", "shown_at", "answered_at",
     "is_attention_check", "attention_passed", "participant_failed_attention", "participant_finished",
+    "generation_run", "left_image", "right_image", "left_seed", "right_seed", "left_rendered_prompt",
+    "right_rendered_prompt",
 }  # fmt: skip
 
 
