@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from peftlab.errors import UserInputError
 from trainer.engine.config import build_config
 from trainer.engine.distributed import check_process_group
+from trainer.engine.launch import launch_training
 from trainer.engine.loop import train as engine_train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -231,3 +232,11 @@ def test_two_process_run_killed_after_a_checkpoint_resumes_on_two_to_the_uninter
     ]
     expected, actual = load_file(reference / "last" / LORA_FILE), load_file(killed / "last" / LORA_FILE)
     assert all(torch.equal(expected[key], actual[key]) for key in expected)
+
+
+@pytest.mark.slow
+def test_a_launched_training_that_refuses_its_input_fails_with_the_one_line(tmp_path, lora_options):
+    # The parent (a job worker) gets the main process's UserInputError, not a launcher traceback.
+    config = build_config("lora", **lora_options, batch_size=1)
+    with pytest.raises(UserInputError, match=r"^dataset folder \S+missing does not exist; prepare one"):
+        launch_training(tmp_path / "missing", tmp_path / "out", config, processes=2)
