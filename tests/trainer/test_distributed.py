@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from peftlab.errors import UserInputError
 from trainer.engine.config import build_config
-from trainer.engine.distributed import check_process_group
+from trainer.engine.distributed import check_process_group, is_main_process
 from trainer.engine.launch import launch_training
 from trainer.engine.loop import train as engine_train
 
@@ -36,6 +36,12 @@ def test_a_launch_whose_processes_did_not_join_one_group_is_refused():
         check_process_group(1, {"OMPI_COMM_WORLD_SIZE": "4"})  # mpirun
     check_process_group(2, {"WORLD_SIZE": "2"})
     check_process_group(1, {})  # no launcher: one process
+
+
+def test_only_rank_zero_is_the_main_process_whatever_the_launcher():
+    assert is_main_process({}) and is_main_process({"RANK": "0", "WORLD_SIZE": "2"})
+    assert not is_main_process({"RANK": "1", "WORLD_SIZE": "2"})
+    assert not is_main_process({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2"})
 
 
 @pytest.fixture(scope="module")

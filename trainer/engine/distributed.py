@@ -59,7 +59,10 @@ def make_accelerator(mixed_precision: str) -> Any:
     return accelerator
 
 
-def is_main_process() -> bool:
-    """Whether this is the main process of an `accelerate launch` or `torchrun` (or the only process)."""
+def is_main_process(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this is the main process of a launch (`torchrun`, `accelerate launch`, MPI) or the only process."""
     # Read the launcher's environment rather than start Accelerate's state before the Accelerator does.
-    return int(os.environ.get("RANK", "0")) == 0
+    for name in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK"):
+        if environ.get(name, "").isdigit():
+            return int(environ[name]) == 0
+    return True
