@@ -2,8 +2,8 @@
 
 Each row is a fresh `torchrun --standalone --nproc_per_node N` of the training loop: the tiny model (or,
 with --gpu, one process per GPU), synthetic images, LoRA then TI. On CPU the machine's cores are split
-evenly between the processes, so the rows compare the same hardware used two ways.
-    .venv/bin/python benchmarks/distributed.py [--processes 1 2] [--images 32] [--resolution 64] [--epochs 4]
+evenly between the processes (or --threads each), so the rows compare the same hardware used two ways.
+    .venv/bin/python benchmarks/distributed.py [--processes 1 2] [--images 32] [--epochs 4] [--threads N]
 """
 
 from __future__ import annotations
@@ -68,6 +68,11 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=4, help="Epochs per run; the first is warm-up.")
     parser.add_argument(
+        "--threads",
+        type=int,
+        help="Torch threads per process (default: the cores split between the processes).",
+    )
+    parser.add_argument(
         "--gpu", action="store_true", help="One process per GPU, bf16 (default: CPU processes)."
     )
     args = parser.parse_args()
@@ -108,7 +113,7 @@ def main() -> None:
                     cache_dir=str(root / "cache"),
                     **(TI if method == "ti" else {}),
                 ).to_dict()
-                threads = max(1, cores // processes)
+                threads = args.threads or max(1, cores // processes)
                 record = run(root, f"{method}-{processes}", processes, threads, config, dataset)
                 warm = record["epochs"][1:] or record["epochs"]
                 speed = sum(epoch["samples_per_s"] for epoch in warm) / len(warm)
