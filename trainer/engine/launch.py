@@ -22,6 +22,7 @@ from typing import Any
 from peftlab.errors import UserInputError
 from peftlab.progress import Progress, ProgressCallback, ignore_progress
 from trainer.engine.config import TrainingConfig, build_config
+from trainer.engine.distributed import is_main_process
 from trainer.engine.export import EpochResult
 from trainer.engine.loop import TrainingResult, train
 
@@ -36,7 +37,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch_command(processes: int, mixed_precision: str, request: Path) -> list[str]:
+def launch_command(processes: int, request: Path) -> list[str]:
     """`accelerate launch` of this module on `processes` local processes (one per GPU, or CPU processes)."""
     return [
         sys.executable,
@@ -46,7 +47,7 @@ def launch_command(processes: int, mixed_precision: str, request: Path) -> list[
         "--multi_gpu",
         f"--num_processes={processes}",
         "--num_machines=1",
-        f"--mixed_precision={mixed_precision}",
+        # No --mixed_precision: each process's Accelerator takes the run's precision from its config.
         "--dynamo_backend=no",
         f"--main_process_port={free_port()}",  # not 29500: several jobs or test runs at once must not collide
         "-m",
@@ -83,7 +84,7 @@ def launch_training(
         with open(Path(folder) / "stderr.txt", "w+", encoding="utf-8") as stderr:
             # A session of its own, so that a cancel stops the launcher and every training process.
             process = subprocess.Popen(
-                launch_command(processes, config.mixed_precision, request),
+                launch_command(processes, request),
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 text=True,
@@ -121,8 +122,6 @@ def launch_training(
 
 def report(**fields: Any) -> None:
     """One report line on stdout, from the main process only."""
-    from trainer.engine.distributed import is_main_process
-
     if is_main_process():
         print(REPORT + json.dumps(fields, default=str), flush=True)
 
