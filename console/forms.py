@@ -87,6 +87,12 @@ class TrainingStartForm(forms.Form):
     rank = forms.IntegerField(initial=LoraTrainingConfig.rank, min_value=1, help_text="LoRA only.")
     placeholder_token = forms.CharField(required=False, help_text='Textual Inversion only, e.g. "<ghibli>".')
     initializer_token = forms.CharField(required=False, help_text="Textual Inversion only, e.g. style.")
+    processes = forms.IntegerField(
+        initial=1,
+        min_value=1,
+        max_value=64,
+        help_text="Training processes on the worker's machine, one per GPU; batch size is per process.",
+    )
 
     def clean(self) -> dict:
         cleaned = super().clean()

@@ -155,6 +155,7 @@ def training_new(request: HttpRequest) -> HttpResponse:
             dataset_dir=Path(form.cleaned_data["dataset"].path),
             output=form.cleaned_data["output"],
             config=form.cleaned_data["config"],
+            processes=form.cleaned_data["processes"],
         ),
     )
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from django.db import transaction
 
+from peftlab.errors import UserInputError
 from peftlab.jobs import GPU_QUEUE, job_enqueue
 from peftlab.models import Job
 from peftlab.progress import ProgressCallback
@@ -22,21 +23,38 @@ def dataset_prepare_job(*, job: Job, progress: ProgressCallback) -> None:
 
 
 def training_run_job(*, job: Job, progress: ProgressCallback) -> None:
-    """Train the job's run; a retry resumes from the run's last checkpoint when there is one."""
+    """Train the job's run on `kwargs["processes"]` processes (1 by default: in the worker itself).
+
+    A retry resumes from the run's last checkpoint when there is one.
+    """
     run: TrainingRun = job.run
     if job.retry_of_id is not None:
         run.resume = (Path(run.output_path) / CHECKPOINT).is_file()
         run.status, run.error = TrainingRun.Status.QUEUED, ""
         run.save(update_fields=["resume", "status", "error"])
-    training_run_execute(run=run, progress=progress)
+    training_run_execute(run=run, progress=progress, processes=job.kwargs.get("processes", 1))
 
 
 @transaction.atomic
 def training_job_enqueue(
-    *, method: str, dataset_dir: Path, output: Path, config: TrainingConfig, resume: bool = False
+    *,
+    method: str,
+    dataset_dir: Path,
+    output: Path,
+    config: TrainingConfig,
+    resume: bool = False,
+    processes: int = 1,
 ) -> Job:
-    """Record a training run and a job on the gpu queue that trains it once this transaction commits."""
+    """Record a training run and a job on the gpu queue that trains it on `processes` processes after the commit."""
+    if processes < 1:
+        raise UserInputError(f"processes must be 1 or more (one per GPU), got {processes}.")
     run = training_run_create(
         method=method, dataset_dir=dataset_dir, output=output, config=config, resume=resume
     )
-    return job_enqueue(kind=Job.Kind.TRAINING, func=training_run_job, run=run, queue=GPU_QUEUE)
+    return job_enqueue(
+        kind=Job.Kind.TRAINING,
+        func=training_run_job,
+        run=run,
+        kwargs={"processes": processes},
+        queue=GPU_QUEUE,
+    )

@@ -9,6 +9,7 @@ from peftlab.errors import UserInputError
 from peftlab.progress import ProgressCallback, ignore_progress
 from trainer.engine.config import TrainingConfig, build_config
 from trainer.engine.dataset import PrepareConfig, PreparedDataset, prepare_dataset
+from trainer.engine.launch import launch_training
 from trainer.engine.loop import TrainingResult, check_inputs, train
 from trainer.engine.results import EpochResult
 from trainer.engine.tiny_model import TinyModel, TinyModelConfig, build_tiny_model
@@ -63,20 +64,28 @@ def training_run_create(
     return run
 
 
-def training_run_execute(*, run: TrainingRun, progress: ProgressCallback = ignore_progress) -> TrainingRun:
-    """Train a queued run, recording each finished epoch; a failure marks the run failed and re-raises."""
+def training_run_execute(
+    *, run: TrainingRun, progress: ProgressCallback = ignore_progress, processes: int = 1
+) -> TrainingRun:
+    """Train a queued run here, or on `processes` launched processes, recording each finished epoch.
+
+    A failure marks the run failed and re-raises.
+    """
     config = build_config(run.method, run.config)
     run.status, run.started_at, run.error = TrainingRun.Status.RUNNING, timezone.now(), ""
     run.save(update_fields=["status", "started_at", "error"])
+    options = {
+        "resume": run.resume,
+        "progress": progress,
+        "on_epoch": lambda epoch: epoch_metric_record(run=run, epoch=epoch),
+    }
     try:
-        result = train(
-            Path(run.dataset_path),
-            Path(run.output_path),
-            config,
-            resume=run.resume,
-            progress=progress,
-            on_epoch=lambda epoch: epoch_metric_record(run=run, epoch=epoch),
-        )
+        if processes > 1:
+            result = launch_training(
+                Path(run.dataset_path), Path(run.output_path), config, processes=processes, **options
+            )
+        else:
+            result = train(Path(run.dataset_path), Path(run.output_path), config, **options)
     except BaseException as error:  # a kill or Ctrl-C too: the row must not stay "running"
         run.status, run.finished_at = TrainingRun.Status.FAILED, timezone.now()
         run.error = str(error) or type(error).__name__

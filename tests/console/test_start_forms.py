@@ -47,11 +47,14 @@ def test_training_form_rejects_bad_hyperparameters(staff_client, dataset, tiny_m
         "resolution": 64,
         "seed": 0,
         "rank": 4,
+        "processes": 1,
     }
     assert "multiple of 8" in post(staff_client, "training_new", base | {"resolution": 60})
     assert "greater than or equal to 1" in post(staff_client, "training_new", base | {"epochs": 0})
     assert "placeholder-token is required" in post(staff_client, "training_new", base | {"method": "ti"})
     assert "Select a valid choice" in post(staff_client, "training_new", base | {"method": "dreambooth"})
+    processes = post(staff_client, "training_new", base | {"processes": 0})
+    assert "greater than or equal to 1" in processes and "This field is required" not in processes
     assert not Job.objects.exists()
 
 

@@ -1,7 +1,6 @@
 """The shared loop: a reproducible validation loss, resume after a kill, refused config changes."""
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -105,12 +104,23 @@ def test_latent_cache_is_reused_by_later_runs(tmp_path, prepared_dir, fast_optio
     assert {path: path.stat().st_mtime_ns for path in cache.rglob("*.safetensors")} == entries
 
 
-def test_bf16_with_gradient_checkpointing_after_full_precision_runs(tmp_path, prepared_dir, fast_options):
-    # Same process as the float32 runs above: a worker switches precision between jobs.
+def test_bf16_with_gradient_checkpointing_in_a_process_of_its_own(tmp_path, prepared_dir, fast_options):
+    # A process of its own: Accelerate keeps one precision per process, and this one trains in float32.
     options = {**fast_options, "epochs": 1, "mixed_precision": "bf16", "gradient_checkpointing": True}
-    config = build_config("ti", **options, placeholder_token="<gv>", initializer_token="style")
-    result = engine_train(prepared_dir, tmp_path / "bf16", config)
-    assert math.isfinite(result.best_val_loss)
+    options.update(placeholder_token="<gv>", initializer_token="style")
+    script = (
+        "import json, math, sys; from pathlib import Path; from trainer.engine.config import build_config; "
+        "from trainer.engine.loop import train; "
+        "result = train(Path(sys.argv[1]), Path(sys.argv[2]), build_config('ti', **json.loads(sys.argv[3]))); "
+        "assert math.isfinite(result.best_val_loss)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    subprocess.run(
+        [sys.executable, "-c", script, str(prepared_dir), str(tmp_path / "bf16"), json.dumps(options)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     assert load_file(tmp_path / "bf16" / "learned_embeds.safetensors")["<gv>"].dtype == torch.float32
 
 

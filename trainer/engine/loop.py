@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +36,7 @@ from trainer.engine.data import (
     read_dataset,
     tokenize,
 )
+from trainer.engine.distributed import make_accelerator
 from trainer.engine.export import write_loss_plot, write_metrics_csv, write_run_json
 from trainer.engine.methods import Method, make_method
 from trainer.engine.results import EpochResult
@@ -76,9 +76,11 @@ def check_inputs(dataset: Path, output: Path, config: TrainingConfig, resume: bo
         raise UserInputError(f"output {output} is a file; give a folder path.")
     try:
         output.mkdir(parents=True, exist_ok=True)
-        with open(output / ".write-test", "w", encoding="utf-8"):
+        # A name per process: the processes of one launch check the same folder at the same moment.
+        probe = output / f".write-test-{os.getpid()}"
+        with open(probe, "w", encoding="utf-8"):
             pass
-        os.remove(output / ".write-test")
+        os.remove(probe)
     except OSError as error:
         raise UserInputError(
             f"cannot write to the output folder {output} ({error.strerror}); choose another."
@@ -290,8 +292,28 @@ class Trainer:
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
         distribution = DiagonalGaussianDistribution(moments)
-        latents = distribution.sample() if sample else distribution.mode()
+        if sample:
+            unit = torch.randn(
+                self.global_shape(distribution.mean), device=moments.device, dtype=moments.dtype
+            )
+            latents = distribution.mean + distribution.std * self.share(unit)
+        else:
+            latents = distribution.mode()
         return latents * self.components.vae.config.scaling_factor
+
+    def global_shape(self, local: torch.Tensor) -> tuple[int, ...]:
+        """The shape of `local` (this process's batch) for the global batch of every process."""
+        return (len(local) * self.accelerator.num_processes, *local.shape[1:])
+
+    def share(self, drawn: torch.Tensor) -> torch.Tensor:
+        """This process's rows of a random draw made for the global batch.
+
+        Every process draws for all of them and keeps its own rows: the generators stay in step (one saved
+        RNG state resumes every process) and N processes x batch b draw what 1 process x batch N*b draws.
+        """
+        size = len(drawn) // self.accelerator.num_processes
+        rank = self.accelerator.process_index
+        return drawn[rank * size : (rank + 1) * size]
 
     def encoder_states(self, ids: torch.Tensor, cached: torch.Tensor | None) -> torch.Tensor:
         """Text-encoder outputs: cached for a frozen encoder, computed (with gradients for TI) otherwise."""
@@ -365,9 +387,16 @@ class Trainer:
                     accelerator.autocast(),
                 ):
                     states = self.encoder_states(self.train_ids[indices_device], cached)
-                    noise = torch.randn_like(latents)
-                    timesteps = torch.randint(
-                        0, parts.noise_scheduler.config.num_train_timesteps, (len(latents),), device=device
+                    noise = self.share(
+                        torch.randn(self.global_shape(latents), device=device, dtype=latents.dtype)
+                    )
+                    timesteps = self.share(
+                        torch.randint(
+                            0,
+                            parts.noise_scheduler.config.num_train_timesteps,
+                            self.global_shape(latents)[:1],
+                            device=device,
+                        )
                     )
                     losses = self.loss(latents, states.to(parts.unet.dtype), noise, timesteps)
                     loss = losses.mean()
@@ -461,6 +490,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "manifest_sha256": self.manifest_sha256,
             "epochs_done": epochs_done,
+            "processes": self.accelerator.num_processes,
             "trainable": self.method.trainable_state(self.accelerator.unwrap_model(self.module)),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -499,6 +529,14 @@ class Trainer:
         if state["manifest_sha256"] != self.manifest_sha256:
             raise UserInputError(
                 f"cannot resume {self.output}: the dataset changed since the checkpoint; train into a new --output."
+            )
+        saved_processes, processes = state.get("processes", 1), self.accelerator.num_processes
+        if saved_processes != processes:
+            # Each process's share of every batch, and so the weights, depend on the number of processes.
+            raise UserInputError(
+                f"cannot resume {self.output} with {processes} process(es): it was trained with "
+                f"{saved_processes}; resume with `--num_processes {saved_processes}` (accelerate launch) or "
+                "train into a new --output."
             )
         self.method.load_trainable_state(self.accelerator.unwrap_model(self.module), state["trainable"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -561,6 +599,10 @@ class Trainer:
                     "dataset": str(self.dataset.resolve()),
                     "dataset_manifest_sha256": self.manifest_sha256,
                     "processes": self.accelerator.num_processes,
+                    # Samples per optimizer step over every process.
+                    "global_batch": self.config.batch_size
+                    * self.accelerator.num_processes
+                    * self.config.gradient_accumulation,
                     "device": str(self.accelerator.device),
                     "best_epoch": result.best_epoch,
                     "best_val_loss": result.best_val_loss,
@@ -573,20 +615,3 @@ class Trainer:
             )
         self.accelerator.wait_for_everyone()
         return result
-
-
-def make_accelerator(mixed_precision: str) -> Any:
-    """An Accelerator; a single process that trained in another precision before (a worker, the tests) may switch."""
-    from accelerate import Accelerator, PartialState
-    from accelerate.state import AcceleratorState
-
-    shared = AcceleratorState._shared_state
-    if shared and shared.get("_mixed_precision") != mixed_precision and PartialState().num_processes == 1:
-        AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision)
-
-
-def is_main_process() -> bool:
-    """Whether this is the main process of an `accelerate launch` or `torchrun` (or the only process)."""
-    # Read the launcher's environment rather than start Accelerate's state before the Accelerator does.
-    return int(os.environ.get("RANK", "0")) == 0

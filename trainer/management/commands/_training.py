@@ -5,7 +5,7 @@ from pathlib import Path
 from peftlab.commands import PeftlabCommand
 from peftlab.progress import Progress, TqdmProgress
 from trainer.engine.config import CONFIG_CLASSES, add_config_arguments, build_config, read_config_file
-from trainer.engine.loop import is_main_process
+from trainer.engine.distributed import is_main_process
 from trainer.services import training_join, training_run_create, training_run_execute
 
 
