@@ -112,6 +112,7 @@ def test_training_form_without_a_learning_rate_uses_the_methods_default(
         "resolution": 64,
         "seed": 0,
         "rank": 4,
+        "processes": 1,
         "placeholder_token": "<ghibli>",
         "initializer_token": "style",
     }
