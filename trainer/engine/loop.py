@@ -373,9 +373,7 @@ class Trainer:
                     with torch.no_grad():
                         pixels = self.train_pixels[indices].to(device, dtype=parts.vae.dtype)
                         mean, std = scaled_moments(parts.vae.encode(pixels).latent_dist.parameters, scale)
-                # A posterior sample x_0 = mean + std * eps in one fused op. Noise is drawn by shape, not
-                # randn_like: the VAE's channels-last output would draw the stream in another order.
-                latents = torch.addcmul(mean, std, torch.randn(mean.shape, device=device))
+                latents = posterior_sample(mean, std)
                 cached = None if self.train_states is None else self.train_states[indices_device]
                 sync = (step + 1) % config.gradient_accumulation == 0 or step + 1 == len(batches)
                 with (
@@ -383,6 +381,7 @@ class Trainer:
                     self.autocast(),
                 ):
                     states = self.encoder_states(self.train_ids[indices_device], cached)
+                    # By shape, not randn_like, as in posterior_sample.
                     noise = torch.randn(latents.shape, device=device)
                     timesteps = torch.randint(
                         0, parts.noise_scheduler.config.num_train_timesteps, (len(latents),), device=device
@@ -604,6 +603,13 @@ def scaled_moments(moments: torch.Tensor, scale: float) -> tuple[torch.Tensor, t
     # As diffusers' DiagonalGaussianDistribution: log-variance clamped to [-30, 20].
     std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
     return (mean * scale).contiguous(), (std * scale).contiguous()
+
+
+def posterior_sample(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """A latent drawn from the (pre-scaled) VAE posterior, mean + std * eps, in one fused op."""
+    # Drawn by shape, not randn_like: a channels-last `mean` (the VAE's output) would fill the same
+    # numbers in another order, so caching the latents or not would train different weights.
+    return torch.addcmul(mean, std, torch.randn(mean.shape, device=mean.device, dtype=mean.dtype))
 
 
 def resolve_mixed_precision(requested: str) -> tuple[str, str]:
