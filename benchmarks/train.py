@@ -47,6 +47,9 @@ SHARED_DATA = Path(
 UNET_FORWARD_TFLOP = 0.8  # one SD-1.5 UNet forward of one sample at 64x64 latents (the issue's figure)
 TRAIN_FACTOR = 3  # forward + backward ~ 3 forwards (LoRA: input and adapter grads; TI: input grads)
 TI = {"placeholder_token": "<bench-style>", "initializer_token": "style"}
+SD_VOCABULARY = (
+    49408  # CLIP's token table in SD 1.x: TI's old whole-table gradient, update and restore scale with it
+)
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "no": torch.float32}
 
 
@@ -68,6 +71,25 @@ def make_dataset(root: Path, images: int, resolution: int) -> Path:
         source, output, PrepareConfig(resolution=resolution, min_size=min(64, resolution), val_fraction=0.1)
     )
     return output
+
+
+def sd_vocabulary(model: Path, size: int = SD_VOCABULARY) -> None:
+    """Grow the model's token table to SD's size with unused entries, so TI's table costs what it does in SD."""
+    import json
+
+    from transformers import CLIPTextModel
+
+    for name in ("tokenizer.json", "vocab.json"):
+        path = model / "tokenizer" / name
+        data = json.loads(path.read_text(encoding="utf-8"))
+        vocabulary = data["model"]["vocab"] if name == "tokenizer.json" else data
+        # After the special tokens; no merge produces these strings, so no caption uses them.
+        vocabulary.update({f"<unused-{i}>": i for i in range(len(vocabulary), size)})
+        path.write_text(json.dumps(data), encoding="utf-8")
+    torch.manual_seed(0)  # the new rows' random initialisation
+    encoder = CLIPTextModel.from_pretrained(model / "text_encoder")
+    encoder.resize_token_embeddings(size, mean_resizing=False)
+    encoder.save_pretrained(model / "text_encoder")
 
 
 def synchronize() -> None:
@@ -190,9 +212,11 @@ def cpu_benchmark(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="peftlab-bench-") as folder:
         root = Path(folder)
         model = build_tiny_model(root / "tiny", TinyModelConfig(text_width=768)).path
+        if args.sd_vocabulary:
+            sd_vocabulary(model)
         dataset = make_dataset(root, args.images, 64)
         print(
-            f"CPU, tiny model (text width 768), 64x64, {args.images} images, batch size 2, float32, "
+            f"CPU, tiny model (text width 768, {'SD-sized' if args.sd_vocabulary else 'tiny'} token table), 64x64, {args.images} images, batch size 2, float32, "
             f"{args.epochs} interleaved epochs each (median of epochs 2-{args.epochs}), "
             f"torch threads {torch.get_num_threads()}"
         )
@@ -240,6 +264,7 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
             root / "model",
             TinyModelConfig(shape=shape, text_width=32 if args.dry_run else 768, image_size=size),
         ).path
+        sd_vocabulary(model)
         dataset = make_dataset(root, args.images, size)
         print(
             f"{shape} random weights, {size}x{size}, mixed precision {precision} ({reason}), {args.images} images, "
@@ -333,6 +358,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="Epochs per run, the first is warm-up (CPU 6, else 2).")
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="GPU batch sizes (1 4 8; dry run 1 2).")
     parser.add_argument("--reference-batch", type=int, help="GPU batch of the reference loop (4; dry run 2).")
+    parser.add_argument(
+        "--tiny-vocabulary",
+        dest="sd_vocabulary",
+        action="store_false",
+        help="CPU: keep the tiny model's 821-token table instead of SD's 49,408.",
+    )
     parser.add_argument("--gen-images", type=int, default=16, help="Images per generation side.")
     parser.add_argument("--gen-steps", type=int, default=30, help="Generation steps (dry run 2).")
     parser.add_argument("--gen-batch", type=int, default=8, help="peftlab's generation batch.")

@@ -50,7 +50,7 @@ CHECKPOINT = "checkpoint.pt"
 VALIDATION_BATCH_FACTOR = 4  # validation batch = this x --batch-size (inference needs far less memory)
 PROGRESS_EVERY = 10  # steps between progress reports; each report reads the loss, a host synchronisation
 # Options that do not change the trained weights, so a resume may change them.
-# --compile changes only how the UNet runs (inductor may round differently in the last bits).
+# --compile changes how the UNet runs, not what it computes.
 RESUMABLE_CHANGES = frozenset({"cache", "cache_dir", "checkpoint_every", "compile"})
 
 
