@@ -201,7 +201,12 @@ def measure(dataset: Path, output: Path, config: TrainingConfig, reference: bool
     reset_peak_memory()
     loop = ReferenceLoop(dataset, config) if reference else None
     rates: list[float] = []
-    result = train(dataset, output, config, on_epoch=lambda _: loop and rates.append(loop.epoch()))
+
+    def reference_epoch(_: object) -> None:
+        if loop is not None:
+            rates.append(loop.epoch())
+
+    result = train(dataset, output, config, on_epoch=reference_epoch)
     peak = peak_memory_gib()
     warm = [epoch.samples_per_s for epoch in result.epochs[1:]] or [result.epochs[0].samples_per_s]
     reference_rate = statistics.median(rates[1:] or rates) if rates else None
@@ -331,7 +336,7 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
             row(what, batch, speed, peak_memory_gib(), gen_tflop, epochs=False)
         training_rows(compiled=True)
         print(
-            f"samples/s: images/s for generate. MFU %: rate x {train_tflop:.1f} TFLOP per training sample or "
+            f"samples/s: images/s for generate. Peak GiB of a reference row: both loops' models together. MFU %: rate x {train_tflop:.1f} TFLOP per training sample or "
             f"{gen_tflop:.0f} TFLOP per image / {args.peak_tflops:.0f} TFLOP/s. 10/15 ep. s: projected "
             f"training seconds of 10 (LoRA) / 15 (TI) epochs of {args.images} images."
         )
