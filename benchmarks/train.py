@@ -1,9 +1,17 @@
-"""Benchmark: training speed of LoRA and Textual Inversion through peftlab's one loop.
+"""Benchmark: training speed of LoRA and Textual Inversion through peftlab's loop against a reference loop.
 
-CPU (default): the tiny model at 64x64, each method with and without the latent/text caches.
-GPU (--gpu): an SD-1.5-shaped UNet, VAE and text encoder with random weights (built from configs, nothing
-downloaded) at 512x512 in bf16, batch sizes 1, 4 and 8: samples/s, peak memory and utilisation.
-    .venv/bin/python benchmarks/train.py [--gpu] [--images N] [--epochs N]
+The reference loop does per step what the diffusers example trainers (`train_text_to_image_lora.py`,
+`textual_inversion.py`) do: VAE encode and text encode every step, no caches, default AdamW, a loss read
+back every step for the progress bar; TI trains its whole embedding table and restores the frozen rows
+after each step. Same model, data, batch, precision and LoRA/TI setup on both sides.
+
+CPU (default): the tiny model with a 768-wide text encoder, 64x64, 22 images, batch 2, float32. One
+peftlab epoch, then one reference epoch, interleaved; the median of the epochs after the first of each.
+GPU (--gpu): SD-1.5-shaped random weights (built from configs, nothing downloaded) at 512x512 in bf16:
+LoRA and TI at batch 1/4/8 with and without --compile, the reference at batch 4, and generation against
+a plain pipeline loop; samples/s (images/s), peak memory and model FLOP utilisation in one table.
+--dry-run runs the --gpu table's code end to end with tiny sizes (on CPU where there is no GPU).
+    .venv/bin/python benchmarks/train.py [--gpu | --dry-run] [--images N] [--epochs N]
 """
 
 from __future__ import annotations
@@ -12,25 +20,38 @@ import argparse
 import gc
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainer.engine.config import build_config  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from trainer.engine.config import TrainingConfig, build_config  # noqa: E402
+from trainer.engine.data import load_components, load_pixels, read_dataset, tokenize  # noqa: E402
 from trainer.engine.dataset import PrepareConfig, prepare_dataset  # noqa: E402
-from trainer.engine.loop import train  # noqa: E402
+from trainer.engine.distributed import make_accelerator  # noqa: E402
+from trainer.engine.loop import resolve_mixed_precision, train  # noqa: E402
+from trainer.engine.methods import LoraMethod  # noqa: E402
 from trainer.engine.synthetic import SyntheticDatasetConfig, make_synthetic_dataset  # noqa: E402
+from trainer.engine.tiny_model import TinyModelConfig, build_tiny_model  # noqa: E402
 
 SHARED_DATA = Path(
     os.environ.get("PEFTLAB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
-UNET_FORWARD_TFLOP = 0.8  # one SD-1.5 UNet forward at 64x64 latents (the issue's figure)
+UNET_FORWARD_TFLOP = 0.8  # one SD-1.5 UNet forward of one sample at 64x64 latents (the issue's figure)
 TRAIN_FACTOR = 3  # forward + backward ~ 3 forwards (LoRA: input and adapter grads; TI: input grads)
 TI = {"placeholder_token": "<bench-style>", "initializer_token": "style"}
+SD_VOCABULARY = (
+    49408  # CLIP's token table in SD 1.x: TI's old whole-table gradient, update and restore scale with it
+)
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "no": torch.float32}
 
 
 def make_dataset(root: Path, images: int, resolution: int) -> Path:
@@ -46,118 +67,312 @@ def make_dataset(root: Path, images: int, resolution: int) -> Path:
     else:
         make_synthetic_dataset(source, SyntheticDatasetConfig(count=images, size=max(96, resolution)))
     output = root / "dataset"
+    # A validation split of at least one image; the benchmark measures the training steps.
     prepare_dataset(
         source, output, PrepareConfig(resolution=resolution, min_size=min(64, resolution), val_fraction=0.1)
     )
     return output
 
 
-def measure(dataset: Path, root: Path, name: str, method: str, **options) -> dict:
-    """Train once; the speed of the epochs after the first (warm-up: compilation, allocator, caches)."""
-    extra = TI if method == "ti" else {}
-    config = build_config(method, **options, **extra)
-    result = train(dataset, root / name, config)
-    warm = result.epochs[1:] or result.epochs
-    return {
-        "samples_per_s": sum(epoch.samples_per_s for epoch in warm) / len(warm),
-        "cache_s": result.seconds["cache"],
-        "load_s": result.seconds["load"],
-    }
+def sd_vocabulary(model: Path, size: int = SD_VOCABULARY) -> None:
+    """Grow the model's token table to SD's size with unused entries, so TI's table costs what it does in SD."""
+    import json
+
+    from transformers import CLIPTextModel
+
+    for name in ("tokenizer.json", "vocab.json"):
+        path = model / "tokenizer" / name
+        data = json.loads(path.read_text(encoding="utf-8"))
+        vocabulary = data["model"]["vocab"] if name == "tokenizer.json" else data
+        # After the special tokens; no merge produces these strings, so no caption uses them.
+        vocabulary.update({f"<unused-{i}>": i for i in range(len(vocabulary), size)})
+        path.write_text(json.dumps(data), encoding="utf-8")
+    torch.manual_seed(0)  # the new rows' random initialisation
+    encoder = CLIPTextModel.from_pretrained(model / "text_encoder")
+    encoder.resize_token_embeddings(size, mean_resizing=False)
+    encoder.save_pretrained(model / "text_encoder")
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work, so wall-clock times cover it."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class ReferenceLoop:
+    """Per step what the diffusers example trainers do; `epoch()` runs one epoch and returns samples/s."""
+
+    def __init__(self, dataset: Path, config: TrainingConfig) -> None:
+        from diffusers.optimization import get_scheduler
+
+        self.config = config
+        self.accelerator = make_accelerator(resolve_mixed_precision(config.mixed_precision)[0])
+        device = self.accelerator.device
+        self.dtype = DTYPES[self.accelerator.mixed_precision]
+        torch.manual_seed(config.seed)
+        self.parts = parts = load_components(config.model, self.dtype, torch.float32)
+        for module in (parts.vae, parts.unet, parts.text_encoder):
+            module.requires_grad_(False)
+            module.to(device)
+        split = read_dataset(dataset, "train.txt")
+        self.pixels = load_pixels(dataset, split.images, config.resolution)
+        if config.method == "lora":
+            LoraMethod(config).setup(parts)  # add_adapter, adapter in float32: as the LoRA script
+            parts.text_encoder.to(self.dtype)
+            self.trained = parts.unet
+            captions = split.captions
+        else:
+            tokens = config.placeholder_tokens
+            parts.tokenizer.add_tokens(tokens)
+            initializer = parts.tokenizer.encode(config.initializer_token, add_special_tokens=False)[0]
+            self.token_ids = parts.tokenizer.convert_tokens_to_ids(tokens)
+            parts.text_encoder.resize_token_embeddings(len(parts.tokenizer), mean_resizing=False)
+            table = parts.text_encoder.get_input_embeddings().weight
+            with torch.no_grad():
+                table[self.token_ids] = table[initializer].clone()
+            table.requires_grad_(True)
+            self.original = table.detach().clone()
+            self.frozen = torch.ones(len(parts.tokenizer), dtype=torch.bool, device=device)
+            self.frozen[self.token_ids] = False
+            self.trained = parts.text_encoder
+            captions = [
+                config.caption_template.format(token=" ".join(tokens), caption=c) for c in split.captions
+            ]
+        self.ids = tokenize(parts.tokenizer, captions)
+        self.parameters = [p for p in self.trained.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        steps = config.epochs * -(-len(self.pixels) // config.batch_size)
+        scheduler = get_scheduler(
+            config.lr_scheduler,
+            optimizer=optimizer,
+            num_warmup_steps=config.warmup_steps,
+            num_training_steps=steps,
+        )
+        self.trained.train()
+        self.trained, self.optimizer, self.scheduler = self.accelerator.prepare(
+            self.trained, optimizer, scheduler
+        )
+
+    def epoch(self) -> float:
+        """One shuffled pass over the training images; samples/s."""
+        accelerator, parts, config = self.accelerator, self.parts, self.config
+        device, scale = accelerator.device, parts.vae.config.scaling_factor
+        order = torch.randperm(len(self.pixels))
+        synchronize()
+        start = time.perf_counter()
+        for indices in order.split(config.batch_size):
+            with accelerator.accumulate(self.trained):
+                pixels = self.pixels[indices].to(device, dtype=self.dtype)
+                latents = parts.vae.encode(pixels).latent_dist.sample() * scale
+                noise = torch.randn_like(latents)
+                steps = parts.noise_scheduler.config.num_train_timesteps
+                timesteps = torch.randint(0, steps, (len(latents),), device=device).long()
+                noisy = parts.noise_scheduler.add_noise(latents, noise, timesteps)
+                states = parts.text_encoder(self.ids[indices].to(device), return_dict=False)[0]
+                prediction = parts.unet(noisy, timesteps, states.to(self.dtype), return_dict=False)[0]
+                loss = F.mse_loss(prediction.float(), noise.float(), reduction="mean")
+                accelerator.backward(loss)
+                if config.method == "lora" and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(self.parameters, config.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad()
+                if config.method == "ti":
+                    with torch.no_grad():
+                        table = accelerator.unwrap_model(self.trained).get_input_embeddings().weight
+                        table[self.frozen] = self.original[self.frozen]
+                loss.detach().item()  # the progress bar's loss, every step
+        synchronize()
+        return len(self.pixels) / (time.perf_counter() - start)
+
+
+@dataclass
+class Figures:
+    """Samples/s of peftlab's epochs after the first and, where run, of the interleaved reference epochs."""
+
+    peftlab: float
+    reference: float | None
+    peak_gib: float
+
+
+def measure(dataset: Path, output: Path, config: TrainingConfig, reference: bool) -> Figures:
+    """Train once with peftlab, with a reference epoch after each of its epochs when `reference`."""
+    reset_peak_memory()
+    loop = ReferenceLoop(dataset, config) if reference else None
+    rates: list[float] = []
+
+    def reference_epoch(_: object) -> None:
+        if loop is not None:
+            rates.append(loop.epoch())
+
+    result = train(dataset, output, config, on_epoch=reference_epoch)
+    peak = peak_memory_gib()
+    warm = [epoch.samples_per_s for epoch in result.epochs[1:]] or [result.epochs[0].samples_per_s]
+    reference_rate = statistics.median(rates[1:] or rates) if rates else None
+    return Figures(statistics.median(warm), reference_rate, peak)
 
 
 def cpu_benchmark(args: argparse.Namespace) -> None:
-    import torch
-
-    from trainer.engine.tiny_model import TinyModelConfig, build_tiny_model
-
     with tempfile.TemporaryDirectory(prefix="peftlab-bench-") as folder:
         root = Path(folder)
-        model = build_tiny_model(root / "tiny", TinyModelConfig()).path
+        model = build_tiny_model(root / "tiny", TinyModelConfig(text_width=768)).path
+        if args.sd_vocabulary:
+            sd_vocabulary(model)
         dataset = make_dataset(root, args.images, 64)
         print(
-            f"CPU, tiny model, 64x64, {args.images} images, batch size 2, {args.epochs} epochs, "
+            f"CPU, tiny model (text width 768, {'SD-sized' if args.sd_vocabulary else 'tiny'} token table), 64x64, {args.images} images, batch size 2, float32, "
+            f"{args.epochs} interleaved epochs each (median of epochs 2-{args.epochs}), "
             f"torch threads {torch.get_num_threads()}"
         )
-        print(f"{'method':<6} {'caches':<7} {'samples/s':>10} {'cache s':>8}")
+        print(f"{'method':<6} {'peftlab samples/s':>18} {'reference samples/s':>20} {'ratio':>6}")
         for method in ("lora", "ti"):
-            for cache in (True, False):
-                figures = measure(
-                    dataset,
-                    root,
-                    f"{method}-{cache}",
-                    method,
-                    model=str(model),
-                    resolution=64,
-                    epochs=args.epochs,
-                    batch_size=2,
-                    cache=cache,
-                    cache_dir=str(root / f"cache-{method}"),
-                )
-                print(
-                    f"{method:<6} {'on' if cache else 'off':<7} {figures['samples_per_s']:>10.2f} "
-                    f"{figures['cache_s']:>8.2f}"
-                )
+            options = {"model": str(model), "resolution": 64, "epochs": args.epochs, "batch_size": 2}
+            config = build_config(
+                method, **options, mixed_precision="no", cache_dir=str(root / "cache"), **extra(method)
+            )
+            figures = measure(dataset, root / method, config, reference=True)
+            print(
+                f"{method:<6} {figures.peftlab:>18.1f} {figures.reference:>20.1f} "
+                f"{figures.peftlab / figures.reference:>6.2f}",
+                flush=True,
+            )
+
+
+def extra(method: str) -> dict[str, str]:
+    """The options only TI needs."""
+    return TI if method == "ti" else {}
 
 
 def gpu_benchmark(args: argparse.Namespace) -> None:
-    import torch
+    """The GPU table; with --dry-run the same code at tiny sizes, on whatever device there is."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from generate import peftlab_images_per_second, plain_images_per_second
 
-    from trainer.engine.tiny_model import TinyModelConfig, build_tiny_model
+    from generation.engine import GenerationConfig, PromptItem
 
-    if not torch.cuda.is_available():
-        raise SystemExit("--gpu needs a CUDA device; none is visible.")
-    name = torch.cuda.get_device_name()
+    if not args.dry_run and not torch.cuda.is_available():
+        raise SystemExit("--gpu needs a CUDA device; none is visible (try --dry-run).")
+    size, shape = (64, "tiny") if args.dry_run else (512, "sd15")
+    if args.dry_run and not torch.cuda.is_available():
+        # Inductor builds C++ for minutes on a CPU; a dry run checks the code path, so Dynamo traces the UNet
+        # and hands its graphs to the eager backend.
+        compile_module = torch.nn.Module.compile
+        torch.nn.Module.compile = lambda module, *a, **k: compile_module(
+            module, *a, **{**k, "backend": "eager"}
+        )
+    precision, reason = resolve_mixed_precision("auto")  # what a user gets without flags
     with tempfile.TemporaryDirectory(prefix="peftlab-bench-") as folder:
         root = Path(folder)
         start = time.perf_counter()
         model = build_tiny_model(
-            root / "sd15-shaped", TinyModelConfig(shape="sd15", text_width=768, image_size=512)
+            root / "model",
+            TinyModelConfig(shape=shape, text_width=32 if args.dry_run else 768, image_size=size),
         ).path
-        dataset = make_dataset(root, args.images, 512)
+        sd_vocabulary(model)
+        dataset = make_dataset(root, args.images, size)
         print(
-            f"{name}; SD-1.5-shaped random weights, 512x512, bf16, {args.images} images "
-            f"(setup {time.perf_counter() - start:.0f} s)"
+            f"{shape} random weights, {size}x{size}, mixed precision {precision} ({reason}), {args.images} images, "
+            f"{args.epochs} epochs per training row (median of epochs 2-{args.epochs}); "
+            f"setup {time.perf_counter() - start:.0f} s"
         )
         print(
-            f"{'method':<6} {'batch':>5} {'samples/s':>10} {'peak GiB':>9} {'util %':>7} {'10 ep. s':>9} {'15 ep. s':>9}"
+            f"{'what':<18} {'batch':>5} {'samples/s':>10} {'peak GiB':>9} {'MFU %':>6} {'10 ep. s':>9} {'15 ep. s':>9}"
         )
-        for method in ("lora", "ti"):
-            for batch_size in args.batch_sizes:
-                gc.collect()  # the previous run's models, so that the peak is this run's own
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
-                figures = measure(
-                    dataset,
-                    root,
-                    f"{method}-{batch_size}",
-                    method,
-                    model=str(model),
-                    resolution=512,
-                    epochs=args.epochs,
-                    batch_size=batch_size,
-                    mixed_precision="bf16",
-                    cache_dir=str(root / "cache"),
-                )
-                speed = figures["samples_per_s"]
-                peak = torch.cuda.max_memory_allocated() / 2**30
-                utilisation = speed * TRAIN_FACTOR * UNET_FORWARD_TFLOP / args.peak_tflops * 100
-                print(
-                    f"{method:<6} {batch_size:>5} {speed:>10.1f} {peak:>9.1f} {utilisation:>7.1f} "
-                    f"{10 * args.images / speed:>9.1f} {15 * args.images / speed:>9.1f}",
-                    flush=True,
-                )
+
+        def row(
+            what: str, batch: int, speed: float, peak: float, tflop_per_sample: float, epochs: bool = True
+        ) -> None:
+            utilisation = speed * tflop_per_sample / args.peak_tflops * 100
+            print(
+                f"{what:<18} {batch:>5} {speed:>10.2f} {peak:>9.1f} {utilisation:>6.1f} "
+                + (f"{10 * args.images / speed:>9.1f} {15 * args.images / speed:>9.1f}" if epochs else ""),
+                flush=True,
+            )
+
+        train_tflop = TRAIN_FACTOR * UNET_FORWARD_TFLOP
+
+        def training_rows(compiled: bool) -> None:
+            for method in ("lora", "ti"):
+                for batch in args.batch_sizes:
+                    config = build_config(
+                        method,
+                        model=str(model),
+                        resolution=size,
+                        epochs=args.epochs,
+                        batch_size=batch,
+                        compile=compiled,
+                        cache_dir=str(root / "cache"),
+                        **extra(method),
+                    )
+                    reference = batch == args.reference_batch and not compiled
+                    figures = measure(dataset, root / f"{method}-{batch}-{compiled}", config, reference)
+                    label = f"{method}{' compile' if compiled else ''}"
+                    row(label, batch, figures.peftlab, figures.peak_gib, train_tflop)
+                    if figures.reference is not None:
+                        row(f"{method} reference", batch, figures.reference, figures.peak_gib, train_tflop)
+
+        # Without --compile first, then generation, then --compile (its compilation is the slow part):
+        # if the time runs out, the rows that matter most are printed.
+        training_rows(compiled=False)
+        places = ("tower", "bridge", "temple", "castle")
+        prompts = [
+            PromptItem(key=i, text=f"a {places[i % 4]} in ghiblivis style, view {i}")
+            for i in range(args.gen_images)
+        ]
+        config = GenerationConfig(
+            model=str(model), steps=args.gen_steps, width=size, height=size, batch_size=args.gen_batch
+        )
+        # Each image: `steps` UNet forwards of 2 samples (classifier-free guidance).
+        gen_tflop = args.gen_steps * 2 * UNET_FORWARD_TFLOP
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        plain_dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(precision, "float32")
+        for what, batch, run in (
+            ("generate", args.gen_batch, lambda: peftlab_images_per_second(config, prompts)[0]),
+            ("generate plain", 1, lambda: plain_images_per_second(config, prompts, device, plain_dtype)),
+        ):
+            reset_peak_memory()
+            speed = run()
+            row(what, batch, speed, peak_memory_gib(), gen_tflop, epochs=False)
+        training_rows(compiled=True)
         print(
-            f"util %: samples/s x {TRAIN_FACTOR} x {UNET_FORWARD_TFLOP} TFLOP / {args.peak_tflops:.0f} TFLOP/s peak; "
-            "10/15 ep. s: projected training seconds for 10 (LoRA) / 15 (TI) epochs of these images."
+            f"samples/s: images/s for generate. Peak GiB of a reference row: both loops' models together. MFU %: rate x {train_tflop:.1f} TFLOP per training sample or "
+            f"{gen_tflop:.0f} TFLOP per image / {args.peak_tflops:.0f} TFLOP/s. 10/15 ep. s: projected "
+            f"training seconds of 10 (LoRA) / 15 (TI) epochs of {args.images} images."
         )
+
+
+def reset_peak_memory() -> None:
+    """Free the previous run's models, so that the next peak is the next run's own."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_gib() -> float:
+    """Peak GPU memory since the last reset (0 on a CPU)."""
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gpu", action="store_true", help="Run the SD-1.5-shaped GPU benchmark instead.")
-    parser.add_argument("--images", type=int, help="Images in the dataset (default 16 on CPU, 115 on GPU).")
-    parser.add_argument("--epochs", type=int, default=3, help="Epochs per measurement; the first is warm-up.")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8], help="GPU batch sizes.")
+    parser.add_argument("--gpu", action="store_true", help="Run the SD-1.5-shaped GPU table instead.")
+    parser.add_argument("--dry-run", action="store_true", help="The GPU table's code with tiny sizes.")
+    parser.add_argument("--images", type=int, help="Images in the dataset (CPU 22, GPU 115, dry run 4).")
+    parser.add_argument("--epochs", type=int, help="Epochs per run, the first is warm-up (CPU 6, else 2).")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", help="GPU batch sizes (1 4 8; dry run 1 2).")
+    parser.add_argument("--reference-batch", type=int, help="GPU batch of the reference loop (4; dry run 2).")
+    parser.add_argument(
+        "--tiny-vocabulary",
+        dest="sd_vocabulary",
+        action="store_false",
+        help="CPU: keep the tiny model's 821-token table instead of SD's 49,408.",
+    )
+    parser.add_argument("--gen-images", type=int, default=16, help="Images per generation side.")
+    parser.add_argument("--gen-steps", type=int, default=30, help="Generation steps (dry run 2).")
+    parser.add_argument("--gen-batch", type=int, default=8, help="peftlab's generation batch.")
     parser.add_argument(
         "--peak-tflops",
         type=float,
@@ -165,9 +380,15 @@ def main() -> None:
         help="The GPU's dense bf16 peak in TFLOP/s (H100/H200 SXM: 989).",
     )
     args = parser.parse_args()
-    args.images = args.images or (115 if args.gpu else 16)
+    gpu = args.gpu or args.dry_run
+    args.images = args.images or (4 if args.dry_run else 115 if gpu else 22)
+    args.epochs = args.epochs or (2 if gpu else 6)
+    args.batch_sizes = args.batch_sizes or ([1, 2] if args.dry_run else [1, 4, 8])
+    args.reference_batch = args.reference_batch or (2 if args.dry_run else 4)
+    if args.dry_run:
+        args.gen_images, args.gen_steps, args.gen_batch = 4, 2, 2
     logging.disable(logging.INFO)  # the per-epoch log lines; the tables are the output
-    if args.gpu:
+    if gpu:
         gpu_benchmark(args)
     else:
         cpu_benchmark(args)

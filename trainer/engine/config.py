@@ -17,7 +17,7 @@ from peftlab.errors import UserInputError
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
-PRECISIONS = ("no", "fp16", "bf16")
+PRECISIONS = ("auto", "no", "fp16", "bf16")
 
 
 def option(default: Any, help: str, **extra: Any) -> Any:
@@ -40,9 +40,15 @@ class TrainingConfig:
     seed: int = option(42, "Seed of initialisation, data order, noise and the validation noise.")
     resolution: int = option(512, "Training side in pixels; images of another size are resized.")
     mixed_precision: str = option(
-        "no", "Mixed precision of the frozen models and the forward pass.", choices=PRECISIONS
+        "auto",
+        "Mixed precision of the frozen models and the forward pass; auto: bf16 on CUDA cards that compute it, "
+        "fp16 on older cards, no (float32) elsewhere.",
+        choices=PRECISIONS,
     )
     gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass to save memory.")
+    compile: bool = option(
+        False, "torch.compile the UNet: slower first steps, faster later ones where it pays."
+    )
     snr_gamma: float = option(0.0, "Min-SNR loss weighting gamma (5 is usual); 0 turns it off.")
     max_grad_norm: float = option(1.0, "Clip gradients to this norm; 0 turns clipping off.")
     checkpoint_every: int = option(1, "Write a resumable checkpoint every N epochs (the last epoch always).")

@@ -46,7 +46,8 @@ CHECKPOINT = "checkpoint.pt"
 VALIDATION_BATCH_FACTOR = 4  # validation batch = this x --batch-size (inference needs far less memory)
 PROGRESS_EVERY = 10  # steps between progress reports; each report reads the loss, a host synchronisation
 # Options that do not change the trained weights, so a resume may change them.
-RESUMABLE_CHANGES = frozenset({"cache", "cache_dir", "checkpoint_every"})
+# --compile changes how the UNet runs, not what it computes.
+RESUMABLE_CHANGES = frozenset({"cache", "cache_dir", "checkpoint_every", "compile"})
 
 
 @dataclass
@@ -134,7 +135,8 @@ class Trainer:
         self.resumed_from = 0
         self.stopped_early = False
         # Filled by prepare_data; None where the setting (cache, method) does without them.
-        self.train_moments: torch.Tensor | None = None
+        self.train_mean: torch.Tensor | None = None  # latent means and standard deviations, pre-scaled
+        self.train_std: torch.Tensor | None = None
         self.train_pixels: torch.Tensor | None = None
         self.train_states: torch.Tensor | None = None
         self.val_states: torch.Tensor | None = None
@@ -153,7 +155,10 @@ class Trainer:
         from diffusers.optimization import get_scheduler
 
         config = self.config
-        self.accelerator = accelerator = make_accelerator(config.mixed_precision)
+        self.mixed_precision, reason = resolve_mixed_precision(config.mixed_precision)
+        self.accelerator = accelerator = make_accelerator(self.mixed_precision)
+        if accelerator.is_main_process:
+            logger.info("mixed precision: %s (%s)", self.mixed_precision, reason)
         device = accelerator.device
         if device.type == "cuda":
             # TF32 matmuls are ~8x faster than float32 on Ampere and later with no visible loss change.
@@ -179,14 +184,23 @@ class Trainer:
                 parts.unet.enable_gradient_checkpointing()
                 if self.method.text_encoder_trains:
                     parts.text_encoder.activation_checkpointing_enable()
+            if config.compile:
+                # In place (Module.compile), so state-dict keys, PEFT and saving see the same module.
+                parts.unet.compile()
 
         with self.phase("cache"):
             self.prepare_data(device, weight_dtype)
 
         module = self.method.trained_module(parts)
         module.train()
-        parameters = [p for p in module.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.trainable = [p for p in module.parameters() if p.requires_grad]
+        # Fused AdamW: one kernel for all parameters (CPU and CUDA); it rounds unlike the per-tensor loop.
+        optimizer = torch.optim.AdamW(
+            self.trainable,
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+            fused=device.type in ("cpu", "cuda"),
+        )
 
         processes = accelerator.num_processes
         global_batch = config.batch_size * processes
@@ -250,16 +264,23 @@ class Trainer:
         cache = DiskCache(Path(config.cache_dir or self.dataset / ".cache") if config.cache else None)
         self.train_split = read_dataset(self.dataset, "train.txt")
         self.val_split = read_dataset(self.dataset, "validation.txt")
+        scale = parts.vae.config.scaling_factor
         if config.cache:
-            self.train_moments = cached_latent_moments(
-                cache, parts, self.dataset, self.train_split, config.resolution, device, weight_dtype
-            ).to(device)
+            self.train_mean, self.train_std = scaled_moments(
+                cached_latent_moments(
+                    cache, parts, self.dataset, self.train_split, config.resolution, device, weight_dtype
+                ).to(device),
+                scale,
+            )
         else:
             self.train_pixels = load_pixels(self.dataset, self.train_split.images, config.resolution)
         # Validation needs fixed latents whatever the cache setting: compute them once (in memory if not cached).
-        self.val_moments = cached_latent_moments(
-            cache, parts, self.dataset, self.val_split, config.resolution, device, weight_dtype
-        ).to(device)
+        self.val_latents, _ = scaled_moments(
+            cached_latent_moments(
+                cache, parts, self.dataset, self.val_split, config.resolution, device, weight_dtype
+            ).to(device),
+            scale,
+        )
         captions = {
             name: [self.method.caption(caption) for caption in split.captions]
             for name, split in (("train", self.train_split), ("val", self.val_split))
@@ -278,28 +299,12 @@ class Trainer:
         steps = parts.noise_scheduler.config.num_train_timesteps
         self.val_timesteps = torch.linspace(0, steps - 1, config.validation_timesteps).round().long()
         generator = torch.Generator().manual_seed(config.seed)
-        latent_shape = self.val_moments.shape[1:]
-        noise_shape = (
-            len(self.val_split.images),
-            config.validation_timesteps,
-            latent_shape[0] // 2,
-            *latent_shape[1:],
-        )
+        noise_shape = (len(self.val_split.images), config.validation_timesteps, *self.val_latents.shape[1:])
         self.val_noise = torch.randn(noise_shape, generator=generator).to(device)
 
-    def latents(self, moments: torch.Tensor, sample: bool) -> torch.Tensor:
-        """Scaled latents from VAE moments: a posterior sample for training, the mean for validation."""
-        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-
-        distribution = DiagonalGaussianDistribution(moments)
-        if sample:
-            unit = torch.randn(
-                self.global_shape(distribution.mean), device=moments.device, dtype=moments.dtype
-            )
-            latents = distribution.mean + distribution.std * self.share(unit)
-        else:
-            latents = distribution.mode()
-        return latents * self.components.vae.config.scaling_factor
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Accelerate's autocast in mixed precision; nothing to enter in float32."""
+        return contextlib.nullcontext() if self.mixed_precision == "no" else self.accelerator.autocast()
 
     def global_shape(self, local: torch.Tensor) -> tuple[int, ...]:
         """The shape of `local` (this process's batch) for the global batch of every process."""
@@ -369,22 +374,28 @@ class Trainer:
         # One copy of the epoch's indices to the device: a copy per step would wait for the queued GPU work.
         device_batches = torch.stack(batches).to(device)
         loss_sum = torch.zeros((), device=device)
+        scale = parts.vae.config.scaling_factor
+        single = accelerator.num_processes == 1  # nothing to keep from syncing
         start = time.perf_counter()
         with self.phase("train"):
             for step, (indices, indices_device) in enumerate(zip(batches, device_batches, strict=True)):
                 if config.cache:
-                    latents = self.latents(self.train_moments[indices_device], sample=True)
+                    mean, std = self.train_mean[indices_device], self.train_std[indices_device]
                 else:
                     with torch.no_grad():
                         pixels = self.train_pixels[indices].to(device, dtype=parts.vae.dtype)
-                        latents = self.latents(
-                            parts.vae.encode(pixels).latent_dist.parameters.float(), sample=True
-                        )
+                        mean, std = scaled_moments(parts.vae.encode(pixels).latent_dist.parameters, scale)
+                # Drawn for the global batch and shared out, so N processes draw what one process would.
+                latents = posterior_sample(
+                    mean,
+                    std,
+                    self.share(torch.randn(self.global_shape(mean), device=device, dtype=mean.dtype)),
+                )
                 cached = None if self.train_states is None else self.train_states[indices_device]
                 sync = (step + 1) % config.gradient_accumulation == 0 or step + 1 == len(batches)
                 with (
-                    contextlib.nullcontext() if sync else accelerator.no_sync(self.module),
-                    accelerator.autocast(),
+                    contextlib.nullcontext() if sync or single else accelerator.no_sync(self.module),
+                    self.autocast(),
                 ):
                     states = self.encoder_states(self.train_ids[indices_device], cached)
                     noise = self.share(
@@ -404,11 +415,10 @@ class Trainer:
                 loss_sum += losses.detach().sum()
                 if sync:
                     if config.max_grad_norm:
-                        accelerator.clip_grad_norm_(self.module.parameters(), config.max_grad_norm)
+                        accelerator.clip_grad_norm_(self.trainable, config.max_grad_norm)
                     self.optimizer.step()
                     self.scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
-                    self.method.after_step(accelerator.unwrap_model(self.module))
                 if (step + 1) % PROGRESS_EVERY == 0 or step + 1 == len(batches):
                     done = (step + 1) * config.batch_size * accelerator.num_processes
                     elapsed = time.perf_counter() - start
@@ -448,7 +458,7 @@ class Trainer:
         """Mean noise-prediction MSE over validation images x fixed timesteps x fixed noise (deterministic)."""
         self.module.eval()
         device = self.accelerator.device
-        latents = self.latents(self.val_moments, sample=False)
+        latents = self.val_latents
         count, steps = len(latents), len(self.val_timesteps)
         # Every (image, timestep) pair, batched across timesteps: no gradients, so batches can be larger.
         images = torch.arange(count, device=device).repeat_interleave(steps)
@@ -460,7 +470,7 @@ class Trainer:
             image, time_index = images[start : start + size], times[start : start + size]
             cached = None if self.val_states is None else self.val_states[image]
             states = self.encoder_states(self.val_ids[image], cached)
-            with self.accelerator.autocast():
+            with self.autocast():
                 losses = self.loss(
                     latents[image],
                     states.to(self.components.unet.dtype),
@@ -604,6 +614,7 @@ class Trainer:
                     * self.accelerator.num_processes
                     * self.config.gradient_accumulation,
                     "device": str(self.accelerator.device),
+                    "mixed_precision": self.mixed_precision,
                     "best_epoch": result.best_epoch,
                     "best_val_loss": result.best_val_loss,
                     "stopped_early": self.stopped_early,
@@ -615,3 +626,34 @@ class Trainer:
             )
         self.accelerator.wait_for_everyone()
         return result
+
+
+def scaled_moments(moments: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE posterior's mean and standard deviation times the latent scale, contiguous float32."""
+    mean, logvar = moments.float().chunk(2, dim=1)
+    # As diffusers' DiagonalGaussianDistribution: log-variance clamped to [-30, 20].
+    std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+    return (mean * scale).contiguous(), (std * scale).contiguous()
+
+
+def posterior_sample(mean: torch.Tensor, std: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """A latent drawn from the (pre-scaled) VAE posterior, mean + std * eps, in one fused op."""
+    if eps is None:
+        # Drawn by shape, not randn_like: a channels-last `mean` (the VAE's output) would fill the same
+        # numbers in another order, so caching the latents or not would train different weights.
+        eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype)
+    return torch.addcmul(mean, std, eps)
+
+
+def resolve_mixed_precision(requested: str) -> tuple[str, str]:
+    """The precision to train in and why: 'auto' is bf16 on CUDA cards that have it, fp16 on older ones, else fp32."""
+    if requested != "auto":
+        return requested, "--mixed-precision"
+    from accelerate.utils import parse_flag_from_env
+
+    if not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU"):
+        return "no", "auto: no CUDA device, float32"
+    name = torch.cuda.get_device_name()
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return "bf16", f"auto: {name} computes bf16 natively"
+    return "fp16", f"auto: {name} lacks fast bf16; fp16 with a loss scaler"

@@ -37,9 +37,6 @@ class Method:
         """The training caption for a dataset caption."""
         return caption
 
-    def after_step(self, module: torch.nn.Module) -> None:
-        """Runs after each optimizer step."""
-
     def trainable_state(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The trainable tensors, by name (what a checkpoint needs besides the optimizer)."""
         return {name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad}
@@ -123,6 +120,36 @@ def a1111_file_name(token: str) -> str:
     return f"{stem}.safetensors"
 
 
+class SplicedEmbedding(torch.nn.Module):
+    """A frozen embedding table whose rows `token_ids` are read from a small trainable tensor instead.
+
+    Only `rows` trains, so the backward pass, the gradient clip and the optimizer see the new tokens'
+    vectors and nothing of the frozen table; `weight` is the full table with the rows spliced in.
+    """
+
+    def __init__(self, table: torch.nn.Embedding, token_ids: list[int]) -> None:
+        super().__init__()
+        self.table = table.requires_grad_(False)
+        ids = torch.tensor(token_ids, dtype=torch.long, device=table.weight.device)
+        self.rows = torch.nn.Parameter(table.weight.detach()[ids].clone())
+        self.register_buffer("token_ids", ids, persistent=False)
+        # Per vocabulary id, its index in `rows`, or -1 for a frozen row.
+        slots = torch.full((table.num_embeddings,), -1, dtype=torch.long, device=ids.device)
+        slots[ids] = torch.arange(len(ids), device=ids.device)
+        self.register_buffer("slots", slots, persistent=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The whole table as it would be with the trained rows written in."""
+        return self.table.weight.index_put((self.token_ids,), self.rows)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        slots = self.slots[ids]
+        frozen = self.table(ids)
+        # torch.where, not boolean indexing: no host synchronisation on the GPU.
+        return torch.where((slots >= 0)[..., None], self.rows[slots.clamp(min=0)], frozen)
+
+
 class TextualInversionMethod(Method):
     """New token rows in the text encoder's embedding table; every other weight stays as it was."""
 
@@ -131,8 +158,6 @@ class TextualInversionMethod(Method):
     def __init__(self, config: TiTrainingConfig) -> None:
         self.config = config
         self.token_ids: list[int] = []
-        self.frozen_rows: torch.Tensor | None = None
-        self.original: torch.Tensor | None = None
 
     def setup(self, components: Components) -> None:
         tokenizer, text_encoder = components.tokenizer, components.text_encoder
@@ -158,10 +183,7 @@ class TextualInversionMethod(Method):
         with torch.no_grad():
             embeddings.weight[self.token_ids] = embeddings.weight[initializer[0]].clone()
         text_encoder.requires_grad_(False)
-        embeddings.weight.requires_grad_(True)
-        self.frozen_rows = torch.ones(len(tokenizer), dtype=torch.bool)
-        self.frozen_rows[self.token_ids] = False
-        self.original = embeddings.weight.detach().clone()
+        text_encoder.set_input_embeddings(SplicedEmbedding(embeddings, self.token_ids))
 
     def trained_module(self, components: Components) -> torch.nn.Module:
         return components.text_encoder
@@ -171,22 +193,13 @@ class TextualInversionMethod(Method):
             token=" ".join(self.config.placeholder_tokens), caption=caption
         )
 
-    def after_step(self, module: torch.nn.Module) -> None:
-        # AdamW's weight decay touches every row; put the old rows back so only the new ones change.
-        weight = module.get_input_embeddings().weight
-        if self.original.device != weight.device:
-            self.original = self.original.to(weight.device)
-            self.frozen_rows = self.frozen_rows.to(weight.device)
-        with torch.no_grad():
-            # torch.where, not boolean indexing: no host synchronisation on the GPU.
-            weight.copy_(torch.where(self.frozen_rows[:, None], self.original, weight))
-
     def trainable_state(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
         return {"embeddings": module.get_input_embeddings().weight.detach().clone()}
 
     def load_trainable_state(self, module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        embeddings = module.get_input_embeddings()
         with torch.no_grad():
-            module.get_input_embeddings().weight.copy_(state["embeddings"])
+            embeddings.rows.copy_(state["embeddings"][self.token_ids])
 
     def learned(self, module: torch.nn.Module) -> torch.Tensor:
         """The new rows, [num_vectors, width]."""
