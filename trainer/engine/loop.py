@@ -567,6 +567,7 @@ class Trainer:
                 self.output / "run.json",
                 {
                     "config": self.config.to_dict(),
+                    "base_model": self.method.base_model,
                     "dataset": str(self.dataset.resolve()),
                     "dataset_manifest_sha256": self.manifest_sha256,
                     "processes": self.accelerator.num_processes,
