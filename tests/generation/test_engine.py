@@ -1,5 +1,6 @@
 """The generation engine: identical noise across arms and runs, every adapter format, the effect check."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -76,10 +77,65 @@ def test_zero_effect_lora_is_refused_before_any_image(tiny_model_dir, adapters):
     )
     handed_out = []
     with pytest.raises(
-        UserInputError, match="had no visible effect.*differs from the same prompt without it by 0.000"
+        UserInputError, match="had no visible effect.*differs from the same adapter at scale 0 by 0.000"
     ):
         generate(config, PROMPTS, handed_out.append)
     assert handed_out == []
+
+
+def ti_config(model: Path, path: Path, token: str, **settings) -> GenerationConfig:
+    return GenerationConfig(
+        model=str(model),
+        arms=("base", "ti"),
+        ti=str(path),
+        token=token,
+        steps=2,
+        width=64,
+        height=64,
+        **settings,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("adapter", "message"),
+    [
+        ("ti_zero", "ti_zero.safetensors holds an all-zero vector: it was never trained."),
+        (
+            "ti_copy",
+            "ti_copy.safetensors equals the model's own embedding of 'style</w>': it is an untrained copy.",
+        ),
+        (
+            "ti_nudged",
+            "had no visible effect: its probe render differs from the same adapter with its "
+            "initializer's vector by 0.000",
+        ),
+        ("ti_unknown", "does not say which token it was initialised from; give --ti-initializer WORD"),
+    ],
+)
+def test_untrained_embeddings_are_refused_before_any_image(tiny_model_dir, adapters, adapter, message):
+    """Inserting a token changes the image whatever its vector; only the learned difference may pass."""
+    handed_out = []
+    with pytest.raises(UserInputError, match=re.escape(message)):
+        generate(ti_config(tiny_model_dir, adapters[adapter], "<t>"), PROMPTS, handed_out.append)
+    assert handed_out == []
+
+
+@pytest.mark.slow
+def test_ti_initializer_can_be_given_for_a_foreign_embedding(tiny_model_dir, adapters):
+    images = []
+    config = ti_config(tiny_model_dir, adapters["ti_unknown"], "<t>", ti_initializer="style")
+    result = generate(config, PROMPTS[:1], images.append)
+    assert result.effects["ti"] > 0.5 and len(images) == 2
+
+
+@pytest.mark.slow
+def test_lora_scale_changes_the_lora_arm_only(tiny_model_dir, adapters):
+    full = render(tiny_model_dir, arms=("base", "lora"), lora=str(adapters["diffusers"]))
+    half = render(tiny_model_dir, arms=("base", "lora"), lora=str(adapters["diffusers"]), lora_scale=0.5)
+    assert np.array_equal(full[("base", 1, 0)], half[("base", 1, 0)])
+    base_to_full = mean_difference(full[("lora", 1, 0)], full[("base", 1, 0)])
+    assert 0 < mean_difference(half[("lora", 1, 0)], full[("base", 1, 0)]) < base_to_full
 
 
 @pytest.mark.slow
@@ -110,6 +166,8 @@ def test_wrong_width_embedding_names_both_widths(tiny_model_dir, adapters):
         ),
         ({"templates": {"base": "a {subject}"}}, "only {prompt} and {token} exist"),
         ({"width": 60}, "--size must be multiples of 8"),
+        ({"lora_scale": 0.0}, "--lora-scale must be a positive number, got 0.0"),
+        ({"safety_checker": "maybe"}, "--safety-checker must be on or off"),
     ],
 )
 def test_config_refuses_bad_settings_in_one_line(tiny_model_dir, overrides, message):

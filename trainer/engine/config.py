@@ -18,6 +18,8 @@ from peftlab.errors import UserInputError
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
 PRECISIONS = ("no", "fp16", "bf16")
+# One template for TI, shared by training captions and generate's prompts, so the token reads as it was learned.
+TI_CAPTION_TEMPLATE = "An image of {token}, {caption}"
 
 
 def option(default: Any, help: str, **extra: Any) -> Any:
@@ -127,7 +129,9 @@ class TiTrainingConfig(TrainingConfig):
     )
     num_vectors: int = option(1, "Embedding vectors behind the placeholder token.")
     caption_template: str = option(
-        "The image in {token} is {caption}", "Training caption; {token} and {caption} are filled in."
+        TI_CAPTION_TEMPLATE,
+        "Training caption; {token} and {caption} are filled in. generate renders the adapter's prompts with it "
+        "({caption} becomes the prompt).",
     )
 
     method = "ti"
