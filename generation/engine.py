@@ -28,7 +28,7 @@ from generation.engine_adapters import (
 from peftlab.errors import UserInputError
 from peftlab.progress import Progress, ProgressCallback, ignore_progress
 from peftlab.versions import package_versions
-from trainer.engine.config import TI_CAPTION_TEMPLATE
+from trainer.engine.config import CAPTION_TOKENS, TI_CAPTION_TEMPLATE
 
 ARMS = ("base", "lora", "ti")
 # Scheduler names users type -> (diffusers class, extra config); DPM-Solver++ is the default.
@@ -108,6 +108,7 @@ class GenerationConfig:
     lora_scale: float = 1.0  # the LoRA update's multiplier in the lora arm
     ti_initializer: str | None = None  # the TI vector's starting token, when neither file nor run says
     safety_checker: str = "on"  # on: the model's safety checker runs and a flagged image fails the run
+    max_caption_tokens: int | None = None  # None: each adapter arm as its run trained (77 without a run)
 
     def __post_init__(self) -> None:
         model = Path(self.model)
@@ -143,6 +144,11 @@ class GenerationConfig:
             raise UserInputError("--effect-threshold must be non-negative.")
         if not 0 < self.lora_scale < float("inf"):
             raise UserInputError(f"--lora-scale must be a positive number, got {self.lora_scale}.")
+        if self.max_caption_tokens not in (None, *CAPTION_TOKENS):
+            raise UserInputError(
+                f"--max-caption-tokens must be one of {', '.join(map(str, CAPTION_TOKENS))}, "
+                f"got {self.max_caption_tokens}."
+            )
         if self.safety_checker not in SAFETY_CHECKER:
             raise UserInputError(f"--safety-checker must be on or off, got {self.safety_checker!r}.")
         for arm, template in self.templates.items():
@@ -163,6 +169,12 @@ class GenerationConfig:
     def render_prompt(self, arm: str, prompt: PromptItem) -> str:
         """The exact text `arm` renders for `prompt`."""
         return self.template(arm, prompt).format(prompt=prompt.text, token=self.token or "")
+
+    def caption_tokens(self, arm: str) -> int:
+        """The prompt tokens `arm` encodes: the setting, else what its adapter's run trained with, else 77."""
+        adapter = {"lora": self.lora, "ti": self.ti}.get(arm)
+        trained = adapter_run_config(Path(adapter)).get("max_caption_tokens") if adapter else None
+        return self.max_caption_tokens or trained or 77
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (tuples become lists)."""
@@ -315,8 +327,7 @@ class Renderer:
         state = self.initializer_rows() if untrained and arm == "ti" else contextlib.nullcontext()
         with torch.inference_mode(), state:
             output = self.pipe(
-                prompt=texts,
-                negative_prompt=negatives,
+                **self.prompt_inputs(arm, texts, negatives),
                 generator=generators,
                 num_inference_steps=self.config.steps,
                 guidance_scale=self.config.guidance,
@@ -327,6 +338,25 @@ class Renderer:
             )
         flags = output.nsfw_content_detected or [False] * len(texts)
         return list(output.images), [bool(flag) for flag in flags]
+
+    def prompt_inputs(self, arm: str, texts: list[str], negatives: list[str]) -> dict[str, Any]:
+        """The pipeline's prompt arguments: the texts, or for longer settings the chunked encodings that
+        training used (75-token chunks framed by BOS/EOS, encoded alone, concatenated)."""
+        tokens = self.config.caption_tokens(arm)
+        if tokens == 77:
+            return {"prompt": texts, "negative_prompt": negatives}
+        from trainer.engine.data import encode_text, tokenize
+
+        pipe = self.pipe
+        window = pipe.tokenizer.model_max_length
+
+        def encode(items: list[str]) -> Any:
+            # A multi-vector TI token spreads to <token> <token>_1 ..., as the pipeline does for text.
+            converted = [pipe.maybe_convert_prompt(item, pipe.tokenizer) for item in items]
+            ids = tokenize(pipe.tokenizer, converted, tokens).to(pipe.device)
+            return encode_text(pipe.text_encoder, ids, window).to(pipe.unet.dtype)
+
+        return {"prompt_embeds": encode(texts), "negative_prompt_embeds": encode(negatives)}
 
     def check_effects(self, probe: PromptItem) -> dict[str, float]:
         """Each adapter arm's probe difference from the same prompt without it; UserInputError if none."""
@@ -399,6 +429,7 @@ class Renderer:
             "dtype": self.dtype,
             "device": self.device,
             "safety_checker": self.safety_checker,
+            "max_caption_tokens": self.config.caption_tokens(arm),
         }
         if arm == "lora":
             parameters |= {

@@ -193,3 +193,42 @@ def test_other_schedulers_are_reproducible_per_seed(tiny_model_dir, scheduler):
     # The ancestral sampler draws fresh noise each step from the image's own generator, so it is
     # reproducible too, and differs from the default scheduler's image.
     assert mean_difference(first[("base", 1, 0)], render(tiny_model_dir)[("base", 1, 0)]) > 0
+
+
+def long_prompts(tail: str) -> list[PromptItem]:
+    """One prompt of 80 one-token words, then `tail`: the tail lies past the 75 tokens of one window."""
+    return [PromptItem(key=1, text=" ".join(["a"] * 80) + f" {tail}")]
+
+
+@pytest.mark.slow
+def test_long_prompts_keep_their_tail_only_with_chunked_encoding(tiny_model_dir):
+    def image(tail: str, tokens: int | None) -> np.ndarray:
+        config = GenerationConfig(
+            model=str(tiny_model_dir), steps=2, width=64, height=64, max_caption_tokens=tokens
+        )
+        images = []
+        generate(config, long_prompts(tail), images.append)
+        assert images[0].parameters["max_caption_tokens"] == (tokens or 77)
+        return np.asarray(images[0].image, dtype=np.float32)
+
+    # One window cuts the tail away: two prompts that differ only there render the same image ...
+    assert np.array_equal(image("tower", None), image("castle bridge", None))
+    # ... two chunks encode it, as training with --max-caption-tokens 150 did.
+    assert mean_difference(image("tower", 150), image("castle bridge", 150)) > 0.5
+
+
+@pytest.mark.slow
+def test_lora_arm_encodes_prompts_as_its_run_trained(tiny_model_dir, adapters, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "lora"
+    shutil.copytree(adapters["diffusers"], folder)
+    (folder / "run.json").write_text(json.dumps({"config": {"max_caption_tokens": 150}}))
+    config = GenerationConfig(
+        model=str(tiny_model_dir), arms=("base", "lora"), lora=str(folder), steps=2, width=64, height=64
+    )
+    images = {}
+    generate(config, PROMPTS[:1], lambda image: images.__setitem__(image.arm, image))
+    assert images["lora"].parameters["max_caption_tokens"] == 150
+    assert images["base"].parameters["max_caption_tokens"] == 77

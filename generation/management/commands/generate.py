@@ -64,6 +64,12 @@ class Command(PeftlabCommand):
             "--ti-initializer",
             help="The word the TI vector was initialised from (default: read from the file or its run.json).",
         )
+        parser.add_argument(
+            "--max-caption-tokens",
+            type=int,
+            choices=(77, 150, 225),
+            help="Prompt tokens encoded, in 75-token chunks (default: as each adapter's run trained, else 77).",
+        )
         parser.add_argument("--lora-scale", type=float, default=1.0, help="Multiplier of the LoRA update.")
         parser.add_argument(
             "--safety-checker",
@@ -105,6 +111,7 @@ class Command(PeftlabCommand):
             lora_scale=options["lora_scale"],
             ti_initializer=options["ti_initializer"],
             safety_checker=options["safety_checker"],
+            max_caption_tokens=options["max_caption_tokens"],
         )
         name = options["prompts"]
         prompt_set = prompt_set_install_builtin() if name == BUILTIN_SET_NAME else prompt_set_get(name=name)
