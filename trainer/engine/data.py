@@ -18,6 +18,9 @@ from peftlab.errors import UserInputError
 from trainer.engine.dataset import read_split, sha256_file
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")  # what the UNet predicts: the noise, or the velocity
+
+
 @dataclass
 class Components:
     """The parts of a Stable Diffusion 1.x pipeline that training touches."""
@@ -54,6 +57,13 @@ def load_components(
             f"cannot load the model {model!r} ({first_line[:200]}); give a local diffusers folder, "
             "or a hub id (downloads need network access)."
         ) from None
+    prediction = parts.noise_scheduler.config.prediction_type
+    if prediction not in PREDICTION_TYPES:
+        # The loss knows two targets; anything else ("sample") would silently be trained as v-prediction.
+        raise UserInputError(
+            f"the model {model!r} predicts {prediction!r}; training supports "
+            f"{' and '.join(PREDICTION_TYPES)} (set prediction_type in its scheduler/scheduler_config.json)."
+        )
     parts.fingerprint = {part: fingerprint(model, part) for part in ("vae", "text_encoder", "tokenizer")}
     return parts
 
