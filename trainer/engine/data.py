@@ -1,5 +1,5 @@
 """The base model's parts and the prepared dataset as tensors, with VAE latents and text-encoder outputs
-cached on disk (keyed by model, resolution and image hash) so later runs reuse them."""
+cached on disk (keyed by model, dtype, resolution or caption length, and content) so later runs reuse them."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from PIL import Image
 
 from peftlab.errors import UserInputError
 from trainer.engine.dataset import read_split, sha256_file
-
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")  # what the UNet predicts: the noise, or the velocity
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -22,8 +23,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 class EpochResult:
     """One finished epoch."""
 
-    epoch: int  # 1-based
-    train_loss: float
+    epoch: int  # 1-based; 0 is the untrained adapter's validation loss, before the first step
+    train_loss: float | None  # None for epoch 0
     val_loss: float
     seconds: float
     samples_per_s: float
@@ -62,7 +63,8 @@ def write_loss_plot(path: Path, epochs: list[EpochResult], best_epoch: int | Non
 
     figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
     numbers = [epoch.epoch for epoch in epochs]
-    axes.plot(numbers, [epoch.train_loss for epoch in epochs], marker="o", label="training loss")
+    train_losses = [math.nan if epoch.train_loss is None else epoch.train_loss for epoch in epochs]
+    axes.plot(numbers, train_losses, marker="o", label="training loss")
     axes.plot(numbers, [epoch.val_loss for epoch in epochs], marker="o", label="validation loss")
     if best_epoch is not None:
         best = next(epoch for epoch in epochs if epoch.epoch == best_epoch)

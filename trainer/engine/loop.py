@@ -207,6 +207,13 @@ class Trainer:
         self.module, self.optimizer, self.scheduler = accelerator.prepare(module, optimizer, scheduler)
         if self.resume:
             self.load_checkpoint()
+        else:
+            # Epoch 0: the validation loss before the first step, the baseline every epoch must beat.
+            with self.phase("validate"):
+                start = time.perf_counter()
+                self.history.append(
+                    EpochResult(0, None, self.validation_loss(), time.perf_counter() - start, 0.0)
+                )
 
         for epoch in range(self.start_epoch, config.epochs):
             result = self.train_epoch(epoch)
