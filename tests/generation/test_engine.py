@@ -232,3 +232,32 @@ def test_lora_arm_encodes_prompts_as_its_run_trained(tiny_model_dir, adapters, t
     generate(config, PROMPTS[:1], lambda image: images.__setitem__(image.arm, image))
     assert images["lora"].parameters["max_caption_tokens"] == 150
     assert images["base"].parameters["max_caption_tokens"] == 77
+
+
+@pytest.mark.slow
+def test_images_flagged_by_the_safety_checker_are_recorded_and_fail_the_run(tiny_model_dir, monkeypatch):
+    """A real SD-1.5 checker blacks out flagged images; stand one in that flags the second seed."""
+    import torch
+    from transformers import BatchFeature
+
+    from generation import engine
+
+    load = engine.load_pipeline
+
+    def with_checker(config, device, dtype):
+        pipe = load(config, device, dtype)
+        pipe.feature_extractor = lambda images, return_tensors: BatchFeature(
+            {"pixel_values": torch.zeros(len(images), 3, 8, 8)}
+        )
+        pipe.safety_checker = lambda images, clip_input: (images * 0, [False, True][: len(images)])
+        return pipe
+
+    monkeypatch.setattr(engine, "load_pipeline", with_checker)
+    config = GenerationConfig(model=str(tiny_model_dir), seeds=(0, 1), steps=2, width=64, height=64)
+    handed_out = []
+    with pytest.raises(
+        UserInputError, match=r"the safety checker flagged 1 of 2 images \(e.g. arm base, prompt 1, seed 1\)"
+    ):
+        generate(config, PROMPTS[:1], handed_out.append)
+    assert [image.parameters["nsfw_content_detected"] for image in handed_out] == [False, True]
+    assert {image.parameters["safety_checker"] for image in handed_out} == {"on"}
