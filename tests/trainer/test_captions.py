@@ -70,3 +70,33 @@ def test_truncated_captions_are_counted_with_the_model_tokenizer(parts):
 def test_other_caption_lengths_are_refused():
     with pytest.raises(UserInputError, match="--max-caption-tokens must be one of 77, 150, 225, got 100."):
         build_config("lora", max_caption_tokens=100)
+
+
+def test_cache_entries_are_kept_apart_by_dtype_and_caption_length(tiny_model_dir, prepared_dir, tmp_path):
+    """bf16 and fp32 encodings differ; one must never be served for the other."""
+    from trainer.engine.data import (
+        DiskCache,
+        cached_latent_moments,
+        cached_text_states,
+        load_components,
+        read_dataset,
+    )
+
+    cache = DiskCache(tmp_path / "cache")
+    split = read_dataset(prepared_dir, "validation.txt")
+
+    def entries() -> int:
+        return len(list((tmp_path / "cache").rglob("*.safetensors")))
+
+    cpu = torch.device("cpu")
+    for dtype in (torch.float32, torch.bfloat16):
+        parts = load_components(str(tiny_model_dir), dtype, dtype)
+        cached_latent_moments(cache, parts, prepared_dir, split, 64, cpu, dtype)
+        cached_text_states(cache, parts, split.captions, cpu, 77)
+    assert entries() == 4 * len(split.images)
+    float32 = load_components(str(tiny_model_dir))
+    cached_text_states(cache, float32, split.captions, cpu, 150)
+    assert entries() == 5 * len(split.images)
+    again = cached_latent_moments(cache, float32, prepared_dir, split, 64, cpu, torch.float32)
+    assert entries() == 5 * len(split.images)  # the same settings reuse their entries
+    assert again.dtype == torch.float32

@@ -66,7 +66,9 @@ def test_lora_run_records_outputs_and_metrics(lora_run):
     assert set(record["seconds"]) == {"load", "cache", "train", "validate", "save"}
     assert len(record["dataset_manifest_sha256"]) == 64 and "torch" in record["versions"]
     assert record["base_model"]["base_model_name_or_path"] == record["config"]["model"]
-    assert {len(record["base_model"][part]) for part in ("base_unet_sha256", "base_text_encoder_sha256")} == {64}
+    assert {len(record["base_model"][part]) for part in ("base_unet_sha256", "base_text_encoder_sha256")} == {
+        64
+    }
     assert {oct(path.stat().st_mode & 0o777) for path in output.glob("*.*")} == {"0o644"}
     # The top-level weights are the best epoch's.
     best = load_file(output / "best" / "pytorch_lora_weights.safetensors")
