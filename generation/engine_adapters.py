@@ -87,7 +87,22 @@ def load_lora(pipe: Any, path: Path) -> LoraFormat:
         except (ValueError, KeyError, RuntimeError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserInputError(f"LoRA {path} does not fit this model: {first_line}") from None
+        weights = path if path.is_file() else path / DIFFUSERS_LORA_FILE
+        in_file, loaded = lora_module_count(read_state_dict(weights)), lora_layer_count(pipe)
+        # diffusers only warns when part of a file loads (e.g. mixed key names): a partial LoRA is refused.
+        if loaded < in_file:
+            raise UserInputError(
+                f"LoRA {path} loaded only {loaded} of its {in_file} modules into this model; the file mixes key "
+                "formats or names modules this model lacks."
+            )
     return lora_format
+
+
+def lora_module_count(state: dict[str, Any]) -> int:
+    """How many modules a LoRA state dict adapts (one down matrix each), whatever its key format."""
+    from trainer.engine.lora_formats import DOWN_UP
+
+    return sum(1 for key in state if (match := DOWN_UP.match(key)) and match["module"])
 
 
 def load_peft_folder(unet: Any, path: Path) -> None:

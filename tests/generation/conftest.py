@@ -69,6 +69,24 @@ def adapters(tiny_model_dir: Path, tmp_path_factory) -> dict[str, Path]:
     peft_unet.save_pretrained(root / "peft")
     paths["peft"] = root / "peft"
 
+    # diffusers' converter renames only to_q/k/v/out.0: with proj_in/proj_out the file mixes key formats.
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    mixed_unet = UNet2DConditionModel.from_pretrained(tiny_model_dir, subfolder="unet")
+    mixed_unet.add_adapter(
+        LoraConfig(
+            r=4, lora_alpha=4, target_modules=[*LORA_TARGETS, "proj_in", "proj_out"], init_lora_weights=False
+        )
+    )
+    from diffusers import StableDiffusionPipeline
+
+    StableDiffusionPipeline.save_lora_weights(
+        root / "mixed",
+        unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(mixed_unet)),
+    )
+    paths["mixed"] = root / "mixed"
+
     # All-zero up (B) weights: the LoRA adds exactly nothing, whatever its down weights.
     zero_unet, zero_config = lora_unet(tiny_model_dir, seed=3)
     with torch.no_grad():

@@ -261,3 +261,12 @@ def test_images_flagged_by_the_safety_checker_are_recorded_and_fail_the_run(tiny
         generate(config, PROMPTS[:1], handed_out.append)
     assert [image.parameters["nsfw_content_detected"] for image in handed_out] == [False, True]
     assert {image.parameters["safety_checker"] for image in handed_out} == {"on"}
+
+
+def test_lora_that_loads_only_in_part_is_refused(tiny_model_dir, adapters):
+    """The file diffusers' converter writes for proj_in/proj_out: stock loading wraps 8 of its 40 modules."""
+    from generation.engine import Renderer
+
+    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), lora=str(adapters["mixed"]))
+    with pytest.raises(UserInputError, match=r"loaded only 8 of its 40 modules into this model"):
+        Renderer(config)
