@@ -3,7 +3,8 @@
 The base pipeline is loaded once; the LoRA is loaded once as a named adapter that is enabled only for the
 `lora` arm, and the TI token only appears in the `ti` arm's prompts, so each arm sees the same model
 except for its own method. Before any image of an adapter arm is rendered, the adapter must prove it took
-effect: its layers or token are present, and a fixed-seed probe render differs from the base model's.
+effect: all its layers or its token are present, and a fixed-seed probe render differs from the same
+adapter in its untrained state (LoRA at scale 0, the TI token at its initializer's vector).
 """
 
 from __future__ import annotations
