@@ -3,11 +3,13 @@
 The base pipeline is loaded once; the LoRA is loaded once as a named adapter that is enabled only for the
 `lora` arm, and the TI token only appears in the `ti` arm's prompts, so each arm sees the same model
 except for its own method. Before any image of an adapter arm is rendered, the adapter must prove it took
-effect: its layers or token are present, and a fixed-seed probe render differs from the base model's.
+effect: all its layers or its token are present, and a fixed-seed probe render differs from the same
+adapter in its untrained state (LoRA at scale 0, the TI token at its initializer's vector).
 """
 
 from __future__ import annotations
 
+import contextlib
 import string
 import time
 from collections.abc import Callable, Iterator
@@ -17,14 +19,17 @@ from typing import Any
 
 from generation.engine_adapters import (
     LoraFormat,
+    adapter_run_config,
     detect_lora_format,
     load_lora,
     load_textual_inversion,
     lora_layer_count,
+    ti_initializer_token,
 )
 from peftlab.errors import UserInputError
 from peftlab.progress import Progress, ProgressCallback, ignore_progress
 from peftlab.versions import package_versions
+from trainer.engine.config import CAPTION_TOKENS, TI_CAPTION_TEMPLATE
 
 ARMS = ("base", "lora", "ti")
 # Scheduler names users type -> (diffusers class, extra config); DPM-Solver++ is the default.
@@ -37,8 +42,16 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "unipc": ("UniPCMultistepScheduler", {}),
 }
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-DEFAULT_TEMPLATES = {"base": "{prompt}", "lora": "{prompt}", "ti": "An image of {token}, {prompt}"}
 TEMPLATE_FIELDS = {"prompt", "token"}
+SAFETY_CHECKER = ("on", "off")
+
+
+def ti_prompt_template(caption_template: str) -> str:
+    """The generate template of a TI training caption template: the prompt takes the caption's place."""
+    return caption_template.replace("{caption}", "{prompt}")
+
+
+DEFAULT_TEMPLATES = {"base": "{prompt}", "lora": "{prompt}", "ti": ti_prompt_template(TI_CAPTION_TEMPLATE)}
 
 
 def check_template(template: str, arm: str) -> None:
@@ -91,8 +104,12 @@ class GenerationConfig:
     ti: str | None = None  # diffusers {token: tensor} or A1111 emb_params file
     token: str | None = None
     templates: dict[str, str] = field(default_factory=dict)  # per-arm prompt templates over the defaults
-    effect_threshold: float = 0.5  # minimum mean |pixel difference| (0-255) between adapter and base probes
+    effect_threshold: float = 0.5  # minimum mean |pixel difference| (0-255) between the adapter's probes
     probe_seed: int = 0
+    lora_scale: float = 1.0  # the LoRA update's multiplier in the lora arm
+    ti_initializer: str | None = None  # the TI vector's starting token, when neither file nor run says
+    safety_checker: str = "on"  # on: the model's safety checker runs and a flagged image fails the run
+    max_caption_tokens: int | None = None  # None: each adapter arm as its run trained (77 without a run)
 
     def __post_init__(self) -> None:
         model = Path(self.model)
@@ -126,16 +143,39 @@ class GenerationConfig:
             raise UserInputError(f"--ti {self.ti} does not exist.")
         if self.effect_threshold < 0:
             raise UserInputError("--effect-threshold must be non-negative.")
+        if not 0 < self.lora_scale < float("inf"):
+            raise UserInputError(f"--lora-scale must be a positive number, got {self.lora_scale}.")
+        if self.max_caption_tokens not in (None, *CAPTION_TOKENS):
+            raise UserInputError(
+                f"--max-caption-tokens must be one of {', '.join(map(str, CAPTION_TOKENS))}, "
+                f"got {self.max_caption_tokens}."
+            )
+        if self.safety_checker not in SAFETY_CHECKER:
+            raise UserInputError(f"--safety-checker must be on or off, got {self.safety_checker!r}.")
         for arm, template in self.templates.items():
             check_template(template, arm)
 
     def template(self, arm: str, prompt: PromptItem) -> str:
-        """The template `arm` renders `prompt` with: the prompt's own, the run's, or the default."""
-        return prompt.templates.get(arm) or self.templates.get(arm) or DEFAULT_TEMPLATES[arm]
+        """The template `arm` renders `prompt` with: the prompt's own, the run's, the TI adapter's training
+        caption template, or the default."""
+        return prompt.templates.get(arm) or self.templates.get(arm) or self.adapter_template(arm)
+
+    def adapter_template(self, arm: str) -> str:
+        """For TI, the caption template the adapter was trained with (its run.json); the default otherwise."""
+        trained = (
+            adapter_run_config(Path(self.ti)).get("caption_template") if arm == "ti" and self.ti else None
+        )
+        return ti_prompt_template(trained) if trained else DEFAULT_TEMPLATES[arm]
 
     def render_prompt(self, arm: str, prompt: PromptItem) -> str:
         """The exact text `arm` renders for `prompt`."""
         return self.template(arm, prompt).format(prompt=prompt.text, token=self.token or "")
+
+    def caption_tokens(self, arm: str) -> int:
+        """The prompt tokens `arm` encodes: the setting, else what its adapter's run trained with, else 77."""
+        adapter = {"lora": self.lora, "ti": self.ti}.get(arm)
+        trained = adapter_run_config(Path(adapter)).get("max_caption_tokens") if adapter else None
+        return self.max_caption_tokens or trained or 77
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (tuples become lists)."""
@@ -197,8 +237,12 @@ def load_pipeline(config: GenerationConfig, device: str, dtype: str) -> Any:
     import diffusers
     import torch
 
+    # Off: no checker at all; on: the model's own checker (if it has one) and every flag is recorded.
+    off = {"safety_checker": None, "requires_safety_checker": False} if config.safety_checker == "off" else {}
     try:
-        pipe = diffusers.StableDiffusionPipeline.from_pretrained(config.model, dtype=getattr(torch, dtype))
+        pipe = diffusers.StableDiffusionPipeline.from_pretrained(
+            config.model, dtype=getattr(torch, dtype), **off
+        )
     except (OSError, ValueError) as error:
         raise UserInputError(f"cannot load --model {config.model}: {str(error).splitlines()[0]}") from None
     class_name, extra = SCHEDULERS[config.scheduler]
@@ -220,13 +264,42 @@ class Renderer:
         self.device, self.dtype = resolve_device_dtype(config.device, config.dtype)
         progress(Progress("load model", 0, 1))
         self.pipe = load_pipeline(config, self.device, self.dtype)
+        self.safety_checker = "off" if self.pipe.safety_checker is None else "on"
         self.lora_format: LoraFormat | None = None
         self.token_ids: list[int] = []
+        self.initializer_vector: Any = None
         if config.lora is not None:
             self.lora_format = load_lora(self.pipe, Path(config.lora))
         if config.ti is not None and config.token is not None:
             self.token_ids = load_textual_inversion(self.pipe, Path(config.ti), config.token)
+            self.initializer_vector = self.initializer_embedding(Path(config.ti))
         progress(Progress("load model", 1, 1))
+
+    def initializer_embedding(self, path: Path) -> Any:
+        """The model's embedding of the token the TI vector started from (the effect check's reference)."""
+        token = ti_initializer_token(path, self.config.ti_initializer)
+        ids = self.pipe.tokenizer.encode(token, add_special_tokens=False)
+        if len(ids) != 1:
+            raise UserInputError(
+                f"initializer {token!r} of {path} is {len(ids)} tokens in this model; give --ti-initializer "
+                "with the one-token word the embedding was trained from."
+            )
+        return self.pipe.text_encoder.get_input_embeddings().weight[ids[0]].detach().clone()
+
+    @contextlib.contextmanager
+    def initializer_rows(self) -> Iterator[None]:
+        """The TI token's rows hold the initializer's vector for the duration (the untrained state)."""
+        import torch
+
+        weight = self.pipe.text_encoder.get_input_embeddings().weight
+        learned = weight[self.token_ids].detach().clone()
+        with torch.no_grad():
+            weight[self.token_ids] = self.initializer_vector
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                weight[self.token_ids] = learned
 
     def use_arm(self, arm: str) -> None:
         """Put the pipeline in `arm`'s state: the LoRA is on only for the lora arm."""
@@ -237,26 +310,54 @@ class Renderer:
         else:
             self.pipe.disable_lora()
 
-    def render_batch(self, arm: str, texts: list[str], negatives: list[str], seeds: list[int]) -> list[Any]:
-        """PIL images of `texts` for `arm`, each image from its own generator seeded with its seed."""
+    def render_batch(
+        self, arm: str, texts: list[str], negatives: list[str], seeds: list[int], untrained: bool = False
+    ) -> tuple[list[Any], list[bool]]:
+        """PIL images of `texts` for `arm`, each from its own generator seeded with its seed, and whether the
+        safety checker flagged each. `untrained`: the adapter as it was before training (the LoRA at scale
+        0, the TI token at its initializer's vector)."""
         import torch
 
         self.use_arm(arm)
         # One CPU generator per image, seeded by the image's seed: every arm gets the same initial noise,
         # whatever the device, the batch it falls in, or the order of arms.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        with torch.inference_mode():
+        extra: dict[str, Any] = {}
+        if arm == "lora":
+            extra["cross_attention_kwargs"] = {"scale": 0.0 if untrained else self.config.lora_scale}
+        state = self.initializer_rows() if untrained and arm == "ti" else contextlib.nullcontext()
+        with torch.inference_mode(), state:
             output = self.pipe(
-                prompt=texts,
-                negative_prompt=negatives,
+                **self.prompt_inputs(arm, texts, negatives),
                 generator=generators,
                 num_inference_steps=self.config.steps,
                 guidance_scale=self.config.guidance,
                 width=self.config.width,
                 height=self.config.height,
                 output_type="pil",
+                **extra,
             )
-        return list(output.images)
+        flags = output.nsfw_content_detected or [False] * len(texts)
+        return list(output.images), [bool(flag) for flag in flags]
+
+    def prompt_inputs(self, arm: str, texts: list[str], negatives: list[str]) -> dict[str, Any]:
+        """The pipeline's prompt arguments: the texts, or for longer settings the chunked encodings that
+        training used (75-token chunks framed by BOS/EOS, encoded alone, concatenated)."""
+        tokens = self.config.caption_tokens(arm)
+        if tokens == 77:
+            return {"prompt": texts, "negative_prompt": negatives}
+        from trainer.engine.data import encode_text, tokenize
+
+        pipe = self.pipe
+        window = pipe.tokenizer.model_max_length
+
+        def encode(items: list[str]) -> Any:
+            # A multi-vector TI token spreads to <token> <token>_1 ..., as the pipeline does for text.
+            converted = [pipe.maybe_convert_prompt(item, pipe.tokenizer) for item in items]
+            ids = tokenize(pipe.tokenizer, converted, tokens).to(pipe.device)
+            return encode_text(pipe.text_encoder, ids, window).to(pipe.unet.dtype)
+
+        return {"prompt_embeds": encode(texts), "negative_prompt_embeds": encode(negatives)}
 
     def check_effects(self, probe: PromptItem) -> dict[str, float]:
         """Each adapter arm's probe difference from the same prompt without it; UserInputError if none."""
@@ -277,22 +378,24 @@ class Renderer:
             self.check_token(probe)
         effects: dict[str, float] = {}
         for done, arm in enumerate(adapter_arms, start=1):
-            # The reference is the same prompt without the adapter: the LoRA switched off, or the TI
-            # token left out of the template, so only the adapter can make the two probes differ.
-            reference_text = self.config.template(arm, probe).format(prompt=probe.text, token="")
-            seeds = [self.config.probe_seed]
-            reference = self.render_batch("base", [reference_text], [probe.negative_prompt], seeds)[0]
-            image = self.render_batch(
-                arm, [self.config.render_prompt(arm, probe)], [probe.negative_prompt], seeds
-            )[0]
+            # The same prompt, seed and loaded adapter, once as trained and once as it was before training
+            # (LoRA at scale 0, the TI token at its initializer's vector): only what it learned can differ.
+            texts, negatives, seeds = (
+                [self.config.render_prompt(arm, probe)],
+                [probe.negative_prompt],
+                [self.config.probe_seed],
+            )
+            reference = self.render_batch(arm, texts, negatives, seeds, untrained=True)[0][0]
+            image = self.render_batch(arm, texts, negatives, seeds)[0][0]
             difference = np.abs(np.asarray(image, dtype=np.float32) - np.asarray(reference, dtype=np.float32))
             effects[arm] = float(difference.mean())
             if effects[arm] <= self.config.effect_threshold:
                 source = self.config.lora if arm == "lora" else self.config.ti
+                untrained = "at scale 0" if arm == "lora" else "with its initializer's vector"
                 raise UserInputError(
-                    f"the {arm} adapter {source} had no visible effect: its probe render differs from the "
-                    f"same prompt without it by {effects[arm]:.3f} (mean |pixel difference|, threshold "
-                    f"{self.config.effect_threshold}); it is not applied or its weights are zero."
+                    f"the {arm} adapter {source} had no visible effect: its probe render differs from the same "
+                    f"adapter {untrained} by {effects[arm]:.3f} (mean |pixel difference|, threshold "
+                    f"{self.config.effect_threshold}); it did not learn, or did not load."
                 )
             self.progress(Progress("effect check", done, len(adapter_arms), metrics=dict(effects)))
         return effects
@@ -326,9 +429,15 @@ class Renderer:
             "batch_size": self.config.batch_size,
             "dtype": self.dtype,
             "device": self.device,
+            "safety_checker": self.safety_checker,
+            "max_caption_tokens": self.config.caption_tokens(arm),
         }
         if arm == "lora":
-            parameters |= {"lora": self.config.lora, "lora_format": str(self.lora_format)}
+            parameters |= {
+                "lora": self.config.lora,
+                "lora_format": str(self.lora_format),
+                "lora_scale": self.config.lora_scale,
+            }
         if arm == "ti":
             parameters |= {"ti": self.config.ti, "token": self.config.token}
         return parameters
@@ -340,20 +449,21 @@ class Renderer:
         self.progress(Progress(f"render {arm}", 0, len(items)))
         for start in range(0, len(items), self.config.batch_size):
             batch = items[start : start + self.config.batch_size]
-            images = self.render_batch(
+            images, flags = self.render_batch(
                 arm,
                 [self.config.render_prompt(arm, prompt) for prompt, _ in batch],
                 [prompt.negative_prompt for prompt, _ in batch],
                 [seed for _, seed in batch],
             )
-            for (prompt, seed), image in zip(batch, images, strict=True):
+            for (prompt, seed), image, flagged in zip(batch, images, flags, strict=True):
                 yield RenderedImage(
                     arm=arm,
                     prompt_key=prompt.key,
                     seed=seed,
                     rendered_prompt=self.config.render_prompt(arm, prompt),
                     image=image,
-                    parameters=parameters | {"negative_prompt": prompt.negative_prompt},
+                    parameters=parameters
+                    | {"negative_prompt": prompt.negative_prompt, "nsfw_content_detected": flagged},
                 )
             self.progress(Progress(f"render {arm}", start + len(batch), len(items)))
 
@@ -380,12 +490,23 @@ def generate(
     effects = renderer.check_effects(prompts[0])
     timings["check_s"] = time.perf_counter() - checked
     count = 0
+    flagged: list[RenderedImage] = []
     for arm in config.arms:
         arm_started = time.perf_counter()
         for image in renderer.render_arm(arm, prompts):
             on_image(image)
             count += 1
+            if image.parameters["nsfw_content_detected"]:
+                flagged.append(image)
         timings[f"render_{arm}_s"] = time.perf_counter() - arm_started
+    if flagged:
+        # A flagged image is black: in a study it would lose every comparison for a reason that is not its arm.
+        first = flagged[0]
+        raise UserInputError(
+            f"the safety checker flagged {len(flagged)} of {count} images (e.g. arm {first.arm}, prompt "
+            f"{first.prompt_key}, seed {first.seed}); they are black and no image of this run may reach a "
+            "study: render with other seeds or prompts, or with --safety-checker off."
+        )
     timings["total_s"] = time.perf_counter() - started
     render_s = sum(value for key, value in timings.items() if key.startswith("render_"))
     timings["images_per_s"] = count / render_s if render_s else 0.0

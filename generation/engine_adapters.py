@@ -87,7 +87,22 @@ def load_lora(pipe: Any, path: Path) -> LoraFormat:
         except (ValueError, KeyError, RuntimeError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserInputError(f"LoRA {path} does not fit this model: {first_line}") from None
+        weights = path if path.is_file() else path / DIFFUSERS_LORA_FILE
+        in_file, loaded = lora_module_count(read_state_dict(weights)), lora_layer_count(pipe)
+        # diffusers only warns when part of a file loads (e.g. mixed key names): a partial LoRA is refused.
+        if loaded < in_file:
+            raise UserInputError(
+                f"LoRA {path} loaded only {loaded} of its {in_file} modules into this model; the file mixes key "
+                "formats or names modules this model lacks."
+            )
     return lora_format
+
+
+def lora_module_count(state: dict[str, Any]) -> int:
+    """How many modules a LoRA state dict adapts (one down matrix each), whatever its key format."""
+    from trainer.engine.lora_formats import DOWN_UP
+
+    return sum(1 for key in state if (match := DOWN_UP.match(key)) and match["module"])
 
 
 def load_peft_folder(unet: Any, path: Path) -> None:
@@ -130,6 +145,62 @@ def lora_layer_count(pipe: Any) -> int:
     return count
 
 
+def adapter_run_config(path: Path) -> dict[str, Any]:
+    """The training config in the run.json of the peftlab run that wrote `path` (beside it, or above best/
+    and last/); empty for an adapter trained elsewhere."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    for candidate in (folder / "run.json", folder.parent / "run.json"):
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text(encoding="utf-8")).get("config", {})
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                return {}
+    return {}
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The header metadata of a safetensors file; empty for other files."""
+    from safetensors import safe_open
+
+    if Path(path).suffix != ".safetensors":
+        return {}
+    with safe_open(path, framework="pt") as handle:
+        return handle.metadata() or {}
+
+
+def ti_initializer_token(path: Path, given: str | None) -> str:
+    """The token whose embedding the TI vector started from: given, in the file's metadata, or in its run."""
+    token = (
+        given
+        or safetensors_metadata(path).get("initializer_token")
+        or adapter_run_config(path).get("initializer_token")
+    )
+    if not token:
+        raise UserInputError(
+            f"embedding {path} does not say which token it was initialised from; give --ti-initializer WORD "
+            "(the effect check compares the learned vector with that word's)."
+        )
+    return token
+
+
+def refuse_untrained_vectors(pipe: Any, path: Path, tensor: Any) -> None:
+    """Refuse an all-zero embedding, or one whose vector equals an existing row of the model's table."""
+    import torch
+
+    vectors = tensor.reshape(-1, tensor.shape[-1]).float()
+    if not vectors.abs().sum(dim=1).all():
+        raise UserInputError(f"embedding {path} holds an all-zero vector: it was never trained.")
+    table = pipe.text_encoder.get_input_embeddings().weight.detach().float().cpu()
+    for vector in vectors:
+        equal = torch.nonzero((table == vector).all(dim=1)).flatten()
+        if len(equal):
+            word = pipe.tokenizer.convert_ids_to_tokens(int(equal[0]))
+            raise UserInputError(
+                f"embedding {path} equals the model's own embedding of {word!r}: it is an untrained copy."
+            )
+
+
 def embedding_width(state: dict[str, Any]) -> tuple[Any, int]:
     """The embedding tensor of a TI file (diffusers or A1111) and its width."""
     import torch
@@ -161,6 +232,7 @@ def load_textual_inversion(pipe: Any, path: Path, token: str) -> list[int]:
         raise UserInputError(f"embedding {path.name}: expected width {expected}, file has {width}.")
     if token in pipe.tokenizer.get_vocab():
         raise UserInputError(f"token {token!r} is already in the model's vocabulary; choose another --token.")
+    refuse_untrained_vectors(pipe, path, tensor)
     pipe.load_textual_inversion(str(path), token=token)
     vectors = 1 if tensor.ndim == 1 else tensor.shape[0]
     names = [token] + [f"{token}_{index}" for index in range(1, vectors)]

@@ -30,6 +30,8 @@ def write_files_atomic(writers: Mapping[Path, Callable[[Path], None]]) -> None:
         for path, write in writers.items():
             temporaries[path] = _temporary_beside(Path(path))
             write(temporaries[path])
+            # mkstemp creates 0600; outputs are shared with other users and machines, as an ordinary file is.
+            os.chmod(temporaries[path], 0o644)
         for path, temporary in temporaries.items():
             os.replace(temporary, path)
     finally:

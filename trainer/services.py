@@ -97,8 +97,10 @@ def training_run_execute(
 @transaction.atomic
 def training_run_finish(*, run: TrainingRun, result: TrainingResult) -> TrainingRun:
     """Record a finished run's results, including epochs restored from a resumed checkpoint."""
+    # Epoch 0 (before training, no training loss) stays in metrics.csv and run.json; the table holds trained epochs.
     for epoch in result.epochs:
-        epoch_metric_record(run=run, epoch=epoch)
+        if epoch.epoch:
+            epoch_metric_record(run=run, epoch=epoch)
     run.status, run.finished_at = TrainingRun.Status.FINISHED, timezone.now()
     run.best_epoch, run.best_val_loss = result.best_epoch, result.best_val_loss
     run.stopped_early, run.seconds, run.files = result.stopped_early, result.seconds, result.files

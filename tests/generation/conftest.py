@@ -5,6 +5,17 @@ from pathlib import Path
 import pytest
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+INITIALIZER = "style"
+
+
+def initializer_row(model_dir: Path):
+    """The tiny text encoder's embedding of the initializer word."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(model_dir, subfolder="tokenizer")
+    (token_id,) = tokenizer.encode(INITIALIZER, add_special_tokens=False)
+    encoder = CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder")
+    return encoder.get_input_embeddings().weight[token_id].detach().clone()
 
 
 def lora_unet(model_dir: Path, seed: int):
@@ -58,6 +69,24 @@ def adapters(tiny_model_dir: Path, tmp_path_factory) -> dict[str, Path]:
     peft_unet.save_pretrained(root / "peft")
     paths["peft"] = root / "peft"
 
+    # diffusers' converter renames only to_q/k/v/out.0: with proj_in/proj_out the file mixes key formats.
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    mixed_unet = UNet2DConditionModel.from_pretrained(tiny_model_dir, subfolder="unet")
+    mixed_unet.add_adapter(
+        LoraConfig(
+            r=4, lora_alpha=4, target_modules=[*LORA_TARGETS, "proj_in", "proj_out"], init_lora_weights=False
+        )
+    )
+    from diffusers import StableDiffusionPipeline
+
+    StableDiffusionPipeline.save_lora_weights(
+        root / "mixed",
+        unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(mixed_unet)),
+    )
+    paths["mixed"] = root / "mixed"
+
     # All-zero up (B) weights: the LoRA adds exactly nothing, whatever its down weights.
     zero_unet, zero_config = lora_unet(tiny_model_dir, seed=3)
     with torch.no_grad():
@@ -80,11 +109,23 @@ def adapters(tiny_model_dir: Path, tmp_path_factory) -> dict[str, Path]:
         paths["kohya"] = root / "kohya.safetensors"
 
     torch.manual_seed(5)
-    # Strong random vectors so the token visibly steers the tiny text encoder.
-    save_file({"<peftlab-ti>": torch.randn(32) * 3}, root / "ti.safetensors")
+    # Strong random vectors so the token visibly steers the tiny text encoder; the initializer in the header
+    # as peftlab writes it (the effect check renders it as the untrained reference).
+    started_from = {"initializer_token": INITIALIZER}
+    save_file({"<peftlab-ti>": torch.randn(32) * 3}, root / "ti.safetensors", metadata=started_from)
     paths["ti"] = root / "ti.safetensors"
-    save_file({"emb_params": torch.randn(2, 32) * 3}, root / "a1111.safetensors")
+    save_file({"emb_params": torch.randn(2, 32) * 3}, root / "a1111.safetensors", metadata=started_from)
     paths["ti_a1111"] = root / "a1111.safetensors"
+    # Untrained embeddings: zeros, the initializer's own row, and the initializer moved by a hair.
+    initializer = initializer_row(tiny_model_dir)
+    save_file({"<z>": torch.zeros(32)}, root / "ti_zero.safetensors", metadata=started_from)
+    paths["ti_zero"] = root / "ti_zero.safetensors"
+    save_file({"<c>": initializer.clone()}, root / "ti_copy.safetensors", metadata=started_from)
+    paths["ti_copy"] = root / "ti_copy.safetensors"
+    save_file({"<n>": initializer + 1e-6}, root / "ti_nudged.safetensors", metadata=started_from)
+    paths["ti_nudged"] = root / "ti_nudged.safetensors"
+    save_file({"<u>": torch.randn(32) * 3}, root / "ti_unknown.safetensors")
+    paths["ti_unknown"] = root / "ti_unknown.safetensors"
     save_file({"<wide>": torch.randn(768)}, root / "wide.safetensors")
     paths["ti_wide"] = root / "wide.safetensors"
     return paths

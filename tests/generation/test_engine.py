@@ -1,5 +1,6 @@
 """The generation engine: identical noise across arms and runs, every adapter format, the effect check."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -76,10 +77,65 @@ def test_zero_effect_lora_is_refused_before_any_image(tiny_model_dir, adapters):
     )
     handed_out = []
     with pytest.raises(
-        UserInputError, match="had no visible effect.*differs from the same prompt without it by 0.000"
+        UserInputError, match="had no visible effect.*differs from the same adapter at scale 0 by 0.000"
     ):
         generate(config, PROMPTS, handed_out.append)
     assert handed_out == []
+
+
+def ti_config(model: Path, path: Path, token: str, **settings) -> GenerationConfig:
+    return GenerationConfig(
+        model=str(model),
+        arms=("base", "ti"),
+        ti=str(path),
+        token=token,
+        steps=2,
+        width=64,
+        height=64,
+        **settings,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("adapter", "message"),
+    [
+        ("ti_zero", "ti_zero.safetensors holds an all-zero vector: it was never trained."),
+        (
+            "ti_copy",
+            "ti_copy.safetensors equals the model's own embedding of 'style</w>': it is an untrained copy.",
+        ),
+        (
+            "ti_nudged",
+            "had no visible effect: its probe render differs from the same adapter with its "
+            "initializer's vector by 0.000",
+        ),
+        ("ti_unknown", "does not say which token it was initialised from; give --ti-initializer WORD"),
+    ],
+)
+def test_untrained_embeddings_are_refused_before_any_image(tiny_model_dir, adapters, adapter, message):
+    """Inserting a token changes the image whatever its vector; only the learned difference may pass."""
+    handed_out = []
+    with pytest.raises(UserInputError, match=re.escape(message)):
+        generate(ti_config(tiny_model_dir, adapters[adapter], "<t>"), PROMPTS, handed_out.append)
+    assert handed_out == []
+
+
+@pytest.mark.slow
+def test_ti_initializer_can_be_given_for_a_foreign_embedding(tiny_model_dir, adapters):
+    images = []
+    config = ti_config(tiny_model_dir, adapters["ti_unknown"], "<t>", ti_initializer="style")
+    result = generate(config, PROMPTS[:1], images.append)
+    assert result.effects["ti"] > 0.5 and len(images) == 2
+
+
+@pytest.mark.slow
+def test_lora_scale_changes_the_lora_arm_only(tiny_model_dir, adapters):
+    full = render(tiny_model_dir, arms=("base", "lora"), lora=str(adapters["diffusers"]))
+    half = render(tiny_model_dir, arms=("base", "lora"), lora=str(adapters["diffusers"]), lora_scale=0.5)
+    assert np.array_equal(full[("base", 1, 0)], half[("base", 1, 0)])
+    base_to_full = mean_difference(full[("lora", 1, 0)], full[("base", 1, 0)])
+    assert 0 < mean_difference(half[("lora", 1, 0)], full[("base", 1, 0)]) < base_to_full
 
 
 @pytest.mark.slow
@@ -110,6 +166,8 @@ def test_wrong_width_embedding_names_both_widths(tiny_model_dir, adapters):
         ),
         ({"templates": {"base": "a {subject}"}}, "only {prompt} and {token} exist"),
         ({"width": 60}, "--size must be multiples of 8"),
+        ({"lora_scale": 0.0}, "--lora-scale must be a positive number, got 0.0"),
+        ({"safety_checker": "maybe"}, "--safety-checker must be on or off"),
     ],
 )
 def test_config_refuses_bad_settings_in_one_line(tiny_model_dir, overrides, message):
@@ -135,3 +193,80 @@ def test_other_schedulers_are_reproducible_per_seed(tiny_model_dir, scheduler):
     # The ancestral sampler draws fresh noise each step from the image's own generator, so it is
     # reproducible too, and differs from the default scheduler's image.
     assert mean_difference(first[("base", 1, 0)], render(tiny_model_dir)[("base", 1, 0)]) > 0
+
+
+def long_prompts(tail: str) -> list[PromptItem]:
+    """One prompt of 80 one-token words, then `tail`: the tail lies past the 75 tokens of one window."""
+    return [PromptItem(key=1, text=" ".join(["a"] * 80) + f" {tail}")]
+
+
+@pytest.mark.slow
+def test_long_prompts_keep_their_tail_only_with_chunked_encoding(tiny_model_dir):
+    def image(tail: str, tokens: int | None) -> np.ndarray:
+        config = GenerationConfig(
+            model=str(tiny_model_dir), steps=2, width=64, height=64, max_caption_tokens=tokens
+        )
+        images = []
+        generate(config, long_prompts(tail), images.append)
+        assert images[0].parameters["max_caption_tokens"] == (tokens or 77)
+        return np.asarray(images[0].image, dtype=np.float32)
+
+    # One window cuts the tail away: two prompts that differ only there render the same image ...
+    assert np.array_equal(image("tower", None), image("castle bridge", None))
+    # ... two chunks encode it, as training with --max-caption-tokens 150 did.
+    assert mean_difference(image("tower", 150), image("castle bridge", 150)) > 0.5
+
+
+@pytest.mark.slow
+def test_lora_arm_encodes_prompts_as_its_run_trained(tiny_model_dir, adapters, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "lora"
+    shutil.copytree(adapters["diffusers"], folder)
+    (folder / "run.json").write_text(json.dumps({"config": {"max_caption_tokens": 150}}))
+    config = GenerationConfig(
+        model=str(tiny_model_dir), arms=("base", "lora"), lora=str(folder), steps=2, width=64, height=64
+    )
+    images = {}
+    generate(config, PROMPTS[:1], lambda image: images.__setitem__(image.arm, image))
+    assert images["lora"].parameters["max_caption_tokens"] == 150
+    assert images["base"].parameters["max_caption_tokens"] == 77
+
+
+@pytest.mark.slow
+def test_images_flagged_by_the_safety_checker_are_recorded_and_fail_the_run(tiny_model_dir, monkeypatch):
+    """A real SD-1.5 checker blacks out flagged images; stand one in that flags the second seed."""
+    import torch
+    from transformers import BatchFeature
+
+    from generation import engine
+
+    load = engine.load_pipeline
+
+    def with_checker(config, device, dtype):
+        pipe = load(config, device, dtype)
+        pipe.feature_extractor = lambda images, return_tensors: BatchFeature(
+            {"pixel_values": torch.zeros(len(images), 3, 8, 8)}
+        )
+        pipe.safety_checker = lambda images, clip_input: (images * 0, [False, True][: len(images)])
+        return pipe
+
+    monkeypatch.setattr(engine, "load_pipeline", with_checker)
+    config = GenerationConfig(model=str(tiny_model_dir), seeds=(0, 1), steps=2, width=64, height=64)
+    handed_out = []
+    with pytest.raises(
+        UserInputError, match=r"the safety checker flagged 1 of 2 images \(e.g. arm base, prompt 1, seed 1\)"
+    ):
+        generate(config, PROMPTS[:1], handed_out.append)
+    assert [image.parameters["nsfw_content_detected"] for image in handed_out] == [False, True]
+    assert {image.parameters["safety_checker"] for image in handed_out} == {"on"}
+
+
+def test_lora_that_loads_only_in_part_is_refused(tiny_model_dir, adapters):
+    """The file diffusers' converter writes for proj_in/proj_out: stock loading wraps 8 of its 40 modules."""
+    from generation.engine import Renderer
+
+    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), lora=str(adapters["mixed"]))
+    with pytest.raises(UserInputError, match=r"loaded only 8 of its 40 modules into this model"):
+        Renderer(config)

@@ -219,3 +219,18 @@ def test_command_exits_non_zero_without_traceback(tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("CommandError: source folder")
+
+
+def test_sixteen_bit_grayscale_keeps_its_tones(tmp_path):
+    """A 16-bit PNG (mode I;16) is scaled to 8 bits, not clipped to white."""
+    folder = tmp_path / "gray16"
+    folder.mkdir()
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (64, 1))  # black left, white right
+    Image.fromarray(ramp).save(folder / "ramp.png")
+    with Image.open(folder / "ramp.png") as opened:
+        assert opened.mode.startswith("I")  # the case of the defect: Pillow opens it as 16-bit
+    write_caption(folder, "ramp", "a grey ramp")
+    prepare_dataset(folder, tmp_path / "out", PrepareConfig(resolution=64, min_size=64, val_fraction=0))
+    pixels = np.asarray(Image.open(tmp_path / "out" / "images" / "ramp.png")).astype(int)
+    assert pixels[32, 0].tolist() == [0, 0, 0] and pixels[32, -1].tolist() == [255, 255, 255]
+    assert 100 < pixels[32, 32, 0] < 155  # mid-grey stays mid-grey

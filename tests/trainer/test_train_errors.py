@@ -81,6 +81,23 @@ def test_unloadable_model(tmp_path, prepared_dir, fast_options):
     )
 
 
+def test_sample_prediction_model_is_refused(tmp_path, prepared_dir, fast_options, tiny_model_dir):
+    """Only epsilon and v-prediction have a training target; `sample` was trained as v-prediction."""
+    import json
+
+    model = tmp_path / "sample-model"
+    shutil.copytree(tiny_model_dir, model)
+    scheduler = model / "scheduler" / "scheduler_config.json"
+    scheduler.write_text(json.dumps({**json.loads(scheduler.read_text()), "prediction_type": "sample"}))
+    assert_refused(
+        "train_lora",
+        "predicts 'sample'; training supports epsilon and v_prediction",
+        tmp_path / "out",
+        data=prepared_dir,
+        **{**fast_options, "model": str(model)},
+    )
+
+
 @pytest.mark.slow
 def test_placeholder_token_already_in_vocabulary(tmp_path, prepared_dir, fast_options):
     assert_refused(

@@ -40,10 +40,10 @@ def config(fast_options):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, prepared_dir, config):
-    """An uninterrupted run (engine only): its folder and validation losses."""
+    """An uninterrupted run (engine only): its folder and the trained epochs' validation losses."""
     output = tmp_path_factory.mktemp("reference") / "out"
     result = engine_train(prepared_dir, output, config)
-    return output, [epoch.val_loss for epoch in result.epochs]
+    return output, [epoch.val_loss for epoch in result.epochs if epoch.epoch]
 
 
 def train(prepared_dir, output, config, resume=False, progress=None):
@@ -132,7 +132,8 @@ def test_early_stopping_keeps_the_best_epoch_and_stays_stopped_on_resume(
     config = build_config("ti", **options, placeholder_token="<gv>", initializer_token="style")
     result = engine_train(prepared_dir, tmp_path / "out", config)
     assert result.stopped_early
-    assert len(result.epochs) == result.best_epoch + 1 < 4
+    assert [epoch.epoch for epoch in result.epochs] == list(range(result.best_epoch + 2))  # from epoch 0
+    assert result.best_epoch + 1 < 4
     best = load_file(tmp_path / "out" / "best" / "learned_embeds.safetensors")
     assert torch.equal(load_file(tmp_path / "out" / "learned_embeds.safetensors")["<gv>"], best["<gv>"])
     resumed = engine_train(prepared_dir, tmp_path / "out", config, resume=True)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from io import StringIO
 
 import numpy as np
 import pytest
@@ -26,9 +27,11 @@ def render(pipe) -> np.ndarray:
 def lora_run(django_db_setup, django_db_blocker, tmp_path_factory, prepared_dir, fast_options):
     """One two-epoch LoRA run with alpha 8 != rank 4, through the command."""
     output = tmp_path_factory.mktemp("lora") / "out"
+    stdout = StringIO()
     with django_db_blocker.unblock():
         call_command(
             "train_lora",
+            stdout=stdout,
             data=prepared_dir,
             output=output,
             rank=4,
@@ -38,13 +41,13 @@ def lora_run(django_db_setup, django_db_blocker, tmp_path_factory, prepared_dir,
         )
         run = TrainingRun.objects.get(output_path=str(output.resolve()))
         metrics = list(EpochMetric.objects.filter(run=run).values_list("epoch", flat=True))
-    yield output, run, metrics
+    yield output, run, metrics, stdout.getvalue()
     with django_db_blocker.unblock():
         run.delete()  # made outside the tests' transactions, so not rolled back with them
 
 
 def test_lora_run_records_outputs_and_metrics(lora_run):
-    output, run, metrics = lora_run
+    output, run, metrics, stdout = lora_run
     assert run.status == TrainingRun.Status.FINISHED and run.method == "lora"
     assert metrics == [1, 2]
     assert run.best_epoch in (1, 2)
@@ -59,12 +62,20 @@ def test_lora_run_records_outputs_and_metrics(lora_run):
     ):
         assert (output / name).is_file(), name
     rows = list(csv.DictReader((output / "metrics.csv").open()))
-    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert [row["epoch"] for row in rows] == ["0", "1", "2"]  # epoch 0: before the first step
     assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "seconds", "samples_per_s"}
     record = json.loads((output / "run.json").read_text())
     assert record["config"]["alpha"] == 8.0 and record["config"]["method"] == "lora"
     assert set(record["seconds"]) == {"load", "cache", "train", "validate", "save"}
     assert len(record["dataset_manifest_sha256"]) == 64 and "torch" in record["versions"]
+    # The tiny tokenizer splits words into many tokens: every caption of the subset is cut at 77, and said so.
+    assert (record["max_caption_tokens"], record["captions_truncated"], record["captions"]) == (77, 6, 6)
+    assert "6 of 6 captions were longer than --max-caption-tokens 77 allows and lost their tail" in stdout
+    assert record["base_model"]["base_model_name_or_path"] == record["config"]["model"]
+    assert {len(record["base_model"][part]) for part in ("base_unet_sha256", "base_text_encoder_sha256")} == {
+        64
+    }
+    assert {oct(path.stat().st_mode & 0o777) for path in output.glob("*.*")} == {"0o644"}
     # The top-level weights are the best epoch's.
     best = load_file(output / "best" / "pytorch_lora_weights.safetensors")
     top = load_file(output / "pytorch_lora_weights.safetensors")
@@ -74,7 +85,7 @@ def test_lora_run_records_outputs_and_metrics(lora_run):
 def test_lora_loads_in_stock_diffusers_with_alpha_and_changes_the_image(lora_run, tiny_model_dir):
     from diffusers import StableDiffusionPipeline
 
-    output, _, _ = lora_run
+    output, _, _, _ = lora_run
     pipe = StableDiffusionPipeline.from_pretrained(tiny_model_dir, safety_checker=None)
     pipe.set_progress_bar_config(disable=True)
     base = render(pipe)
@@ -96,7 +107,7 @@ def test_lora_loads_in_stock_diffusers_with_alpha_and_changes_the_image(lora_run
 
 
 def test_lora_kohya_file_has_kohya_keys_and_alpha(lora_run):
-    output, _, _ = lora_run
+    output, _, _, _ = lora_run
     kohya = load_file(output / "lora_kohya.safetensors")
     diffusers = load_file(output / "pytorch_lora_weights.safetensors")
     assert len(kohya) == len(diffusers) // 2 * 3  # down, up and alpha per module

@@ -18,6 +18,9 @@ from peftlab.errors import UserInputError
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
+CAPTION_TOKENS = (77, 150, 225)
+# One template for TI, shared by training captions and generate's prompts, so the token reads as it was learned.
+TI_CAPTION_TEMPLATE = "An image of {token}, {caption}"
 
 
 def option(default: Any, help: str, **extra: Any) -> Any:
@@ -56,6 +59,12 @@ class TrainingConfig:
         0, "Stop after N epochs without a lower validation loss; 0 never stops."
     )
     validation_timesteps: int = option(10, "Evenly spaced timesteps of the deterministic validation loss.")
+    max_caption_tokens: int = option(
+        77,
+        "Caption tokens the text encoder sees: 77 (one window; longer captions are cut), or 150 / 225 "
+        "(75-token chunks encoded separately and concatenated, as A1111 and kohya).",
+        choices=CAPTION_TOKENS,
+    )
     cache: bool = option(True, "Cache VAE latents (and frozen text-encoder outputs) on disk and reuse them.")
     cache_dir: str = option("", "Folder of the caches (default: DATASET/.cache).")
 
@@ -80,6 +89,11 @@ class TrainingConfig:
         if self.mixed_precision not in PRECISIONS:
             raise UserInputError(
                 f"--mixed-precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}."
+            )
+        if self.max_caption_tokens not in CAPTION_TOKENS:
+            raise UserInputError(
+                f"--max-caption-tokens must be one of {', '.join(map(str, CAPTION_TOKENS))}, "
+                f"got {self.max_caption_tokens}."
             )
         if self.resolution % 8:
             raise UserInputError(f"--resolution must be a multiple of 8, got {self.resolution}.")
@@ -133,7 +147,9 @@ class TiTrainingConfig(TrainingConfig):
     )
     num_vectors: int = option(1, "Embedding vectors behind the placeholder token.")
     caption_template: str = option(
-        "The image in {token} is {caption}", "Training caption; {token} and {caption} are filled in."
+        TI_CAPTION_TEMPLATE,
+        "Training caption; {token} and {caption} are filled in. generate renders the adapter's prompts with it "
+        "({caption} becomes the prompt).",
     )
 
     method = "ti"

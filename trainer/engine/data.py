@@ -1,5 +1,5 @@
 """The base model's parts and the prepared dataset as tensors, with VAE latents and text-encoder outputs
-cached on disk (keyed by model, resolution and image hash) so later runs reuse them."""
+cached on disk (keyed by model, dtype, resolution or caption length, and content) so later runs reuse them."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from PIL import Image
 from peftlab.errors import UserInputError
 from peftlab.files import write_atomic
 from trainer.engine.dataset import read_split, sha256_file
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")  # what the UNet predicts: the noise, or the velocity
 
 
 @dataclass
@@ -53,6 +55,13 @@ def load_components(
             f"cannot load the model {model!r} ({first_line[:200]}); give a local diffusers folder, "
             "or a hub id (downloads need network access)."
         ) from None
+    prediction = parts.noise_scheduler.config.prediction_type
+    if prediction not in PREDICTION_TYPES:
+        # The loss knows two targets; anything else ("sample") would silently be trained as v-prediction.
+        raise UserInputError(
+            f"the model {model!r} predicts {prediction!r}; training supports "
+            f"{' and '.join(PREDICTION_TYPES)} (set prediction_type in its scheduler/scheduler_config.json)."
+        )
     parts.fingerprint = {part: fingerprint(model, part) for part in ("vae", "text_encoder", "tokenizer")}
     return parts
 
@@ -169,7 +178,7 @@ def cached_latent_moments(
 ) -> torch.Tensor:
     """The VAE moments of a split's images, from the cache where present, computed (and stored) otherwise."""
     keys = [
-        cache_key("latents", components.fingerprint["vae"], resolution, image_hash)
+        cache_key("latents", components.fingerprint["vae"], resolution, dtype, image_hash)
         for image_hash in split.hashes
     ]
     found = {key: value for key in keys if (value := cache.get(key)) is not None}
@@ -184,25 +193,67 @@ def cached_latent_moments(
     return torch.stack([found[key] for key in keys])
 
 
-def tokenize(tokenizer: Any, captions: list[str]) -> torch.Tensor:
-    """Token ids padded to the tokenizer's maximum length, as the pipeline does at inference."""
-    return tokenizer(
+CAPTION_CHUNKS = {77: 1, 150: 2, 225: 3}  # --max-caption-tokens -> 75-token chunks, as A1111 and kohya count
+
+
+def caption_token_counts(tokenizer: Any, captions: list[str]) -> list[int]:
+    """Each caption's length in tokens of the model's own tokenizer, without BOS and EOS."""
+    return [len(ids) for ids in tokenizer(captions, add_special_tokens=False, verbose=False).input_ids]
+
+
+def caption_capacity(tokenizer: Any, max_caption_tokens: int) -> int:
+    """How many caption tokens fit: 75 per chunk of the text encoder's 77-token window."""
+    return CAPTION_CHUNKS[max_caption_tokens] * (tokenizer.model_max_length - 2)
+
+
+def tokenize(tokenizer: Any, captions: list[str], max_caption_tokens: int = 77) -> torch.Tensor:
+    """Token ids [n, chunks x window]: one window padded as the pipeline does at inference, or (for longer
+    captions) 75-token chunks each framed by BOS and EOS, as A1111 and kohya do."""
+    window = tokenizer.model_max_length
+    chunks = CAPTION_CHUNKS[max_caption_tokens]
+    # Tokenized to chunks x 75 caption tokens between one BOS and one EOS, padded; then cut into chunks.
+    ids = tokenizer(
         captions,
         padding="max_length",
-        max_length=tokenizer.model_max_length,
+        max_length=chunks * (window - 2) + 2,
         truncation=True,
         return_tensors="pt",
     ).input_ids
+    if chunks == 1:
+        return ids
+    body = ids[:, 1:-1].reshape(len(captions), chunks, window - 2)
+    bos = torch.full((len(captions), chunks, 1), tokenizer.bos_token_id, dtype=ids.dtype)
+    eos = torch.full((len(captions), chunks, 1), tokenizer.eos_token_id, dtype=ids.dtype)
+    return torch.cat([bos, body, eos], dim=2).reshape(len(captions), chunks * window)
+
+
+def encode_text(text_encoder: Any, ids: torch.Tensor, window: int) -> torch.Tensor:
+    """Last hidden states [n, chunks x window, width]: each window-sized chunk encoded on its own, then
+    concatenated along the sequence axis (the UNet's cross-attention takes any length)."""
+    count, length = ids.shape
+    states = text_encoder(ids.reshape(-1, window))[0]
+    return states.reshape(count, length, states.shape[-1])
 
 
 @torch.no_grad()
 def cached_text_states(
-    cache: DiskCache, components: Components, captions: list[str], device: torch.device, batch_size: int = 16
+    cache: DiskCache,
+    components: Components,
+    captions: list[str],
+    device: torch.device,
+    max_caption_tokens: int = 77,
+    batch_size: int = 16,
 ) -> torch.Tensor:
     """The frozen text encoder's last hidden states for each caption, from the cache where present."""
+    encoder = components.text_encoder
     keys = [
         cache_key(
-            "text", components.fingerprint["text_encoder"], components.fingerprint["tokenizer"], caption
+            "text",
+            components.fingerprint["text_encoder"],
+            components.fingerprint["tokenizer"],
+            max_caption_tokens,
+            encoder.dtype,  # bf16 and fp32 encodings differ: never serve one for the other
+            caption,
         )
         for caption in captions
     ]
@@ -210,8 +261,9 @@ def cached_text_states(
     missing = [index for index, key in enumerate(keys) if key not in found]
     for start in range(0, len(missing), batch_size):
         chunk = missing[start : start + batch_size]
-        ids = tokenize(components.tokenizer, [captions[index] for index in chunk]).to(device)
-        states = components.text_encoder(ids)[0].float().cpu()
+        ids = tokenize(components.tokenizer, [captions[index] for index in chunk], max_caption_tokens)
+        window = components.tokenizer.model_max_length
+        states = encode_text(encoder, ids.to(device), window).float().cpu()
         for index, state in zip(chunk, states, strict=True):
             cache.put(keys[index], state)
             found[keys[index]] = state

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from peftlab.errors import UserInputError
@@ -99,6 +100,15 @@ def image_stem(name: str) -> str | None:
     return stem if stem != name and stem else None
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")  # how Pillow opens 16-bit grayscale PNGs and TIFFs
+
+
+def to_eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit grayscale image scaled to 8-bit `L` (Pillow's `convert` clips at 255: all white)."""
+    values = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8))
+
+
 def load_square_rgb(path: Path, resolution: int, min_size: int) -> tuple[Image.Image, tuple[int, int]]:
     """Open, orient, flatten to RGB, resize the short side to `resolution` and centre-crop to a square."""
     with Image.open(path) as opened:
@@ -107,6 +117,8 @@ def load_square_rgb(path: Path, resolution: int, min_size: int) -> tuple[Image.I
     size = image.size
     if min(size) < min_size:
         raise ValueError(f"smaller than --min-size {min_size} ({size[0]}x{size[1]})")
+    if image.mode in SIXTEEN_BIT_MODES:
+        image = to_eight_bit(image)
     if image.mode != "RGB":
         # Palette, grayscale, CMYK, with or without transparency: go through RGBA, flatten onto white.
         rgba = image.convert("RGBA")

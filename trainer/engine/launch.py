@@ -23,8 +23,8 @@ from peftlab.errors import UserInputError
 from peftlab.progress import Progress, ProgressCallback, ignore_progress
 from trainer.engine.config import TrainingConfig, build_config
 from trainer.engine.distributed import is_main_process
-from trainer.engine.export import EpochResult
 from trainer.engine.loop import TrainingResult, train
+from trainer.engine.results import EpochResult
 
 REPORT = "peftlab-report "  # the prefix of the main process's report lines on stdout
 STDERR_LINES = 20  # how much of the processes' stderr a failure shows

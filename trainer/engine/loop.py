@@ -31,6 +31,9 @@ from trainer.engine.data import (
     DiskCache,
     cached_latent_moments,
     cached_text_states,
+    caption_capacity,
+    caption_token_counts,
+    encode_text,
     load_components,
     load_pixels,
     read_dataset,
@@ -216,6 +219,13 @@ class Trainer:
         self.module, self.optimizer, self.scheduler = accelerator.prepare(module, optimizer, scheduler)
         if self.resume:
             self.load_checkpoint()
+        else:
+            # Epoch 0: the validation loss before the first step, the baseline every epoch must beat.
+            with self.phase("validate"):
+                start = time.perf_counter()
+                self.history.append(
+                    EpochResult(0, None, self.validation_loss(), time.perf_counter() - start, 0.0)
+                )
 
         for epoch in range(self.start_epoch, config.epochs):
             result = self.train_epoch(epoch)
@@ -285,14 +295,16 @@ class Trainer:
             name: [self.method.caption(caption) for caption in split.captions]
             for name, split in (("train", self.train_split), ("val", self.val_split))
         }
-        self.val_ids = tokenize(parts.tokenizer, captions["val"]).to(device)
-        self.train_ids = tokenize(parts.tokenizer, captions["train"]).to(device)
+        self.count_truncated(captions["train"] + captions["val"])
+        tokens = config.max_caption_tokens
+        self.val_ids = tokenize(parts.tokenizer, captions["val"], tokens).to(device)
+        self.train_ids = tokenize(parts.tokenizer, captions["train"], tokens).to(device)
         if not self.method.text_encoder_trains:
-            self.val_states = cached_text_states(cache, parts, captions["val"], device).to(
+            self.val_states = cached_text_states(cache, parts, captions["val"], device, tokens).to(
                 device, weight_dtype
             )
             if config.cache:
-                self.train_states = cached_text_states(cache, parts, captions["train"], device).to(
+                self.train_states = cached_text_states(cache, parts, captions["train"], device, tokens).to(
                     device, weight_dtype
                 )
         # Evenly spaced timesteps and noise from a seeded generator: the same validation batch every epoch.
@@ -305,6 +317,21 @@ class Trainer:
     def autocast(self) -> contextlib.AbstractContextManager:
         """Accelerate's autocast in mixed precision; nothing to enter in float32."""
         return contextlib.nullcontext() if self.mixed_precision == "no" else self.accelerator.autocast()
+
+    def count_truncated(self, captions: list[str]) -> None:
+        """Count (and say) how many training captions are longer than --max-caption-tokens lets through."""
+        tokenizer = self.components.tokenizer
+        capacity = caption_capacity(tokenizer, self.config.max_caption_tokens)
+        self.captions_truncated = sum(count > capacity for count in caption_token_counts(tokenizer, captions))
+        self.captions_total = len(captions)
+        if self.captions_truncated and self.accelerator.is_main_process:
+            logger.warning(
+                "%d of %d captions are longer than %d tokens and lose their tail (--max-caption-tokens %d).",
+                self.captions_truncated,
+                len(captions),
+                capacity,
+                self.config.max_caption_tokens,
+            )
 
     def global_shape(self, local: torch.Tensor) -> tuple[int, ...]:
         """The shape of `local` (this process's batch) for the global batch of every process."""
@@ -324,10 +351,11 @@ class Trainer:
         """Text-encoder outputs: cached for a frozen encoder, computed (with gradients for TI) otherwise."""
         if cached is not None:
             return cached
+        window = self.components.tokenizer.model_max_length
         if self.method.text_encoder_trains:
-            return self.module(ids)[0]
+            return encode_text(self.module, ids, window)
         with torch.no_grad():
-            return self.components.text_encoder(ids)[0]
+            return encode_text(self.components.text_encoder, ids, window)
 
     def loss(
         self, latents: torch.Tensor, states: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
@@ -606,6 +634,7 @@ class Trainer:
                 self.output / "run.json",
                 {
                     "config": self.config.to_dict(),
+                    "base_model": self.method.base_model,
                     "dataset": str(self.dataset.resolve()),
                     "dataset_manifest_sha256": self.manifest_sha256,
                     "processes": self.accelerator.num_processes,
@@ -615,6 +644,9 @@ class Trainer:
                     * self.config.gradient_accumulation,
                     "device": str(self.accelerator.device),
                     "mixed_precision": self.mixed_precision,
+                    "max_caption_tokens": self.config.max_caption_tokens,
+                    "captions_truncated": self.captions_truncated,
+                    "captions": self.captions_total,
                     "best_epoch": result.best_epoch,
                     "best_val_loss": result.best_val_loss,
                     "stopped_early": self.stopped_early,

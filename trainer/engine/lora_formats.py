@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -35,3 +37,15 @@ def diffusers_to_kohya(state_dict: dict[str, torch.Tensor], alpha: float) -> dic
         # kohya scales by alpha / rank, so alpha travels with each module.
         converted[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=value.dtype)
     return converted
+
+
+def kohya_metadata(config: Any, base_model: dict[str, str]) -> dict[str, str]:
+    """The header A1111, ComfyUI and kohya's tools read (`ss_*`), plus the base model's fingerprint."""
+    return base_model | {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(config.rank),
+        "ss_network_alpha": str(config.alpha),
+        "ss_base_model_version": "sd_v1",
+        "ss_sd_model_name": Path(config.model).name or config.model,
+        "ss_v2": "False",
+    }

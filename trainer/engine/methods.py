@@ -5,6 +5,7 @@ Everything else (data, noise, loss, validation, checkpoints) is the shared loop 
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,11 @@ from typing import Any
 import torch
 
 from peftlab.errors import UserInputError
+from peftlab.files import write_atomic
 from trainer.engine.config import LoraTrainingConfig, TiTrainingConfig, TrainingConfig
 from trainer.engine.data import Components
+from trainer.engine.export import add_safetensors_metadata, base_model_fingerprint
+from trainer.engine.proof import LoadProof
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 KOHYA_WEIGHTS = "lora_kohya.safetensors"
@@ -24,6 +28,7 @@ class Method:
     """The interface the loop trains through."""
 
     text_encoder_trains: bool  # False: the text encoder's outputs are fixed and can be cached
+    config: TrainingConfig
 
     def setup(self, components: Components) -> None:
         """Freeze the base model and add the trainable parameters."""
@@ -49,8 +54,18 @@ class Method:
                 parameters[name].copy_(value)
 
     def save(self, module: torch.nn.Module, folder: Path) -> list[str]:
-        """Write the artifacts to `folder`; return their file names."""
+        """Write the artifacts to `folder`, prove each loads back as trained; return their file names."""
         raise NotImplementedError
+
+    @functools.cached_property
+    def base_model(self) -> dict[str, str]:
+        """The base model's name and weights fingerprint, recorded in every output file and run.json."""
+        return base_model_fingerprint(self.config.model)
+
+    @functools.cached_property
+    def proof(self) -> LoadProof:
+        """The fresh pipeline that every written file is loaded back into."""
+        return LoadProof(self.config.model)
 
 
 class LoraMethod(Method):
@@ -91,26 +106,30 @@ class LoraMethod(Method):
 
     def save(self, module: torch.nn.Module, folder: Path) -> list[str]:
         from diffusers import StableDiffusionPipeline
-        from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
         from safetensors.torch import load_file, save_file
 
-        from trainer.engine.lora_formats import diffusers_to_kohya
+        from trainer.engine.lora_formats import diffusers_to_kohya, kohya_metadata
+        from trainer.engine.proof import trained_lora_deltas
 
-        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
+        # PEFT's key names for every module: diffusers' converter renames only the attention projections,
+        # and a file of mixed names loads only the modules named like its first key.
+        layers = get_peft_model_state_dict(module)
         # The adapter metadata keeps lora_alpha in the file; without it loaders assume alpha == rank.
         StableDiffusionPipeline.save_lora_weights(
             folder,
             unet_lora_layers={key: value.float().cpu().contiguous() for key, value in layers.items()},
-            unet_lora_adapter_metadata=self.peft_config().to_dict(),
+            unet_lora_adapter_metadata=self.peft_config().to_dict()
+            | {"base_model_name_or_path": self.config.model},
             safe_serialization=True,
         )
+        add_safetensors_metadata(folder / LORA_WEIGHTS, self.base_model)
         kohya = diffusers_to_kohya(load_file(folder / LORA_WEIGHTS), self.config.alpha)
-        save_file(
-            kohya,
-            folder / KOHYA_WEIGHTS,
-            metadata={"ss_network_dim": str(self.config.rank), "ss_network_alpha": str(self.config.alpha)},
-        )
+        header = kohya_metadata(self.config, self.base_model)
+        write_atomic(folder / KOHYA_WEIGHTS, lambda path: save_file(kohya, path, metadata=header))
+        expected = trained_lora_deltas(module, self.config.alpha / self.config.rank)
+        self.proof.lora(folder / LORA_WEIGHTS, expected)
+        self.proof.kohya(folder / KOHYA_WEIGHTS, expected)
         return [LORA_WEIGHTS, KOHYA_WEIGHTS]
 
 
@@ -209,9 +228,18 @@ class TextualInversionMethod(Method):
         from safetensors.torch import save_file
 
         learned = self.learned(module)
-        save_file({self.config.placeholder_token: learned}, folder / TI_WEIGHTS)
-        a1111 = a1111_file_name(self.config.placeholder_token)
-        save_file({"emb_params": learned}, folder / a1111)
+        token = self.config.placeholder_token
+        # The initializer travels with the file: generate's effect check renders it as the reference.
+        metadata = self.base_model | {
+            "placeholder_token": token,
+            "initializer_token": self.config.initializer_token,
+        }
+        a1111 = a1111_file_name(token)
+        for name, key in ((TI_WEIGHTS, token), (a1111, "emb_params")):
+            write_atomic(
+                folder / name, lambda path, key=key: save_file({key: learned}, path, metadata=metadata)
+            )
+            self.proof.textual_inversion(folder / name, token, learned)
         return [TI_WEIGHTS, a1111]
 
 

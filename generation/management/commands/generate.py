@@ -69,7 +69,26 @@ class Command(PeftlabCommand):
         parser.add_argument("--vae-slicing", action="store_true", help="Decode a batch one image at a time.")
         parser.add_argument("--vae-tiling", action="store_true", help="Decode large images in tiles.")
         parser.add_argument(
-            "--ti-template", help='TI arm template (default "An image of {token}, {prompt}").'
+            "--ti-template",
+            help="TI arm template (default: the adapter's training caption template with {prompt} for "
+            '{caption}, else "An image of {token}, {prompt}").',
+        )
+        parser.add_argument(
+            "--ti-initializer",
+            help="The word the TI vector was initialised from (default: read from the file or its run.json).",
+        )
+        parser.add_argument(
+            "--max-caption-tokens",
+            type=int,
+            choices=(77, 150, 225),
+            help="Prompt tokens encoded, in 75-token chunks (default: as each adapter's run trained, else 77).",
+        )
+        parser.add_argument("--lora-scale", type=float, default=1.0, help="Multiplier of the LoRA update.")
+        parser.add_argument(
+            "--safety-checker",
+            choices=("on", "off"),
+            default="on",
+            help="on: run the model's safety checker (if it has one); a flagged image fails the run.",
         )
         parser.add_argument("--lora-template", help='LoRA arm template (default "{prompt}").')
         parser.add_argument(
@@ -107,6 +126,10 @@ class Command(PeftlabCommand):
             token=options["token"],
             templates=templates,
             effect_threshold=options["effect_threshold"],
+            lora_scale=options["lora_scale"],
+            ti_initializer=options["ti_initializer"],
+            safety_checker=options["safety_checker"],
+            max_caption_tokens=options["max_caption_tokens"],
         )
         name = options["prompts"]
         prompt_set = prompt_set_install_builtin() if name == BUILTIN_SET_NAME else prompt_set_get(name=name)

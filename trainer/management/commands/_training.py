@@ -1,5 +1,6 @@
 """The shared body of `train_lora` and `train_ti`: options from the config dataclass, then the services."""
 
+import json
 from pathlib import Path
 
 from peftlab.commands import PeftlabCommand
@@ -64,3 +65,10 @@ class TrainingCommand(PeftlabCommand):
         )
         for name, path in run.files.items():
             self.stdout.write(f"  {name:<34} {path}")
+        record = json.loads(Path(run.files["run.json"]).read_text(encoding="utf-8"))
+        if record["captions_truncated"]:
+            self.stdout.write(
+                f"{record['captions_truncated']} of {record['captions']} captions were longer than "
+                f"--max-caption-tokens {record['max_caption_tokens']} allows and lost their tail; "
+                "see docs/training.md, Long captions."
+            )

@@ -1,0 +1,144 @@
+"""Save, then prove the load: every adapter file written is loaded back the way users load it and compared.
+
+A LoRA file goes through stock `StableDiffusionPipeline.load_lora_weights` (diffusers and kohya files alike);
+every trained module must come back wrapped, with the trained update `scaling * B @ A`. A kohya file is also
+parsed directly. A Textual-Inversion file goes through `load_textual_inversion` and must give back the
+learned vectors. Any difference is an error naming the file, never a warning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from peftlab.errors import UserInputError
+
+PROOF_ADAPTER = "peftlab_proof"
+# Float32 files compared with float32 weights; kohya's loader folds alpha into the factors (rounding only).
+TOLERANCE = {"rtol": 1e-4, "atol": 1e-6}
+
+
+def lora_delta(down: torch.Tensor, up: torch.Tensor, scaling: float) -> torch.Tensor:
+    """The weight update a LoRA module adds, `scaling * up @ down`, for linear and 1x1-conv layers alike."""
+    return scaling * (up.float().flatten(1) @ down.float().flatten(1))
+
+
+def trained_lora_deltas(unet: Any, scaling: float) -> dict[str, torch.Tensor]:
+    """Each LoRA-wrapped UNet module's update, by module path (`down_blocks.0....attn1.to_q`)."""
+    from peft.utils import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(unet)
+    modules = sorted(key.removesuffix(".lora_A.weight") for key in state if key.endswith(".lora_A.weight"))
+    return {
+        name: lora_delta(state[f"{name}.lora_A.weight"], state[f"{name}.lora_B.weight"], scaling)
+        for name in modules
+    }
+
+
+def compare_deltas(path: Path, expected: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor]) -> None:
+    """Refuse a file whose loaded modules miss a trained one or carry other values."""
+    missing = sorted(set(expected) - set(loaded))
+    if missing:
+        raise UserInputError(
+            f"{path} did not load back: {len(missing)} of {len(expected)} trained LoRA modules are missing "
+            f"(e.g. {missing[0]}); the file is incomplete."
+        )
+    for name, delta in expected.items():
+        if loaded[name].shape != delta.shape or not torch.allclose(loaded[name], delta, **TOLERANCE):
+            difference = (
+                (loaded[name] - delta).abs().max().item() if loaded[name].shape == delta.shape else "shape"
+            )
+            raise UserInputError(
+                f"{path} did not load back: module {name} differs from the trained weights (max |difference| "
+                f"{difference}); the file is corrupt."
+            )
+
+
+def kohya_deltas(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The update of each module of a kohya file, by diffusers-style module path of its UNet name."""
+    deltas = {}
+    for key in state:
+        if key.startswith("lora_unet_") and key.endswith(".lora_down.weight"):
+            name = key.removesuffix(".lora_down.weight")
+            down, up = state[key], state[f"{name}.lora_up.weight"]
+            alpha = float(state[f"{name}.alpha"]) if f"{name}.alpha" in state else down.shape[0]
+            deltas[name] = lora_delta(down, up, alpha / down.shape[0])
+    return deltas
+
+
+class LoadProof:
+    """A fresh base pipeline (loaded on first use, on the CPU in float32) that written adapters are loaded into."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self._pipe: Any = None
+
+    @property
+    def pipe(self) -> Any:
+        if self._pipe is None:
+            from diffusers import StableDiffusionPipeline
+
+            self._pipe = StableDiffusionPipeline.from_pretrained(
+                self.model, safety_checker=None, requires_safety_checker=False, dtype=torch.float32
+            )
+        return self._pipe
+
+    def lora(self, path: Path, expected: dict[str, torch.Tensor]) -> None:
+        """Load the LoRA file at `path` with `load_lora_weights` and compare each wrapped module's update."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        pipe = self.pipe
+        try:
+            pipe.load_lora_weights(path.parent, weight_name=path.name, adapter_name=PROOF_ADAPTER)
+        except (ValueError, KeyError, RuntimeError) as error:
+            raise UserInputError(
+                f"{path} did not load back into the pipeline: {error}".splitlines()[0]
+            ) from None
+        try:
+            loaded = {
+                name: lora_delta(
+                    module.lora_A[PROOF_ADAPTER].weight,
+                    module.lora_B[PROOF_ADAPTER].weight,
+                    module.scaling[PROOF_ADAPTER],
+                )
+                for name, module in pipe.unet.named_modules()
+                if isinstance(module, BaseTunerLayer) and PROOF_ADAPTER in getattr(module, "lora_A", {})
+            }
+        finally:
+            pipe.delete_adapters(PROOF_ADAPTER)
+        compare_deltas(path, expected, loaded)
+
+    def kohya(self, path: Path, expected: dict[str, torch.Tensor]) -> None:
+        """Parse the kohya file (every trained module, right values), then load it as users do."""
+        from safetensors.torch import load_file
+
+        from trainer.engine.lora_formats import kohya_module_name
+
+        compare_deltas(
+            path,
+            {kohya_module_name(name): delta for name, delta in expected.items()},
+            kohya_deltas(load_file(path)),
+        )
+        self.lora(path, expected)
+
+    def textual_inversion(self, path: Path, token: str, learned: torch.Tensor) -> None:
+        """Load the embedding at `path` with `load_textual_inversion` and compare the token's rows."""
+        pipe = self.pipe
+        try:
+            pipe.load_textual_inversion(str(path), token=token)
+        except (ValueError, KeyError, RuntimeError) as error:
+            raise UserInputError(
+                f"{path} did not load back into the pipeline: {error}".splitlines()[0]
+            ) from None
+        try:
+            names = [token] + [f"{token}_{index}" for index in range(1, len(learned))]
+            ids = pipe.tokenizer.convert_tokens_to_ids(names)
+            rows = pipe.text_encoder.get_input_embeddings().weight[ids].detach().float()
+        finally:
+            pipe.unload_textual_inversion(names)
+        if rows.shape != learned.shape or not torch.equal(rows, learned.float()):
+            raise UserInputError(
+                f"{path} did not load back: the vectors of {token!r} differ from the learned ones; the file is corrupt."
+            )
