@@ -23,9 +23,13 @@ from trainer.engine.loop import train as engine_train
 REPO = Path(__file__).resolve().parents[2]
 # Float sums over 2 processes (gradients averaged by all-reduce) and over another thread count round
 # differently from one process's batch of 2: the results agree to float32 rounding, not bit for bit.
-# Seen: losses within 1e-6 relative, weights within 2e-6 absolute after 12 Adam steps (which move them ~1e-2).
+# Seen: losses within 1e-6 relative; weights mostly within 2e-6 absolute after 12 Adam steps (which move
+# them ~1e-2), but Adam divides each gradient by its own running scale, so an element whose gradient is
+# near zero can take a rounding-sized gradient as a whole step: seen 1.8e-5 once with fused AdamW. The
+# weights agree to 1e-4 absolute, 1 % of what training moved them; a wrong split of the random draws or of
+# the batches moves the losses by far more than LOSS_RTOL.
 LOSS_RTOL = 1e-5
-WEIGHT_TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
+WEIGHT_TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
 LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
