@@ -12,9 +12,42 @@ from django.urls.resolvers import RoutePattern
 from peftlab import views
 
 
+class LazyURLResolver(URLResolver):
+    """A namespaced include whose URLconf is imported only when one of its URLs is resolved or reversed.
+
+    Django's root resolver populates every child while building its own reverse tables, which would import
+    every app's views on the first `reverse()`; a namespaced child contributes nothing to those tables, so
+    it fills its own only when asked for them.
+    """
+
+    _wanted = False
+
+    def _populate(self) -> None:
+        if self._wanted:
+            super()._populate()
+
+    def _want(self) -> None:
+        self._wanted = True
+
+    @property
+    def reverse_dict(self):
+        self._want()
+        return super().reverse_dict
+
+    @property
+    def namespace_dict(self):
+        self._want()
+        return super().namespace_dict
+
+    @property
+    def app_dict(self):
+        self._want()
+        return super().app_dict
+
+
 def lazy_include(prefix: str, urlconf: str, namespace: str) -> URLResolver:
-    """`path(prefix, include(urlconf))`, importing `urlconf` on first use rather than at startup."""
-    return URLResolver(RoutePattern(prefix), urlconf, app_name=namespace, namespace=namespace)
+    """`path(prefix, include(urlconf))` for a URLconf with `app_name = namespace`, imported on first use."""
+    return LazyURLResolver(RoutePattern(prefix), urlconf, app_name=namespace, namespace=namespace)
 
 
 urlpatterns = [
