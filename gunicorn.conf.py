@@ -17,7 +17,7 @@ keepalive = 5
 # Recycle workers now and then so a slow leak never grows without bound; jitter keeps them from all restarting at once.
 max_requests = 5000
 max_requests_jitter = 500
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None  # "" turns it off (benchmarks)
 errorlog = "-"
 # Behind Caddy/nginx on the same machine: trust its X-Forwarded-* headers.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")

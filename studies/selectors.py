@@ -11,6 +11,7 @@ from django.core.files.storage import default_storage
 from django.db.models import Count, F
 from django.http import Http404
 
+from generation.models import GeneratedImage
 from peftlab.errors import UserInputError
 from studies.models import Participant, Response, Study, Trial
 
@@ -150,14 +151,14 @@ def media_token(*, participant: Participant, kind: str, ident: str | int) -> str
 
 def media_open(*, participant: Participant, token: str):
     """Open the image behind a participant's media token (a file object), or raise Http404."""
-    trials = Trial.objects.filter(study_id=participant.study_id).select_related(
-        "image_a", "image_b", "prompt"
+    rows = Trial.objects.filter(study_id=participant.study_id).values_list(
+        "image_a_id", "image_b_id", "prompt__reference_images"
     )
-    for trial in trials:
-        for image in (trial.image_a, trial.image_b):
-            if hmac.compare_digest(media_token(participant=participant, kind="image", ident=image.pk), token):
-                return image.image.open("rb")
-        for reference in trial.prompt.reference_images:
+    for image_a, image_b, references in rows:
+        for image in (image_a, image_b):
+            if hmac.compare_digest(media_token(participant=participant, kind="image", ident=image), token):
+                return GeneratedImage.objects.get(pk=image).image.open("rb")
+        for reference in references:
             if hmac.compare_digest(media_token(participant=participant, kind="reference", ident=reference), token):
                 # Imported references live in media storage; a rendered run may list absolute paths.
                 path = Path(reference)

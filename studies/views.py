@@ -88,7 +88,8 @@ def participant_page(request: HttpRequest, slug: str, code: str) -> HttpResponse
     """The participant's current page; every POST names its page (`step`) and stale ones only redirect."""
     participant = get_object_or_404(Participant.objects.select_related("study"), study__slug=slug, code=code)
     study = participant.study
-    request.session[_session_key(study)] = participant.code
+    if request.session.get(_session_key(study)) != participant.code:
+        request.session[_session_key(study)] = participant.code  # a write only when it changes
     if participant.consent == Participant.Consent.DECLINED:
         return render(request, "studies/declined.html", {"study": study})
     if participant.finished_at is None and not _can_enter(request, study):

@@ -204,9 +204,8 @@ class Page:
 
 def participant_pages(*, participant: Participant) -> list[Page]:
     """Every page of the participant's run in order; `participant.position` indexes it."""
-    trials = Trial.objects.filter(study_id=participant.study_id).select_related(
-        "prompt", "image_a", "image_b"
-    )
+    # Images are named by id only (Participant.shown): no join to their rows on every page.
+    trials = Trial.objects.filter(study_id=participant.study_id).select_related("prompt")
     by_pk = {trial.pk: trial for trial in trials}
     questions = list(Question.objects.filter(study_id=participant.study_id))
     pages = [Page("instructions")]
