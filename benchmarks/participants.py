@@ -20,6 +20,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -154,7 +155,7 @@ def server_start(port: int, workers: int, env: dict) -> tuple[subprocess.Popen, 
     started = time.perf_counter()
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "peftlab.wsgi", "--config", "gunicorn.conf.py",
-         "--bind", f"{HOST}:{port}", "--workers", str(workers)],
+         "--bind", f"{HOST}:{port}", "--workers", str(workers), "--no-control-socket"],
         cwd=REPO, env=env,
     )  # fmt: skip
     url = f"http://{HOST}:{port}/studies/{SLUG}/"
@@ -299,6 +300,7 @@ def main() -> None:
         "DEBUG": "0",
     }
     os.environ.update(env)
+    load_before = os.getloadavg()
     database_reset(env["DATABASE_URL"])
     subprocess.run([sys.executable, __file__, "prepare", "--prompts", str(args.prompts)], check=True)
     server, first_seconds, first_latency = server_start(args.port, args.workers, env)
@@ -310,6 +312,7 @@ def main() -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
+        shutil.rmtree(media, ignore_errors=True)
     stored = json.loads(
         subprocess.run(
             [sys.executable, __file__, "count"], check=True, capture_output=True, text=True
@@ -339,7 +342,10 @@ def main() -> None:
         f"worker RSS MB idle {statistics.mean(idle_rss):.0f}, after the run "
         f"{', '.join(f'{value:.0f}' for value in busy_rss)}"
     )
-    print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(
+        f"load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in load_before)}; "
+        f"at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())} (client and server share the cores)"
+    )
 
 
 if __name__ == "__main__":
