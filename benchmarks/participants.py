@@ -145,6 +145,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def workers_of(master: int) -> list[int]:
     children = Path(f"/proc/{master}/task/{master}/children")
     return [int(pid) for pid in children.read_text().split()] if children.exists() else []
@@ -309,10 +315,15 @@ def main() -> None:
     subprocess.run([sys.executable, __file__, "prepare", "--prompts", str(args.prompts)], check=True)
     server, first_seconds, first_latency = server_start(args.port, args.workers, env)
     try:
-        idle_rss = [rss_mb(pid) for pid in workers_of(server.pid)]
+        workers = workers_of(server.pid)
+        idle_rss = [rss_mb(pid) for pid in workers]
+        server_cpu = sum(cpu_seconds(pid) for pid in workers)
+        client_cpu = time.process_time()
         # Imported here: locust patches the standard library with gevent.
         latencies, counters, seconds = run_participants(args, f"http://{HOST}:{args.port}")
-        busy_rss = [rss_mb(pid) for pid in workers_of(server.pid)]
+        client_cpu = time.process_time() - client_cpu
+        server_cpu = sum(cpu_seconds(pid) for pid in workers) - server_cpu
+        busy_rss = [rss_mb(pid) for pid in workers]
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
@@ -346,6 +357,11 @@ def main() -> None:
         f"{first_latency * 1000:.0f} ms; "
         f"worker RSS MB idle {statistics.mean(idle_rss):.0f}, after the run "
         f"{', '.join(f'{value:.0f}' for value in busy_rss)}"
+    )
+    requests = sum(len(values) for values in latencies.values())
+    print(
+        f"CPU used: gunicorn workers {server_cpu:.0f} s ({server_cpu / requests * 1000:.1f} ms per request), "
+        f"this client {client_cpu:.0f} s, over {seconds} s on {os.cpu_count()} cores"
     )
     print(
         f"load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in load_before)}; "

@@ -88,8 +88,6 @@ def participant_page(request: HttpRequest, slug: str, code: str) -> HttpResponse
     """The participant's current page; every POST names its page (`step`) and stale ones only redirect."""
     participant = get_object_or_404(Participant.objects.select_related("study"), study__slug=slug, code=code)
     study = participant.study
-    if request.session.get(_session_key(study)) != participant.code:
-        request.session[_session_key(study)] = participant.code  # a write only when it changes
     if participant.consent == Participant.Consent.DECLINED:
         return render(request, "studies/declined.html", {"study": study})
     if participant.finished_at is None and not _can_enter(request, study):
@@ -97,31 +95,11 @@ def participant_page(request: HttpRequest, slug: str, code: str) -> HttpResponse
     pages = services.participant_pages(participant=participant)
     page = pages[participant.position]
     context = {"study": study, "participant": participant, "step": participant.position}
-
     if request.method == "POST":
-        try:
-            step = int(request.POST.get("step", ""))
-        except ValueError:
-            step = -1
-        try:
-            if page.kind == "instructions":
-                services.participant_instructions_read(participant=participant, step=step)
-            elif page.kind == "question":
-                services.response_record(
-                    participant=participant, step=step, choice=request.POST.get("choice", "")
-                )
-            elif page.kind == "feedback":
-                form = FeedbackForm(request.POST)
-                if not form.is_valid():
-                    # Show the text back with the error: nothing is finished, nothing is lost.
-                    return render(request, "studies/feedback.html", {**context, "form": form})
-                services.participant_finish(
-                    participant=participant, step=step, feedback=form.cleaned_data["feedback"]
-                )
-        except UserInputError as error:
-            messages.error(request, f"Please answer the question: {error}")
-        return redirect("studies:page", slug=slug, code=code)
+        return _page_post(request, participant, page, context)
 
+    if request.session.get(_session_key(study)) != participant.code:
+        request.session[_session_key(study)] = participant.code  # this browser resumes them (a write only once)
     if page.kind == "done":
         if study.completion_redirect_url:
             return redirect(services.completion_url(study=study))
@@ -134,6 +112,28 @@ def participant_page(request: HttpRequest, slug: str, code: str) -> HttpResponse
     total = len(pages) - 3
     context.update(number=page.number, total=total, **_question_context(participant, page))
     return render(request, "studies/trial.html", context)
+
+
+def _page_post(request: HttpRequest, participant: Participant, page: services.Page, context: dict) -> HttpResponse:
+    """Hand the post to the service for the current page's kind (each checks `step` again under a lock)."""
+    try:
+        step = int(request.POST.get("step", ""))
+    except ValueError:
+        step = -1
+    try:
+        if page.kind == "instructions":
+            services.participant_instructions_read(participant=participant, step=step)
+        elif page.kind == "question":
+            services.response_record(participant=participant, step=step, choice=request.POST.get("choice", ""))
+        elif page.kind == "feedback":
+            form = FeedbackForm(request.POST)
+            if not form.is_valid():
+                # Show the text back with the error: nothing is finished, nothing is lost.
+                return render(request, "studies/feedback.html", {**context, "form": form})
+            services.participant_finish(participant=participant, step=step, feedback=form.cleaned_data["feedback"])
+    except UserInputError as error:
+        messages.error(request, f"Please answer the question: {error}")
+    return redirect("studies:page", slug=participant.study.slug, code=participant.code)
 
 
 @require_safe
