@@ -204,8 +204,9 @@ class Page:
 
 def participant_pages(*, participant: Participant) -> list[Page]:
     """Every page of the participant's run in order; `participant.position` indexes it."""
-    # Images are named by id only (Participant.shown): no join to their rows on every page.
-    trials = Trial.objects.filter(study_id=participant.study_id).select_related("prompt")
+    # Every request builds this list: load no related rows (images are named by id, Participant.shown; the
+    # shown trial's prompt is fetched when a page needs its references).
+    trials = Trial.objects.filter(study_id=participant.study_id)
     by_pk = {trial.pk: trial for trial in trials}
     questions = list(Question.objects.filter(study_id=participant.study_id))
     pages = [Page("instructions")]
