@@ -203,18 +203,24 @@ class Page:
 
 
 def participant_pages(*, participant: Participant) -> list[Page]:
-    """Every page of the participant's run in order; `participant.position` indexes it."""
-    # Every request builds this list: load no related rows (images are named by id, Participant.shown; the
-    # shown trial's prompt is fetched when a page needs its references).
-    trials = Trial.objects.filter(study_id=participant.study_id)
-    by_pk = {trial.pk: trial for trial in trials}
-    questions = list(Question.objects.filter(study_id=participant.study_id))
-    pages = [Page("instructions")]
-    for pk in participant.trial_order:
-        trial = by_pk[pk]
-        for question in [None] if trial.is_attention_check else questions:
-            pages.append(Page("question", trial, question, number=len(pages)))
-    return [*pages, Page("feedback"), Page("done")]
+    """Every page of the participant's run in order; `participant.position` indexes it.
+
+    The list depends only on what never changes once a participant has started (their trial order, the
+    study's trials and questions), so it is built once per Participant object: the view and the service a
+    post goes through share it.
+    """
+    if getattr(participant, "_pages", None) is None:
+        # Load no related rows: images are named by id (Participant.shown), and the shown trial's prompt is
+        # fetched only when its page needs the references.
+        by_pk = {trial.pk: trial for trial in Trial.objects.filter(study_id=participant.study_id)}
+        questions = list(Question.objects.filter(study_id=participant.study_id))
+        pages = [Page("instructions")]
+        for pk in participant.trial_order:
+            trial = by_pk[pk]
+            for question in [None] if trial.is_attention_check else questions:
+                pages.append(Page("question", trial, question, number=len(pages)))
+        participant._pages = [*pages, Page("feedback"), Page("done")]
+    return participant._pages
 
 
 def participant_page_shown(*, participant: Participant) -> None:
@@ -234,7 +240,7 @@ def _lock_page(participant: Participant, step: int, kind: str) -> tuple[Particip
     locked = Participant.objects.select_for_update().get(pk=participant.pk)
     if locked.consent != Participant.Consent.GIVEN or locked.finished_at or step != locked.position:
         return None
-    page = participant_pages(participant=locked)[step]
+    page = participant_pages(participant=participant)[step]  # the same list as `locked`'s (see there)
     return (locked, page) if page.kind == kind else None
 
 
