@@ -145,10 +145,19 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def server_cpu_seconds(master: int) -> float:
+    """User + system CPU time used by gunicorn's workers so far, those recycled (max_requests) included."""
+
+    def stat(pid: int) -> list[str]:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+    ticks = sum(int(field) for field in stat(master)[13:15])  # children the master has reaped
+    for pid in workers_of(master):
+        try:
+            ticks += sum(int(field) for field in stat(pid)[11:13])
+        except FileNotFoundError:  # exited between the listing and the read
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def workers_of(master: int) -> list[int]:
@@ -315,15 +324,14 @@ def main() -> None:
     subprocess.run([sys.executable, __file__, "prepare", "--prompts", str(args.prompts)], check=True)
     server, first_seconds, first_latency = server_start(args.port, args.workers, env)
     try:
-        workers = workers_of(server.pid)
-        idle_rss = [rss_mb(pid) for pid in workers]
-        server_cpu = sum(cpu_seconds(pid) for pid in workers)
+        idle_rss = [rss_mb(pid) for pid in workers_of(server.pid)]
+        server_cpu = server_cpu_seconds(server.pid)
         client_cpu = time.process_time()
         # Imported here: locust patches the standard library with gevent.
         latencies, counters, seconds = run_participants(args, f"http://{HOST}:{args.port}")
         client_cpu = time.process_time() - client_cpu
-        server_cpu = sum(cpu_seconds(pid) for pid in workers) - server_cpu
-        busy_rss = [rss_mb(pid) for pid in workers]
+        server_cpu = server_cpu_seconds(server.pid) - server_cpu
+        busy_rss = [rss_mb(pid) for pid in workers_of(server.pid)]
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
