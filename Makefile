@@ -1,4 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both install into .venv first.
+# `make serve` runs the production server (gunicorn, settings from the environment: docs/deploy.md).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ DEMO_DIR ?= var/demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo serve test test-fast lint clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +23,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python manage.py migrate --no-input
 	DEBUG=1 HF_HUB_OFFLINE=1 $(BIN)/python manage.py demo --output $(DEMO_DIR) --serve --host $(HOST) --port $(PORT)
+
+# WEB_CONCURRENCY sets the worker count; SECRET_KEY, ALLOWED_HOSTS and DATABASE_URL come from the environment.
+serve: install
+	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py collectstatic --no-input
+	$(BIN)/gunicorn peftlab.wsgi --config gunicorn.conf.py
 
 lint: install
 	$(BIN)/ruff check .

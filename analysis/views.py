@@ -41,11 +41,12 @@ def report(request: HttpRequest, slug: str) -> HttpResponse:
 
 @staff_member_required
 def export(request: HttpRequest, slug: str, fmt: str) -> HttpResponse:
-    """The study's responses as a download (pseudonymous: no external ids)."""
+    """The study's responses as a download: pseudonymous, with Prolific/MTurk ids only for ?external_ids=1."""
     study = get_object_or_404(Study, slug=slug)
     if fmt not in EXPORT_FORMATS:
         raise Http404("unknown format")
-    data = export_bytes(export_frame(study_response_rows(study=study)), fmt)
+    rows = study_response_rows(study=study)
+    data = export_bytes(export_frame(rows, include_external_ids=request.GET.get("external_ids") == "1"), fmt)
     response = HttpResponse(data, content_type=CONTENT_TYPES[fmt])
     response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.{fmt}"'
     return response

@@ -119,17 +119,16 @@ def simulate_participants(*, study: Study, count: int, preferred_arm: str, seed:
     def choose(participant: Participant, page: Page) -> str:
         if page.question is None:  # an attention check
             return page.trial.expected_choice
-        left = participant.sides[str(page.trial.pk)]
-        right = page.trial.arm_b if left == page.trial.arm_a else page.trial.arm_a
-        if preferred_arm in (left, right) and rng.random() < 0.7:
-            return "left" if left == preferred_arm else "right"
+        shown = participant.shown(page.trial)
+        if preferred_arm in (shown.left_arm, shown.right_arm) and rng.random() < 0.7:
+            return "left" if shown.left_arm == preferred_arm else "right"
         return rng.choice(page.choices)
 
     return [
         participant_answer_all(
             participant=participant_start(
                 study=study,
-                ids=ExternalIds(external_id=f"DEMO-BOT-{number:03d}", source="demo"),
+                ids=ExternalIds(external_id=f"DEMO-BOT-{number:03d}", source=Participant.Source.DEMO),
                 consent_given=True,
             ),
             choose=choose,

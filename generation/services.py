@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import re
 from pathlib import Path
@@ -17,6 +16,7 @@ from django.utils.text import slugify
 
 from generation.engine import ARMS, GenerationConfig, PromptItem, RenderedImage, check_template, generate
 from generation.models import GeneratedImage, GenerationRun, Prompt, PromptSet
+from generation.pngs import png_clean
 from peftlab.errors import UserInputError
 from peftlab.progress import ProgressCallback, ignore_progress
 
@@ -24,18 +24,6 @@ BUILTIN_PROMPTS = Path(__file__).resolve().parent / "builtin_prompts.json"
 BUILTIN_SET_NAME = "landmarks"
 RECORD_FIELDS = {"landmark", "text", "negative_prompt", "arm_templates", "reference_images"}
 CSV_TEMPLATE_PREFIX = "template_"
-
-
-def png_bytes(image: Any) -> bytes:
-    """`image` as PNG bytes with no text chunks: only pixels, nothing of the prompt or method."""
-    import numpy as np
-    from PIL import Image
-
-    # A fresh image from the pixels carries no `info`, so PIL writes no tEXt/iTXt/zTXt chunk.
-    clean = Image.fromarray(np.asarray(image.convert("RGB")))
-    buffer = io.BytesIO()
-    clean.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def clean_record(record: Any, where: str) -> dict[str, Any]:
@@ -234,7 +222,7 @@ def generation_run_create(
 
 def generated_image_store(*, run: GenerationRun, rendered: RenderedImage) -> GeneratedImage:
     """Store one rendered image as an opaque-named, metadata-free PNG with its row."""
-    data = png_bytes(rendered.image)
+    data = png_clean(rendered.image)
     image = GeneratedImage(
         run=run,
         arm=rendered.arm,

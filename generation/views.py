@@ -1,4 +1,4 @@
-"""Generation's staff pages: the list of runs, each run's gallery, and its zip download."""
+"""Generation's staff pages: the list of runs, each run's gallery, its images and its zip download."""
 
 import tempfile
 
@@ -6,7 +6,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from generation.models import GenerationRun
+from generation.models import GeneratedImage, GenerationRun
 from generation.selectors import generation_run_grid, generation_run_list, generation_run_zip
 
 
@@ -33,3 +33,12 @@ def run_download(request: HttpRequest, pk: int) -> FileResponse:
     generation_run_zip(run=run, stream=stream)
     stream.seek(0)
     return FileResponse(stream, as_attachment=True, filename=f"generation-run-{run.pk}.zip")
+
+
+@staff_member_required
+def image(request: HttpRequest, pk: int, image_pk: int) -> FileResponse:
+    """One image of a run, for the gallery (media files are served by no public URL)."""
+    stored = get_object_or_404(GeneratedImage, pk=image_pk, run_id=pk)
+    response = FileResponse(stored.image.open("rb"), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

@@ -1,4 +1,7 @@
-"""Studies in the admin: edit a study's texts and questions; a new study gets its trials built on save."""
+"""Studies in the admin: edit a study's texts and questions; a new study gets its trials built on save.
+
+Questions added inline are validated by `Question.clean` (the same rule `create_study` applies).
+"""
 
 from django import forms
 from django.contrib import admin
@@ -80,12 +83,9 @@ class StudyAdmin(admin.ModelAdmin):
 
     def save_related(self, request, form, formsets, change) -> None:
         super().save_related(request, form, formsets, change)
-        study = form.instance
-        if not study.questions.exists():
-            for position, spec in enumerate(services.REFERENCE_QUESTIONS):
-                Question.objects.create(study=study, position=position, **spec)
-        if not study.trials.exists():
-            services.study_trials_build(study=study)
+        if not form.instance.trials.exists():
+            # The same service as create_study: the reference questions when none were given, then the trials.
+            services.study_contents_build(study=form.instance)
 
     @admin.action(description="Open the selected studies")
     def open_studies(self, request, queryset) -> None:

@@ -8,7 +8,9 @@ the responses for analysis.
 """
 
 import secrets
+from dataclasses import dataclass
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -21,6 +23,11 @@ EXTRA_OPTIONS = ("both", "neither")
 def new_participant_code() -> str:
     """A random, unguessable participant code (it is the participant's only credential)."""
     return secrets.token_urlsafe(12)
+
+
+def new_media_secret() -> str:
+    """A random per-study key for image tokens: without it a token reveals nothing, whatever SECRET_KEY is."""
+    return secrets.token_hex(32)
 
 
 def new_completion_code() -> str:
@@ -55,6 +62,7 @@ class Study(models.Model):
     )
     generation_run = models.ForeignKey(GenerationRun, on_delete=models.PROTECT, related_name="studies")
     arms = models.JSONField(default=list, help_text='Arms compared, e.g. ["base", "lora", "ti"].')
+    media_secret = models.CharField(max_length=64, default=new_media_secret, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -86,6 +94,12 @@ class Question(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+    def clean(self) -> None:
+        """Only "both" and "neither" may join left/right."""
+        unknown = sorted(set(self.options or []) - set(EXTRA_OPTIONS))
+        if unknown:
+            raise ValidationError({"options": f"unknown options {unknown}; use both/neither."})
 
 
 class Trial(models.Model):
@@ -137,6 +151,7 @@ class Participant(models.Model):
         NONE = "", "direct link"
         PROLIFIC = "prolific"
         MTURK = "mturk"
+        DEMO = "demo", "simulated (demo pilot)"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participants")
     code = models.CharField(max_length=32, unique=True, default=new_participant_code)
@@ -149,6 +164,9 @@ class Participant(models.Model):
         max_length=100, blank=True, help_text="Prolific SESSION_ID or MTurk assignmentId."
     )
     turk_submit_to = models.URLField(blank=True, max_length=300)
+    entry_nonce = models.CharField(
+        max_length=32, blank=True, help_text="The consent form's one-time value: a double post makes one row."
+    )
     seed = models.BigIntegerField()
     trial_order = models.JSONField(default=list)
     sides = models.JSONField(default=dict)
@@ -167,7 +185,10 @@ class Participant(models.Model):
                 fields=["study", "external_id"],
                 condition=~Q(external_id=""),
                 name="unique_external_participant",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["study", "entry_nonce"], condition=~Q(entry_nonce=""), name="unique_entry_nonce"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -177,6 +198,27 @@ class Participant(models.Model):
     def label(self) -> str:
         """The pseudonymous name used in exports ("P0007")."""
         return f"P{self.pk:04d}"
+
+    def shown(self, trial: "Trial") -> "Shown":
+        """Which arm and image this participant sees on each side of `trial` (the one "as shown" rule)."""
+        left_arm = self.sides[str(trial.pk)]
+        if left_arm == trial.arm_a:
+            return Shown(trial.arm_a, trial.arm_b, trial.image_a_id, trial.image_b_id)
+        return Shown(trial.arm_b, trial.arm_a, trial.image_b_id, trial.image_a_id)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A trial as one participant sees it: the arm and image (pk) on the left and on the right."""
+
+    left_arm: str
+    right_arm: str
+    left_image_id: int
+    right_image_id: int
+
+    def arm(self, choice: str) -> str:
+        """The arm behind a choice ("" for both/neither)."""
+        return {"left": self.left_arm, "right": self.right_arm}.get(choice, "")
 
 
 class Response(models.Model):

@@ -1,15 +1,17 @@
 """Studies' reads: studies by slug, flat response rows for analysis, dashboard numbers, blinded media."""
 
+import hashlib
+import hmac
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.core.files.storage import default_storage
-from django.db.models import Count
+from django.db.models import Count, F
 from django.http import Http404
-from django.utils.crypto import salted_hmac
 
+from generation.models import GeneratedImage
 from peftlab.errors import UserInputError
 from studies.models import Participant, Response, Study, Trial
 
@@ -43,11 +45,7 @@ def study_response_rows(*, study: Study) -> list[dict]:
         .select_related("participant", "trial__prompt", "trial__image_a", "trial__image_b", "question")
         .order_by("participant_id", "answered_at", "id")
     )
-    failed: set[int] = {
-        r.participant_id
-        for r in responses
-        if r.trial.is_attention_check and r.choice != r.trial.expected_choice
-    }
+    failed = participants_failed_attention(study=study)
     order_index: dict[int, dict[int, int]] = {}
     rows = []
     for response in responses:
@@ -93,6 +91,15 @@ def study_response_rows(*, study: Study) -> list[dict]:
     return rows
 
 
+def participants_failed_attention(*, study: Study) -> set[int]:
+    """The pks of participants who answered an attention check other than it asked."""
+    return set(
+        Response.objects.filter(trial__study=study, trial__is_attention_check=True)
+        .exclude(choice=F("trial__expected_choice"))
+        .values_list("participant_id", flat=True)
+    )
+
+
 @dataclass(frozen=True)
 class TrialCount:
     """How many answers one trial has received (all questions together)."""
@@ -121,18 +128,11 @@ def study_stats(*, study: Study) -> StudyStats:
     counts = dict(
         Response.objects.filter(trial__study=study).values_list("trial").annotate(n=Count("id")).order_by()
     )
-    failed = {
-        r.participant_id
-        for r in Response.objects.filter(trial__study=study, trial__is_attention_check=True).select_related(
-            "trial"
-        )
-        if r.choice != r.trial.expected_choice
-    }
     return StudyStats(
         started=sum(p.consent == Participant.Consent.GIVEN for p in participants),
         declined=sum(p.consent == Participant.Consent.DECLINED for p in participants),
         finished=len(durations),
-        failed_attention=len(failed),
+        failed_attention=len(participants_failed_attention(study=study)),
         median_minutes=round(statistics.median(durations), 1) if durations else None,
         responses=sum(counts.values()),
         trials=[TrialCount(t, counts.get(t.pk, 0)) for t in study.trials.select_related("prompt")],
@@ -143,10 +143,9 @@ def participant_sides_count(*, participant: Participant) -> dict[str, Counter]:
     """Per arm, how often it is shown left and right in the participant's regular trials."""
     counts: dict[str, Counter] = defaultdict(Counter)
     for trial in Trial.objects.filter(pk__in=participant.trial_order, is_attention_check=False):
-        left = participant.sides[str(trial.pk)]
-        right = trial.arm_b if left == trial.arm_a else trial.arm_a
-        counts[left]["left"] += 1
-        counts[right]["right"] += 1
+        shown = participant.shown(trial)
+        counts[shown.left_arm]["left"] += 1
+        counts[shown.right_arm]["right"] += 1
     return counts
 
 
@@ -154,21 +153,26 @@ def participant_sides_count(*, participant: Participant) -> dict[str, Counter]:
 
 
 def media_token(*, participant: Participant, kind: str, ident: str | int) -> str:
-    """An opaque per-participant name for an image: says nothing of arm, prompt or file, differs per person."""
-    return salted_hmac("studies.media", f"{participant.code}:{kind}:{ident}").hexdigest()[:32]
+    """An opaque per-participant name for an image: says nothing of arm, prompt or file, differs per person.
+
+    An HMAC under the study's own random `media_secret`, not SECRET_KEY: the development key is public, and
+    image ids run in blocks per arm, so a SECRET_KEY-based token could be inverted to the arm by anyone.
+    """
+    message = f"{participant.code}:{kind}:{ident}".encode()
+    return hmac.new(participant.study.media_secret.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 
 def media_open(*, participant: Participant, token: str):
     """Open the image behind a participant's media token (a file object), or raise Http404."""
-    trials = Trial.objects.filter(study_id=participant.study_id).select_related(
-        "image_a", "image_b", "prompt"
+    rows = Trial.objects.filter(study_id=participant.study_id).values_list(
+        "image_a_id", "image_b_id", "prompt__reference_images"
     )
-    for trial in trials:
-        for image in (trial.image_a, trial.image_b):
-            if media_token(participant=participant, kind="image", ident=image.pk) == token:
-                return image.image.open("rb")
-        for reference in trial.prompt.reference_images:
-            if media_token(participant=participant, kind="reference", ident=reference) == token:
+    for image_a, image_b, references in rows:
+        for image in (image_a, image_b):
+            if hmac.compare_digest(media_token(participant=participant, kind="image", ident=image), token):
+                return GeneratedImage.objects.get(pk=image).image.open("rb")
+        for reference in references:
+            if hmac.compare_digest(media_token(participant=participant, kind="reference", ident=reference), token):
                 # Imported references live in media storage; a rendered run may list absolute paths.
                 path = Path(reference)
                 return path.open("rb") if path.is_absolute() else default_storage.open(reference, "rb")

@@ -7,8 +7,8 @@ from studies import views
 app_name = "studies"
 urlpatterns = [
     path("<slug:slug>/", views.entry, name="entry"),
-    path("<slug:slug>/p/<str:code>/", views.participant_page, name="page"),
-    path("<slug:slug>/p/<str:code>/m/<str:token>.png", views.media, name="media"),
+    # Codes and tokens are URL-safe by construction: anything else (a NUL byte, say) is a 404.
+    path("<slug:slug>/p/<slug:code>/", views.participant_page, name="page"),
+    path("<slug:slug>/p/<slug:code>/m/<slug:token>.png", views.media, name="media"),
     path("<slug:slug>/dashboard/", views.dashboard, name="dashboard"),
-    path("<slug:slug>/responses.csv", views.responses_csv, name="responses_csv"),
 ]

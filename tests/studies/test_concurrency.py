@@ -1,10 +1,12 @@
 """PostgreSQL: many participants answering at once, each answer also posted twice simultaneously."""
 
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import connection, connections
+from django.test import Client
 
 from studies.models import Participant, Response
 
@@ -70,4 +72,24 @@ def test_simultaneous_consents_with_one_prolific_id_make_one_participant(study):
 
     with ThreadPoolExecutor(4) as pool:
         urls = set(pool.map(consent, range(4)))
+    assert len(urls) == 1 and Participant.objects.filter(study=study).count() == 1
+
+
+def test_a_consent_double_click_without_platform_ids_makes_one_participant(study):
+    if connection.vendor != "postgresql":
+        pytest.skip("set DATABASE_URL to PostgreSQL (as .ci/run does) to test concurrent consents")
+    html = Bot(study).client.get(f"/studies/{study.slug}/").content.decode()
+    nonce = re.search(r'name="entry" value="([^"]+)"', html).group(1)
+    barrier = threading.Barrier(2)
+
+    def consent(_: int) -> str:
+        try:
+            client = Client()  # the first post's session cookie has not come back yet
+            barrier.wait()
+            return client.post(f"/studies/{study.slug}/", {"decision": "agree", "entry": nonce})["Location"]
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(2) as pool:
+        urls = set(pool.map(consent, range(2)))
     assert len(urls) == 1 and Participant.objects.filter(study=study).count() == 1

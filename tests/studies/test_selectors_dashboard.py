@@ -1,7 +1,8 @@
-"""The flat response rows analysis reads, and the staff dashboard and CSV export."""
+"""The flat response rows analysis reads, the staff dashboard, and the export it links to."""
 
 import csv
 import io
+import re
 
 import pytest
 from django.contrib.auth.models import User
@@ -63,7 +64,7 @@ def test_study_get_by_slug(study):
 
 
 def test_dashboard_is_staff_only_and_counts_participants(study):
-    bot = Bot(study)
+    bot = Bot(study, "PROLIFIC_PID=dash1&STUDY_ID=s&SESSION_ID=x")
     bot.consent()
     bot.finish(choose_attentively)
     Bot(study).consent("decline")
@@ -74,6 +75,21 @@ def test_dashboard_is_staff_only_and_counts_participants(study):
     assert "http://testserver/studies/pictures/" in html
     assert "<td>1</td><td>1</td><td>1</td>" in html  # started, finished, declined
     assert " min</td>" in html
-    export = staff.get(f"/studies/{study.slug}/responses.csv")
-    rows = list(csv.DictReader(io.StringIO(export.content.decode())))
-    assert len(rows) == 20 and set(rows[0]) == ROW_KEYS
+
+
+def test_the_dashboard_downloads_the_one_pseudonymous_export(study):
+    bot = Bot(study, "PROLIFIC_PID=dash1&STUDY_ID=s&SESSION_ID=x")
+    bot.consent()
+    bot.finish(choose_attentively)
+    staff = Client()
+    staff.force_login(User.objects.create_user("r", is_staff=True))
+    html = staff.get(f"/studies/{study.slug}/dashboard/").content.decode()
+    links = re.findall(r'href="([^"]*responses\.csv[^"]*)"', html.replace("&amp;", "&"))
+    assert links == ["/analysis/pictures/responses.csv", "/analysis/pictures/responses.csv?external_ids=1"]
+    assert staff.get(f"/studies/{study.slug}/responses.csv").status_code == 404  # no second export
+    pseudonymous = staff.get(links[0]).content.decode()
+    rows = list(csv.DictReader(io.StringIO(pseudonymous)))
+    assert len(rows) == 20 and "external_id" not in rows[0] and "dash1" not in pseudonymous
+    assert rows[0]["participant"] == Participant.objects.get(external_id="dash1").label
+    with_ids = list(csv.DictReader(io.StringIO(staff.get(links[1]).content.decode())))
+    assert {row["external_id"] for row in with_ids} == {"dash1"}

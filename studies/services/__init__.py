@@ -1,0 +1,61 @@
+"""Studies' writes, by concern: `setup` (stimuli, studies, questions, trials) and `participants` (the walk).
+
+Import from here (`from studies.services import study_create_from_generation`): the names below are the
+package's public writes.
+"""
+
+from studies.services.participants import (
+    FEEDBACK_MAX_CHARS,
+    MTURK_PREVIEW_ASSIGNMENT,
+    ExternalIds,
+    Page,
+    completion_url,
+    feedback_normalize,
+    participant_answer_all,
+    participant_find,
+    participant_finish,
+    participant_instructions_read,
+    participant_page_shown,
+    participant_pages,
+    participant_start,
+    response_record,
+)
+from studies.services.setup import (
+    DEFAULT_CONSENT,
+    DEFAULT_INSTRUCTIONS,
+    REFERENCE_QUESTIONS,
+    arms_validate,
+    questions_load,
+    stimuli_import,
+    study_contents_build,
+    study_create_from_generation,
+    study_status_set,
+    study_trials_build,
+)
+
+__all__ = [
+    "DEFAULT_CONSENT",
+    "DEFAULT_INSTRUCTIONS",
+    "FEEDBACK_MAX_CHARS",
+    "MTURK_PREVIEW_ASSIGNMENT",
+    "REFERENCE_QUESTIONS",
+    "ExternalIds",
+    "Page",
+    "arms_validate",
+    "completion_url",
+    "feedback_normalize",
+    "participant_answer_all",
+    "participant_find",
+    "participant_finish",
+    "participant_instructions_read",
+    "participant_page_shown",
+    "participant_pages",
+    "participant_start",
+    "questions_load",
+    "response_record",
+    "stimuli_import",
+    "study_contents_build",
+    "study_create_from_generation",
+    "study_status_set",
+    "study_trials_build",
+]
