@@ -8,6 +8,8 @@ learned vectors. Any difference is an error naming the file, never a warning.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,22 @@ def kohya_deltas(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return deltas
 
 
+def keeps_training_rng(check: Callable[..., None]) -> Callable[..., None]:
+    """Run a check without touching the global CPU generator the training draws from.
+
+    Loading a pipeline and `load_textual_inversion` (which resizes the token table) draw random numbers, and
+    only the main process runs the checks: without this, the other processes' draws would drift from its
+    draws, and a run's weights would depend on how often it saved.
+    """
+
+    @functools.wraps(check)
+    def wrapped(*args: Any, **kwargs: Any) -> None:
+        with torch.random.fork_rng(devices=[]):
+            check(*args, **kwargs)
+
+    return wrapped
+
+
 class LoadProof:
     """A fresh base pipeline (loaded on first use, on the CPU in float32) that written adapters are loaded into."""
 
@@ -85,6 +103,7 @@ class LoadProof:
             )
         return self._pipe
 
+    @keeps_training_rng
     def lora(self, path: Path, expected: dict[str, torch.Tensor]) -> None:
         """Load the LoRA file at `path` with `load_lora_weights` and compare each wrapped module's update."""
         from peft.tuners.tuners_utils import BaseTunerLayer
@@ -110,6 +129,7 @@ class LoadProof:
             pipe.delete_adapters(PROOF_ADAPTER)
         compare_deltas(path, expected, loaded)
 
+    @keeps_training_rng
     def kohya(self, path: Path, expected: dict[str, torch.Tensor]) -> None:
         """Parse the kohya file (every trained module, right values), then load it as users do."""
         from safetensors.torch import load_file
@@ -123,6 +143,7 @@ class LoadProof:
         )
         self.lora(path, expected)
 
+    @keeps_training_rng
     def textual_inversion(self, path: Path, token: str, learned: torch.Tensor) -> None:
         """Load the embedding at `path` with `load_textual_inversion` and compare the token's rows."""
         pipe = self.pipe
