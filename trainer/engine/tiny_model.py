@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.errors import UserInputError
+from peftlab.files import swap_folder
 
 # Words the tiny tokenizer keeps whole, so captions, prompts and TI initializer tokens ("style") are
 # one token each, as they are in the real CLIP vocabulary.
@@ -185,9 +186,7 @@ def build_tiny_model(output: Path, config: TinyModelConfig) -> TinyModel:
         # Keep the BPE source files beside tokenizer.json so slow and fast tokenizers both load.
         for name in ("vocab.json", "merges.txt"):
             shutil.copy(tokenizer_dir / name, model_dir / "tokenizer" / name)
-        if output.exists():
-            shutil.rmtree(output)
-        model_dir.rename(output)
+        swap_folder(model_dir, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     parameter_count = sum(p.numel() for module in (unet, vae, text_encoder) for p in module.parameters())
