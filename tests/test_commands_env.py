@@ -110,10 +110,10 @@ def test_unreachable_redis_is_one_line(settings):
     with pytest.raises(
         CommandError, match=r"cannot reach Redis at REDIS_URL=redis://127\.0\.0\.1:\d+/0 "
     ) as caught:
-        call_command("jobs", "list")
+        call_command("jobs", "reconcile")
     assert "hunter2" not in str(caught.value)
     with pytest.raises(RedisConnectionError):  # --traceback still shows where it failed
-        call_command("jobs", "list", traceback=True)
+        call_command("jobs", "reconcile", traceback=True)
 
 
 def test_gunicorn_refuses_to_serve_without_secret_key_and_allowed_hosts(tmp_path):

@@ -128,7 +128,7 @@ def test_early_stopping_keeps_the_best_epoch_and_stays_stopped_on_resume(
     tmp_path, prepared_dir, fast_options
 ):
     # A learning rate far too high for TI: the validation loss rises after the first epoch.
-    options = {**fast_options, "epochs": 4, "learning_rate": 0.5, "early_stopping_patience": 1}
+    options = {**fast_options, "epochs": 4, "learning_rate": 2.0, "early_stopping_patience": 1}
     config = build_config("ti", **options, placeholder_token="<gv>", initializer_token="style")
     result = engine_train(prepared_dir, tmp_path / "out", config)
     assert result.stopped_early
