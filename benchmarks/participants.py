@@ -125,6 +125,62 @@ def count() -> None:
     )
 
 
+def profile(walks: int, top: int) -> None:
+    """Walk `walks` participants in-process (Django's test Client) and print CPU ms and SQL queries per request kind."""
+    django_setup()
+    import cProfile
+    import pstats
+
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    cpu: dict[str, list[float]] = defaultdict(list)
+    queries: dict[str, list[int]] = defaultdict(list)
+    profiler = cProfile.Profile()
+
+    def call(client: Client, kind: str, method: str, url: str, **data):
+        with CaptureQueriesContext(connection) as captured:
+            before = time.process_time()
+            profiler.enable()
+            response = getattr(client, method)(url, data or None)
+            profiler.disable()
+            cpu[kind].append((time.process_time() - before) * 1000)
+        queries[kind].append(len(captured))
+        return response
+
+    fields = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)"')
+    for number in range(walks):
+        client = Client(HTTP_HOST=HOST)
+        entry = f"/studies/{SLUG}/?PROLIFIC_PID=profile{number}{secrets.token_hex(4)}&STUDY_ID=s&SESSION_ID=x"
+        html = call(client, "entry", "get", entry).content.decode()
+        url = call(client, "consent", "post", entry, **dict(fields.findall(html)), decision="agree")["Location"]
+        seen: set[str] = set()
+        while True:
+            html = call(client, "page", "get", url).content.decode()
+            for src in re.findall(r'<img src="([^"]+)"', html):
+                if src not in seen:
+                    seen.add(src)
+                    call(client, "image", "get", src)
+            data = dict(fields.findall(html))
+            if "step" not in data:
+                break
+            if 'name="feedback"' in html:
+                call(client, "finish", "post", url, **data, feedback="fine")
+                continue
+            check = re.search(r"choose the image on the (left|right)", html)
+            call(client, "answer", "post", url, **data, choice=check.group(1) if check else "left")
+    print(f"{'kind':<8} {'requests':>8} {'CPU ms':>7} {'queries':>7}")
+    for kind in KINDS:
+        if cpu[kind]:
+            print(
+                f"{kind:<8} {len(cpu[kind]):>8} {statistics.mean(cpu[kind]):>7.2f} "
+                f"{statistics.mean(queries[kind]):>7.1f}"
+            )
+    if top:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(top)
+
+
 # ---------------------------------------------------------------- the server
 
 
@@ -291,7 +347,7 @@ def percentile(values: list[float], share: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", default="run", choices=["run", "prepare", "count"])
+    parser.add_argument("mode", nargs="?", default="run", choices=["run", "prepare", "count", "profile"])
     parser.add_argument("--participants", type=int, default=200)
     parser.add_argument("--think", type=float, default=3.0, help="mean think time per page, seconds")
     parser.add_argument("--double-clicks", type=float, default=0.1, help="share of answers posted twice")
@@ -301,9 +357,13 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=900)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--database", default="wt_serve_bench")
+    parser.add_argument("--walks", type=int, default=5, help="profile: participants walked in-process")
+    parser.add_argument("--top", type=int, default=0, help="profile: print cProfile's top N functions")
     args = parser.parse_args()
     if args.mode == "prepare":
         return prepare(args.prompts)
+    if args.mode == "profile":
+        return profile(args.walks, args.top)
     if args.mode == "count":
         return count()
 
