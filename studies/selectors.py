@@ -159,7 +159,7 @@ class StudyContents:
     Shared between requests: treat it as read-only.
     """
 
-    version: int
+    version: tuple[str, int]
     trials: dict[int, Trial]
     questions: list[Question]
     image_names: dict[int, str]
@@ -172,14 +172,16 @@ def study_contents(*, study: Study) -> StudyContents:
     """The study's trials, questions and image names, loaded once per process and per `contents_version`.
 
     Participant requests read the study row anyway, so the version costs no query; an edit to a trial or
-    question raises it (studies.models), and every worker reloads on its next request.
+    question raises it (studies.models), and every worker reloads on its next request. The study's random
+    media_secret is part of the version: a new study that reuses a pk (a recreated database) never matches.
     """
+    version = (study.media_secret, study.contents_version)
     cached = _contents.get(study.pk)
-    if cached is None or cached.version != study.contents_version:
+    if cached is None or cached.version != version:
         trials = {trial.pk: trial for trial in Trial.objects.filter(study_id=study.pk).select_related("prompt")}
         images = {pk for trial in trials.values() for pk in (trial.image_a_id, trial.image_b_id)}
         cached = StudyContents(
-            version=study.contents_version,
+            version=version,
             trials=trials,
             questions=list(Question.objects.filter(study_id=study.pk)),
             image_names=dict(GeneratedImage.objects.filter(pk__in=images).values_list("pk", "image")),
