@@ -142,7 +142,8 @@ def profile(walks: int, top: int) -> None:
     def call(client: Client, kind: str, method: str, url: str, **data):
         with CaptureQueriesContext(connection) as captured:
             before = time.process_time()
-            profiler.enable()
+            if top:
+                profiler.enable()
             response = getattr(client, method)(url, data or None)
             profiler.disable()
             cpu[kind].append((time.process_time() - before) * 1000)
@@ -178,7 +179,7 @@ def profile(walks: int, top: int) -> None:
                 f"{statistics.mean(queries[kind]):>7.1f}"
             )
     if top:
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(top)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
 
 
 # ---------------------------------------------------------------- the server

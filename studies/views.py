@@ -99,8 +99,10 @@ def participant_page(request: HttpRequest, slug: str, code: str) -> HttpResponse
     if request.method == "POST":
         return _page_post(request, participant, page, context)
 
-    if request.session.get(_session_key(study)) != participant.code:
-        request.session[_session_key(study)] = participant.code  # this browser resumes them (a write only once)
+    # This browser resumes them (a write only once). One with a Prolific/MTurk id is found by that id, and its
+    # consent already wrote the session: reading the session on each of their pages would cost a query.
+    if not participant.external_id and request.session.get(_session_key(study)) != participant.code:
+        request.session[_session_key(study)] = participant.code
     if page.kind == "done":
         if study.completion_redirect_url:
             return redirect(services.completion_url(study=study))
