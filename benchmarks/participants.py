@@ -127,6 +127,7 @@ def count() -> None:
 
 def profile(walks: int, top: int) -> None:
     """Walk `walks` participants in-process (Django's test Client) and print CPU ms and SQL queries per request kind."""
+    os.environ.setdefault("CONN_MAX_AGE", "60")  # as under gunicorn (gunicorn.conf.py): no connect per request
     django_setup()
     import cProfile
     import pstats
@@ -179,7 +180,7 @@ def profile(walks: int, top: int) -> None:
                 f"{statistics.mean(queries[kind]):>7.1f}"
             )
     if top:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(top)
 
 
 # ---------------------------------------------------------------- the server
@@ -222,12 +223,17 @@ def workers_of(master: int) -> list[int]:
     return [int(pid) for pid in children.read_text().split()] if children.exists() else []
 
 
-def server_start(port: int, workers: int, env: dict) -> tuple[subprocess.Popen, float, float]:
-    """gunicorn with `workers` sync workers; (process, seconds until /healthz answers, first entry page in s)."""
+def server_start(args: argparse.Namespace, env: dict) -> tuple[subprocess.Popen, float, float]:
+    """gunicorn as gunicorn.conf.py sets it up, with the worker options given; (process, seconds until /healthz
+    answers, first entry page in s)."""
+    port = args.port
     started = time.perf_counter()
+    options = ["--workers", str(args.workers)]
+    options += ["--worker-class", args.worker_class] if args.worker_class else []
+    options += ["--threads", str(args.threads)] if args.threads else []
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "peftlab.wsgi", "--config", "gunicorn.conf.py",
-         "--bind", f"{HOST}:{port}", "--workers", str(workers), "--no-control-socket"],
+         "--bind", f"{HOST}:{port}", *options, "--no-control-socket"],
         cwd=REPO, env=env,
     )  # fmt: skip
     while time.perf_counter() - started < 120:
@@ -352,7 +358,9 @@ def main() -> None:
     parser.add_argument("--participants", type=int, default=200)
     parser.add_argument("--think", type=float, default=3.0, help="mean think time per page, seconds")
     parser.add_argument("--double-clicks", type=float, default=0.1, help="share of answers posted twice")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--worker-class", default="", help="gunicorn worker class (default: gunicorn.conf.py's)")
+    parser.add_argument("--threads", type=int, default=0, help="threads per gthread worker (default: gunicorn.conf.py's)")
     parser.add_argument("--prompts", type=int, default=4, help="prompts in the study (x 3 pairs x 3 questions)")
     parser.add_argument("--spawn-rate", type=float, default=10, help="participants arriving per second")
     parser.add_argument("--max-seconds", type=float, default=900)
@@ -383,7 +391,7 @@ def main() -> None:
     load_before = os.getloadavg()
     database_reset(env["DATABASE_URL"])
     subprocess.run([sys.executable, __file__, "prepare", "--prompts", str(args.prompts)], check=True)
-    server, first_seconds, first_latency = server_start(args.port, args.workers, env)
+    server, first_seconds, first_latency = server_start(args, env)
     try:
         idle_rss = [rss_mb(pid) for pid in workers_of(server.pid)]
         server_cpu = server_cpu_seconds(server.pid)
@@ -404,7 +412,8 @@ def main() -> None:
     )
     print(
         f"\n{args.participants} participants, think {args.think} s (mean), {args.double_clicks:.0%} double clicks, "
-        f"gunicorn {args.workers} sync workers, PostgreSQL, {os.cpu_count()} cores, {seconds} s"
+        f"gunicorn {args.workers} {args.worker_class or 'default'} workers"
+        f"{f' x {args.threads} threads' if args.threads else ''}, PostgreSQL, {os.cpu_count()} cores, {seconds} s"
     )
     print(f"{'kind':<8} {'requests':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7}")
     for kind in KINDS:

@@ -58,7 +58,7 @@ def test_a_deleted_trial_is_not_drawn_for_the_next_participant(study):
 
 
 @pytest.mark.django_db
-def test_later_pages_read_no_trial_or_question_rows(study):
+def test_later_pages_read_no_trial_question_or_session_rows(study):
     bot = _walker(study, "steady")
     bot.answer()  # instructions; the first question page follows
     with CaptureQueriesContext(connection) as captured:
@@ -66,6 +66,8 @@ def test_later_pages_read_no_trial_or_question_rows(study):
         bot.answer()
     tables = " ".join(query["sql"] for query in captured.captured_queries)
     assert "studies_trial" not in tables and "studies_question" not in tables
+    # A Prolific participant is found by their id: their pages neither read nor write the browser session.
+    assert "django_session" not in tables
 
 
 @pytest.mark.django_db
