@@ -6,10 +6,12 @@ after an exponential think time (mean --think seconds), sends a share of answers
 leaves feedback and finishes. Printed: p50/p95/p99 per kind of request, errors, answers accepted (the page
 moved on) vs stored (rows in the database), duplicates, and the server's worker RSS and first request.
 
-    .venv/bin/python benchmarks/participants.py --participants 200 --think 3 --workers 4
+    .venv/bin/python benchmarks/participants.py --participants 200 --think 3
+    .venv/bin/python benchmarks/participants.py profile --walks 10    # CPU ms and queries per kind, in-process
 
 It drops and recreates its own database (--database, default wt_serve_bench) on 127.0.0.1:5432, migrates it,
 builds a study of --prompts prompts x 3 arms with 512 px stimuli, and stops after --max-seconds at the latest.
+gunicorn runs as gunicorn.conf.py sets it up unless --workers/--worker-class/--threads say otherwise.
 """
 
 from __future__ import annotations
@@ -228,7 +230,7 @@ def server_start(args: argparse.Namespace, env: dict) -> tuple[subprocess.Popen,
     answers, first entry page in s)."""
     port = args.port
     started = time.perf_counter()
-    options = ["--workers", str(args.workers)]
+    options = ["--workers", str(args.workers)] if args.workers else []
     options += ["--worker-class", args.worker_class] if args.worker_class else []
     options += ["--threads", str(args.threads)] if args.threads else []
     server = subprocess.Popen(
@@ -358,7 +360,7 @@ def main() -> None:
     parser.add_argument("--participants", type=int, default=200)
     parser.add_argument("--think", type=float, default=3.0, help="mean think time per page, seconds")
     parser.add_argument("--double-clicks", type=float, default=0.1, help="share of answers posted twice")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--workers", type=int, default=0, help="gunicorn workers (default: gunicorn.conf.py's)")
     parser.add_argument("--worker-class", default="", help="gunicorn worker class (default: gunicorn.conf.py's)")
     parser.add_argument("--threads", type=int, default=0, help="threads per gthread worker (default: gunicorn.conf.py's)")
     parser.add_argument("--prompts", type=int, default=4, help="prompts in the study (x 3 pairs x 3 questions)")
@@ -371,8 +373,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.mode == "prepare":
         return prepare(args.prompts)
-    if args.mode == "profile":
-        return profile(args.walks, args.top)
     if args.mode == "count":
         return count()
 
@@ -391,6 +391,11 @@ def main() -> None:
     load_before = os.getloadavg()
     database_reset(env["DATABASE_URL"])
     subprocess.run([sys.executable, __file__, "prepare", "--prompts", str(args.prompts)], check=True)
+    if args.mode == "profile":
+        try:
+            return profile(args.walks, args.top)
+        finally:
+            shutil.rmtree(media, ignore_errors=True)
     server, first_seconds, first_latency = server_start(args, env)
     try:
         idle_rss = [rss_mb(pid) for pid in workers_of(server.pid)]
@@ -412,7 +417,7 @@ def main() -> None:
     )
     print(
         f"\n{args.participants} participants, think {args.think} s (mean), {args.double_clicks:.0%} double clicks, "
-        f"gunicorn {args.workers} {args.worker_class or 'default'} workers"
+        f"gunicorn {args.workers or 'default'} {args.worker_class or 'default'} workers"
         f"{f' x {args.threads} threads' if args.threads else ''}, PostgreSQL, {os.cpu_count()} cores, {seconds} s"
     )
     print(f"{'kind':<8} {'requests':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7}")
