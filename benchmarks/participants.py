@@ -6,10 +6,12 @@ after an exponential think time (mean --think seconds), sends a share of answers
 leaves feedback and finishes. Printed: p50/p95/p99 per kind of request, errors, answers accepted (the page
 moved on) vs stored (rows in the database), duplicates, and the server's worker RSS and first request.
 
-    .venv/bin/python benchmarks/participants.py --participants 200 --think 3 --workers 4
+    .venv/bin/python benchmarks/participants.py --participants 200 --think 3
+    .venv/bin/python benchmarks/participants.py profile --walks 10    # CPU ms and queries per kind, in-process
 
 It drops and recreates its own database (--database, default wt_serve_bench) on 127.0.0.1:5432, migrates it,
 builds a study of --prompts prompts x 3 arms with 512 px stimuli, and stops after --max-seconds at the latest.
+gunicorn runs as gunicorn.conf.py sets it up unless --workers/--worker-class/--threads say otherwise.
 """
 
 from __future__ import annotations
@@ -125,6 +127,64 @@ def count() -> None:
     )
 
 
+def profile(walks: int, top: int) -> None:
+    """Walk `walks` participants in-process (Django's test Client) and print CPU ms and SQL queries per request kind."""
+    os.environ.setdefault("CONN_MAX_AGE", "60")  # as under gunicorn (gunicorn.conf.py): no connect per request
+    django_setup()
+    import cProfile
+    import pstats
+
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    cpu: dict[str, list[float]] = defaultdict(list)
+    queries: dict[str, list[int]] = defaultdict(list)
+    profiler = cProfile.Profile()
+
+    def call(client: Client, kind: str, method: str, url: str, **data):
+        with CaptureQueriesContext(connection) as captured:
+            before = time.process_time()
+            if top:
+                profiler.enable()
+            response = getattr(client, method)(url, data or None)
+            profiler.disable()
+            cpu[kind].append((time.process_time() - before) * 1000)
+        queries[kind].append(len(captured))
+        return response
+
+    fields = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)"')
+    for number in range(walks):
+        client = Client(HTTP_HOST=HOST)
+        entry = f"/studies/{SLUG}/?PROLIFIC_PID=profile{number}{secrets.token_hex(4)}&STUDY_ID=s&SESSION_ID=x"
+        html = call(client, "entry", "get", entry).content.decode()
+        url = call(client, "consent", "post", entry, **dict(fields.findall(html)), decision="agree")["Location"]
+        seen: set[str] = set()
+        while True:
+            html = call(client, "page", "get", url).content.decode()
+            for src in re.findall(r'<img src="([^"]+)"', html):
+                if src not in seen:
+                    seen.add(src)
+                    call(client, "image", "get", src)
+            data = dict(fields.findall(html))
+            if "step" not in data:
+                break
+            if 'name="feedback"' in html:
+                call(client, "finish", "post", url, **data, feedback="fine")
+                continue
+            check = re.search(r"choose the image on the (left|right)", html)
+            call(client, "answer", "post", url, **data, choice=check.group(1) if check else "left")
+    print(f"{'kind':<8} {'requests':>8} {'CPU ms':>7} {'queries':>7}")
+    for kind in KINDS:
+        if cpu[kind]:
+            print(
+                f"{kind:<8} {len(cpu[kind]):>8} {statistics.mean(cpu[kind]):>7.2f} "
+                f"{statistics.mean(queries[kind]):>7.1f}"
+            )
+    if top:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(top)
+
+
 # ---------------------------------------------------------------- the server
 
 
@@ -165,12 +225,17 @@ def workers_of(master: int) -> list[int]:
     return [int(pid) for pid in children.read_text().split()] if children.exists() else []
 
 
-def server_start(port: int, workers: int, env: dict) -> tuple[subprocess.Popen, float, float]:
-    """gunicorn with `workers` sync workers; (process, seconds until /healthz answers, first entry page in s)."""
+def server_start(args: argparse.Namespace, env: dict) -> tuple[subprocess.Popen, float, float]:
+    """gunicorn as gunicorn.conf.py sets it up, with the worker options given; (process, seconds until /healthz
+    answers, first entry page in s)."""
+    port = args.port
     started = time.perf_counter()
+    options = ["--workers", str(args.workers)] if args.workers else []
+    options += ["--worker-class", args.worker_class] if args.worker_class else []
+    options += ["--threads", str(args.threads)] if args.threads else []
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "peftlab.wsgi", "--config", "gunicorn.conf.py",
-         "--bind", f"{HOST}:{port}", "--workers", str(workers), "--no-control-socket"],
+         "--bind", f"{HOST}:{port}", *options, "--no-control-socket"],
         cwd=REPO, env=env,
     )  # fmt: skip
     while time.perf_counter() - started < 120:
@@ -291,16 +356,20 @@ def percentile(values: list[float], share: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", default="run", choices=["run", "prepare", "count"])
+    parser.add_argument("mode", nargs="?", default="run", choices=["run", "prepare", "count", "profile"])
     parser.add_argument("--participants", type=int, default=200)
     parser.add_argument("--think", type=float, default=3.0, help="mean think time per page, seconds")
     parser.add_argument("--double-clicks", type=float, default=0.1, help="share of answers posted twice")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--workers", type=int, default=0, help="gunicorn workers (default: gunicorn.conf.py's)")
+    parser.add_argument("--worker-class", default="", help="gunicorn worker class (default: gunicorn.conf.py's)")
+    parser.add_argument("--threads", type=int, default=0, help="threads per gthread worker (default: gunicorn.conf.py's)")
     parser.add_argument("--prompts", type=int, default=4, help="prompts in the study (x 3 pairs x 3 questions)")
     parser.add_argument("--spawn-rate", type=float, default=10, help="participants arriving per second")
     parser.add_argument("--max-seconds", type=float, default=900)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--database", default="wt_serve_bench")
+    parser.add_argument("--walks", type=int, default=5, help="profile: participants walked in-process")
+    parser.add_argument("--top", type=int, default=0, help="profile: print cProfile's top N functions")
     args = parser.parse_args()
     if args.mode == "prepare":
         return prepare(args.prompts)
@@ -322,7 +391,12 @@ def main() -> None:
     load_before = os.getloadavg()
     database_reset(env["DATABASE_URL"])
     subprocess.run([sys.executable, __file__, "prepare", "--prompts", str(args.prompts)], check=True)
-    server, first_seconds, first_latency = server_start(args.port, args.workers, env)
+    if args.mode == "profile":
+        try:
+            return profile(args.walks, args.top)
+        finally:
+            shutil.rmtree(media, ignore_errors=True)
+    server, first_seconds, first_latency = server_start(args, env)
     try:
         idle_rss = [rss_mb(pid) for pid in workers_of(server.pid)]
         server_cpu = server_cpu_seconds(server.pid)
@@ -343,7 +417,8 @@ def main() -> None:
     )
     print(
         f"\n{args.participants} participants, think {args.think} s (mean), {args.double_clicks:.0%} double clicks, "
-        f"gunicorn {args.workers} sync workers, PostgreSQL, {os.cpu_count()} cores, {seconds} s"
+        f"gunicorn {args.workers or 'default'} {args.worker_class or 'default'} workers"
+        f"{f' x {args.threads} threads' if args.threads else ''}, PostgreSQL, {os.cpu_count()} cores, {seconds} s"
     )
     print(f"{'kind':<8} {'requests':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7}")
     for kind in KINDS:

@@ -146,8 +146,8 @@ TEMPLATES = [
 ]
 
 # CONN_MAX_AGE is 0 (a connection per request) unless the server sets it: runserver opens a thread per
-# request, and persistent connections there pile up past PostgreSQL's limit; gunicorn's sync workers hold one
-# connection each, so gunicorn.conf.py sets 60.
+# request, and persistent connections there pile up past PostgreSQL's limit; gunicorn's worker threads are a fixed
+# number, one connection each, so gunicorn.conf.py sets 60.
 DATABASES = {
     "default": database_from_url(
         os.environ.get("DATABASE_URL"),

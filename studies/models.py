@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 
 from generation.models import GeneratedImage, GenerationRun, Prompt
 
@@ -63,6 +65,8 @@ class Study(models.Model):
     generation_run = models.ForeignKey(GenerationRun, on_delete=models.PROTECT, related_name="studies")
     arms = models.JSONField(default=list, help_text='Arms compared, e.g. ["base", "lora", "ti"].')
     media_secret = models.CharField(max_length=64, default=new_media_secret, editable=False)
+    # Raised whenever a trial or question changes: web workers keep a study's contents in memory per version.
+    contents_version = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -131,6 +135,18 @@ class Trial(models.Model):
     def __str__(self) -> str:
         kind = "attention check" if self.is_attention_check else f"{self.arm_a} vs {self.arm_b}"
         return f"trial {self.pk}: {self.prompt.landmark}, {kind}"
+
+
+def study_contents_changed(study_id: int) -> None:
+    """Raise the study's contents_version, so every web worker reloads its trials and questions."""
+    Study.objects.filter(pk=study_id).update(contents_version=F("contents_version") + 1)
+
+
+@receiver([post_save, post_delete], sender=Question)
+@receiver([post_save, post_delete], sender=Trial)
+def _contents_saved(sender, instance: "Question | Trial", **kwargs) -> None:
+    # Admin edits and deletes arrive here; bulk_create sends no signal (study_trials_build calls the above).
+    study_contents_changed(instance.study_id)
 
 
 class Participant(models.Model):

@@ -13,7 +13,7 @@ from django.http import Http404
 
 from generation.models import GeneratedImage
 from peftlab.errors import UserInputError
-from studies.models import Participant, Response, Study, Trial
+from studies.models import Participant, Question, Response, Study, Trial
 
 
 def study_get_by_slug(*, slug: str) -> Study:
@@ -149,6 +149,47 @@ def participant_sides_count(*, participant: Participant) -> dict[str, Counter]:
     return counts
 
 
+# ---------------------------------------------------------------- a study's contents, kept per process
+
+
+@dataclass(frozen=True)
+class StudyContents:
+    """What every participant page of one study reads: trials (with prompts), questions, image file names.
+
+    Shared between requests: treat it as read-only.
+    """
+
+    version: tuple[str, int]
+    trials: dict[int, Trial]
+    questions: list[Question]
+    image_names: dict[int, str]
+
+
+_contents: dict[int, StudyContents] = {}
+
+
+def study_contents(*, study: Study) -> StudyContents:
+    """The study's trials, questions and image names, loaded once per process and per `contents_version`.
+
+    Participant requests read the study row anyway, so the version costs no query; an edit to a trial or
+    question raises it (studies.models), and every worker reloads on its next request. The study's random
+    media_secret is part of the version: a new study that reuses a pk (a recreated database) never matches.
+    """
+    version = (study.media_secret, study.contents_version)
+    cached = _contents.get(study.pk)
+    if cached is None or cached.version != version:
+        trials = {trial.pk: trial for trial in Trial.objects.filter(study_id=study.pk).select_related("prompt")}
+        images = {pk for trial in trials.values() for pk in (trial.image_a_id, trial.image_b_id)}
+        cached = StudyContents(
+            version=version,
+            trials=trials,
+            questions=list(Question.objects.filter(study_id=study.pk)),
+            image_names=dict(GeneratedImage.objects.filter(pk__in=images).values_list("pk", "image")),
+        )
+        _contents[study.pk] = cached
+    return cached
+
+
 # ---------------------------------------------------------------- blinded media
 
 
@@ -162,18 +203,24 @@ def media_token(*, participant: Participant, kind: str, ident: str | int) -> str
     return hmac.new(participant.study.media_secret.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 
-def media_open(*, participant: Participant, token: str):
-    """Open the image behind a participant's media token (a file object), or raise Http404."""
-    rows = Trial.objects.filter(study_id=participant.study_id).values_list(
-        "image_a_id", "image_b_id", "prompt__reference_images"
-    )
-    for image_a, image_b, references in rows:
-        for image in (image_a, image_b):
+def media_source(*, participant: Participant, token: str) -> Path | str:
+    """The file behind a participant's media token (an absolute path or a media storage name), or Http404."""
+    contents = study_contents(study=participant.study)
+    for trial in contents.trials.values():
+        for image in (trial.image_a_id, trial.image_b_id):
             if hmac.compare_digest(media_token(participant=participant, kind="image", ident=image), token):
-                return GeneratedImage.objects.get(pk=image).image.open("rb")
-        for reference in references:
+                return contents.image_names[image]
+        for reference in trial.prompt.reference_images:
             if hmac.compare_digest(media_token(participant=participant, kind="reference", ident=reference), token):
                 # Imported references live in media storage; a rendered run may list absolute paths.
                 path = Path(reference)
-                return path.open("rb") if path.is_absolute() else default_storage.open(reference, "rb")
+                return path if path.is_absolute() else reference
     raise Http404("no such image")
+
+
+def media_read(*, source: Path | str) -> bytes:
+    """The bytes of a file named by `media_source`."""
+    if isinstance(source, Path):
+        return source.read_bytes()
+    with default_storage.open(source, "rb") as handle:
+        return handle.read()

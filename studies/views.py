@@ -11,6 +11,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.cache import get_conditional_response
 from django.views.decorators.http import require_http_methods, require_safe
 
 from generation.pngs import png_clean
@@ -98,8 +99,10 @@ def participant_page(request: HttpRequest, slug: str, code: str) -> HttpResponse
     if request.method == "POST":
         return _page_post(request, participant, page, context)
 
-    if request.session.get(_session_key(study)) != participant.code:
-        request.session[_session_key(study)] = participant.code  # this browser resumes them (a write only once)
+    # This browser resumes them (a write only once). One with a Prolific/MTurk id is found by that id, and its
+    # consent already wrote the session: reading the session on each of their pages would cost a query.
+    if not participant.external_id and request.session.get(_session_key(study)) != participant.code:
+        request.session[_session_key(study)] = participant.code
     if page.kind == "done":
         if study.completion_redirect_url:
             return redirect(services.completion_url(study=study))
@@ -140,10 +143,16 @@ def _page_post(request: HttpRequest, participant: Participant, page: services.Pa
 def media(request: HttpRequest, slug: str, code: str, token: str) -> HttpResponse:
     """Send a stimulus as a PNG of pixels only: no file name, text chunks or EXIF."""
     participant = get_object_or_404(Participant.objects.select_related("study"), study__slug=slug, code=code)
-    with selectors.media_open(participant=participant, token=token) as handle:
-        data = handle.read()
-    # Stored stimuli are clean already (returned as they are); level 1 keeps re-encoding any other one fast.
-    response = HttpResponse(png_clean(data, compress_level=1), content_type="image/png")
+    source = selectors.media_source(participant=participant, token=token)
+    # A token names one immutable file for one participant: it is the image's ETag, so a browser that has
+    # the image gets a 304 without the file being read.
+    etag = f'"{token}"'
+    response = get_conditional_response(request, etag=etag)
+    if response is None:
+        # Stored stimuli are clean already (returned as they are); level 1 keeps re-encoding any other one fast.
+        data = png_clean(selectors.media_read(source=source), compress_level=1)
+        response = HttpResponse(data, content_type="image/png")
+    response["ETag"] = etag
     response["Cache-Control"] = "private, max-age=3600"
     return response
 

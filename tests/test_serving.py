@@ -46,7 +46,7 @@ SETTINGS = (
 def test_persistent_connections_only_under_gunicorn_and_proxy_headers_only_when_asked():
     # runserver (a thread per request) and RQ workers: a connection per request.
     assert python(SETTINGS) == json.dumps([0, None, 0, "whitenoise.middleware.WhiteNoiseMiddleware"])
-    # gunicorn.conf.py sets CONN_MAX_AGE for its sync workers (one connection each).
+    # gunicorn.conf.py sets CONN_MAX_AGE for its worker threads (a fixed number, one connection each).
     under_gunicorn = "import runpy; runpy.run_path('gunicorn.conf.py');" + SETTINGS
     assert json.loads(python(under_gunicorn))[0] == 60
     behind_proxy = json.loads(python(SETTINGS, BEHIND_PROXY="1", SECURE_HSTS_SECONDS="31536000"))
@@ -56,6 +56,14 @@ def test_persistent_connections_only_under_gunicorn_and_proxy_headers_only_when_
 def test_gunicorn_takes_its_worker_count_from_the_environment():
     code = "import runpy; print(runpy.run_path('gunicorn.conf.py')['workers'])"
     assert python(code, WEB_CONCURRENCY="3") == "3"
+
+
+def test_gunicorn_runs_threads_that_keep_connections_longer_than_the_proxy():
+    # Sync workers cannot keep a connection alive; a keep-alive shorter than Caddy's (2 min) or nginx's (60 s)
+    # upstream idle timeout lets gunicorn close a connection the proxy is sending on.
+    code = "import json, runpy; c = runpy.run_path('gunicorn.conf.py'); print(json.dumps([c['worker_class'], c['threads'], c['keepalive']]))"
+    worker_class, threads, keepalive = json.loads(python(code, GUNICORN_THREADS="6"))
+    assert (worker_class, threads) == ("gthread", 6) and keepalive > 120
 
 
 HEALTH = (

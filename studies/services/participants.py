@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from peftlab.errors import UserInputError
+from studies import selectors
 from studies.models import Participant, Question, Response, Study, Trial
 
 MTURK_PREVIEW_ASSIGNMENT = "ASSIGNMENT_ID_NOT_AVAILABLE"
@@ -128,7 +129,7 @@ def _balanced_sides(trials: list[Trial], rng: random.Random) -> dict[str, str]:
 def _draw_order(study: Study, seed: int) -> tuple[list[int], dict[str, str]]:
     """A participant's trial order and sides, drawn from their seed."""
     rng = random.Random(seed)
-    trials = list(study.trials.all())
+    trials = list(selectors.study_contents(study=study).trials.values())
     regular = [t for t in trials if not t.is_attention_check]
     checks = [t for t in trials if t.is_attention_check]
     rng.shuffle(regular)
@@ -205,15 +206,13 @@ class Page:
 def participant_pages(*, participant: Participant) -> list[Page]:
     """Every page of the participant's run in order; `participant.position` indexes it.
 
-    The list depends only on what never changes once a participant has started (their trial order, the
-    study's trials and questions), so it is built once per Participant object: the view and the service a
-    post goes through share it.
+    The list depends only on the participant's trial order and the study's contents (kept per process,
+    selectors.study_contents), so it is built once per Participant object: the view and the service a post
+    goes through share it.
     """
     if getattr(participant, "_pages", None) is None:
-        # Load no related rows: images are named by id (Participant.shown), and the shown trial's prompt is
-        # fetched only when its page needs the references.
-        by_pk = {trial.pk: trial for trial in Trial.objects.filter(study_id=participant.study_id)}
-        questions = list(Question.objects.filter(study_id=participant.study_id))
+        contents = selectors.study_contents(study=participant.study)
+        by_pk, questions = contents.trials, contents.questions
         pages = [Page("instructions")]
         for pk in participant.trial_order:
             trial = by_pk[pk]

@@ -19,7 +19,7 @@ from django.utils.text import slugify
 from generation.models import GeneratedImage, GenerationRun, Prompt, PromptSet
 from generation.pngs import png_clean
 from peftlab.errors import UserInputError
-from studies.models import Question, Study, Trial
+from studies.models import Question, Study, Trial, study_contents_changed
 
 REFERENCE_QUESTIONS: list[dict] = [
     {
@@ -258,7 +258,9 @@ def study_trials_build(*, study: Study, seed: int | None = None, attention_check
                 expected_choice=side,
             )
         )
-    return Trial.objects.bulk_create(trials)
+    created = Trial.objects.bulk_create(trials)
+    study_contents_changed(study.pk)
+    return created
 
 
 @transaction.atomic
