@@ -1,5 +1,5 @@
 """The fast step keeps the maths: the fused posterior sample, noise independent of the cache, TI's spliced
-rows, the precision choice, and --compile."""
+rows, TI's validation encoding each caption once, the precision choice, and --compile."""
 
 import json
 
@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from trainer.engine import loop
 from trainer.engine.config import build_config
-from trainer.engine.data import load_components
+from trainer.engine.data import encode_text, load_components
 from trainer.engine.loop import posterior_sample, resolve_mixed_precision, scaled_moments
 from trainer.engine.loop import train as engine_train
 from trainer.engine.methods import SplicedEmbedding, make_method
@@ -97,6 +97,48 @@ def test_ti_gradients_and_clip_see_only_the_new_rows(tiny_model_dir):
     assert plain.weight.grad.norm() > embeddings.rows.grad.norm()
     norm = torch.nn.utils.clip_grad_norm_([p for p in encoder.parameters() if p.requires_grad], 1e-3)
     assert torch.equal(norm, plain.weight.grad[method.token_ids].norm())
+
+
+def loss_pair_by_pair(trainer: loop.Trainer) -> float:
+    """The validation loss scored one (image, timestep) pair at a time, the pair's caption encoded for it."""
+    window = trainer.components.tokenizer.model_max_length
+    losses = []
+    with torch.no_grad():
+        for image, latents in enumerate(trainer.val_latents):
+            for index, timestep in enumerate(trainer.val_timesteps):
+                ids = trainer.val_ids[image : image + 1]
+                states = encode_text(trainer.components.text_encoder, ids, window)
+                noise = trainer.val_noise[image, index][None]
+                losses.append(trainer.loss(latents[None], states, noise, timestep[None]).item())
+    return sum(losses) / len(losses)
+
+
+@pytest.mark.slow
+def test_ti_validation_encodes_each_caption_once_and_scores_each_image_with_its_own(
+    tmp_path, prepared_dir, fast_options, monkeypatch
+):
+    # Batch size 1: the 2 images x 3 timesteps take two validation batches, the 2 captions one encoding.
+    options = {**fast_options, "epochs": 1, "batch_size": 1}
+    config = build_config(
+        "ti", **options, placeholder_token="<gv>", initializer_token="style", validation_timesteps=3
+    )
+    passes = []
+    validation_loss = loop.Trainer.validation_loss
+
+    def watched(trainer: loop.Trainer) -> float:
+        calls = []
+        hook = trainer.components.text_encoder.register_forward_hook(lambda *_: calls.append(1))
+        value = validation_loss(trainer)
+        hook.remove()
+        passes.append((len(calls), value, loss_pair_by_pair(trainer)))
+        return value
+
+    monkeypatch.setattr(loop.Trainer, "validation_loss", watched)
+    engine_train(prepared_dir, tmp_path / "ti", config)
+    assert len(passes) == 2  # epoch 0 and epoch 1
+    for calls, value, expected in passes:
+        assert calls == 1
+        assert value == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.slow

@@ -494,10 +494,13 @@ class Trainer:
         timesteps = self.val_timesteps.to(device)
         total = torch.zeros((), device=device)
         size = self.config.batch_size * VALIDATION_BATCH_FACTOR
+        # A trained text encoder (TI) changes every epoch: encode each caption once here, not once per timestep.
+        val_states = self.val_states
+        if val_states is None:
+            val_states = torch.cat([self.encoder_states(ids, None) for ids in self.val_ids.split(size)])
         for start in range(0, count * steps, size):
             image, time_index = images[start : start + size], times[start : start + size]
-            cached = None if self.val_states is None else self.val_states[image]
-            states = self.encoder_states(self.val_ids[image], cached)
+            states = val_states[image]
             with self.autocast():
                 losses = self.loss(
                     latents[image],
