@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmark in one go, for when a GPU is lent (about 8 minutes on one H200):
 #   SD-1.5-shaped random weights at 512x512, mixed precision auto (bf16 on an H200):
-#   LoRA and TI at batch 1/4/8 without and with --compile, the diffusers-style reference loop at batch 4,
+#   LoRA and TI at batch 1/4/8 without and with --compile, the diffusers-style reference loop and the
+#   model-only loop (the bound) at batch 4,
 #   generation (30 steps, batch 8) against a plain pipeline loop; samples/s, images/s, peak memory, MFU.
 # Rows print as they finish, the --compile ones last; the whole run stops at 8 minutes.
 #   benchmarks/gpu.sh             # on the GPU

@@ -1,15 +1,20 @@
 """Benchmark: training speed of LoRA and Textual Inversion through peftlab's loop against a reference loop.
 
 The reference loop does per step what the diffusers example trainers (`train_text_to_image_lora.py`,
-`textual_inversion.py`) do: VAE encode and text encode every step, no caches, default AdamW, a loss read
-back every step for the progress bar; TI trains its whole embedding table and restores the frozen rows
-after each step. Same model, data, batch, precision and LoRA/TI setup on both sides.
+`textual_inversion.py`) do: decode and resize each source image and tokenize its caption, VAE encode and
+text encode, no caches, default AdamW, a loss read back for the progress bar; TI trains its whole
+embedding table and restores the frozen rows after each step. Same model, data, batch, precision and
+LoRA/TI setup on both sides. A third loop runs only the model passes no trainer of the method can skip
+(LoRA: UNet forward and backward; TI: text encoder and UNet forward, backward to the new rows): its rate
+over the reference's is the bound, the highest ratio any trainer doing the same arithmetic could reach.
 
 CPU (default): the tiny model with a 768-wide text encoder, 64x64, 22 images, batch 2, float32. One
-peftlab epoch, then one reference epoch, interleaved; the median of the epochs after the first of each.
+peftlab epoch, then one reference epoch and one model-only epoch, interleaved; the median of the epochs
+after the first of each.
 GPU (--gpu): SD-1.5-shaped random weights (built from configs, nothing downloaded) at 512x512 in bf16:
-LoRA and TI at batch 1/4/8 with and without --compile, the reference at batch 4, and generation against
-a plain pipeline loop; samples/s (images/s), peak memory and model FLOP utilisation in one table.
+LoRA and TI at batch 1/4/8 with and without --compile, the reference and model-only loops at batch 4, and
+generation against a plain pipeline loop; samples/s (images/s), peak memory and model FLOP utilisation in
+one table.
 --dry-run runs the --gpu table's code end to end with tiny sizes (on CPU where there is no GPU).
     .venv/bin/python benchmarks/train.py [--gpu | --dry-run] [--images N] [--epochs N]
 """
@@ -17,6 +22,7 @@ a plain pipeline loop; samples/s (images/s), peak memory and model FLOP utilisat
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import logging
 import os
@@ -30,11 +36,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from trainer.engine.config import TrainingConfig, build_config  # noqa: E402
-from trainer.engine.data import load_components, load_pixels, read_dataset, tokenize  # noqa: E402
+from trainer.engine.data import load_components, read_dataset, tokenize  # noqa: E402
 from trainer.engine.dataset import PrepareConfig, prepare_dataset  # noqa: E402
 from trainer.engine.distributed import make_accelerator  # noqa: E402
 from trainer.engine.loop import resolve_mixed_precision, train  # noqa: E402
@@ -99,8 +107,29 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
+def source_images(dataset: Path, images: list[str]) -> list[Path]:
+    """The source file each prepared image came from (make_dataset keeps them in `source/` beside it)."""
+    return [
+        next(p for p in (dataset.parent / "source").glob(f"{Path(name).stem}.*") if p.suffix != ".txt")
+        for name in images
+    ]
+
+
+def decode_images(paths: list[Path], resolution: int) -> torch.Tensor:
+    """What the example scripts' data loaders do per step: decode each source image, resize, scale to [-1, 1]."""
+    arrays = []
+    for path in paths:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB").resize((resolution, resolution), Image.Resampling.BICUBIC)
+        arrays.append(np.asarray(image, dtype=np.float32))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
 class ReferenceLoop:
-    """Per step what the diffusers example trainers do; `epoch()` runs one epoch and returns samples/s."""
+    """Per step what the diffusers example trainers do; `epoch()` runs one epoch and returns samples/s.
+
+    `model_only_epoch()` runs the bound's loop on the same models: the passes no trainer of the method can skip.
+    """
 
     def __init__(self, dataset: Path, config: TrainingConfig) -> None:
         from diffusers.optimization import get_scheduler
@@ -115,12 +144,12 @@ class ReferenceLoop:
             module.requires_grad_(False)
             module.to(device)
         split = read_dataset(dataset, "train.txt")
-        self.pixels = load_pixels(dataset, split.images, config.resolution)
+        self.sources = source_images(dataset, split.images)
         if config.method == "lora":
             LoraMethod(config).setup(parts)  # add_adapter, adapter in float32: as the LoRA script
             parts.text_encoder.to(self.dtype)
             self.trained = parts.unet
-            captions = split.captions
+            self.captions = split.captions
         else:
             tokens = config.placeholder_tokens
             parts.tokenizer.add_tokens(tokens)
@@ -135,15 +164,14 @@ class ReferenceLoop:
             self.frozen = torch.ones(len(parts.tokenizer), dtype=torch.bool, device=device)
             self.frozen[self.token_ids] = False
             self.trained = parts.text_encoder
-            captions = [
+            self.captions = [
                 config.caption_template.format(token=" ".join(tokens), caption=c) for c in split.captions
             ]
-        self.ids = tokenize(parts.tokenizer, captions)
         self.parameters = [p for p in self.trained.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay
         )
-        steps = config.epochs * -(-len(self.pixels) // config.batch_size)
+        steps = config.epochs * -(-len(self.sources) // config.batch_size)
         scheduler = get_scheduler(
             config.lr_scheduler,
             optimizer=optimizer,
@@ -159,18 +187,19 @@ class ReferenceLoop:
         """One shuffled pass over the training images; samples/s."""
         accelerator, parts, config = self.accelerator, self.parts, self.config
         device, scale = accelerator.device, parts.vae.config.scaling_factor
-        order = torch.randperm(len(self.pixels))
+        order = torch.randperm(len(self.sources))
         synchronize()
         start = time.perf_counter()
         for indices in order.split(config.batch_size):
             with accelerator.accumulate(self.trained):
-                pixels = self.pixels[indices].to(device, dtype=self.dtype)
-                latents = parts.vae.encode(pixels).latent_dist.sample() * scale
+                pixels = decode_images([self.sources[i] for i in indices], config.resolution)
+                ids = tokenize(parts.tokenizer, [self.captions[i] for i in indices])
+                latents = parts.vae.encode(pixels.to(device, dtype=self.dtype)).latent_dist.sample() * scale
                 noise = torch.randn_like(latents)
                 steps = parts.noise_scheduler.config.num_train_timesteps
                 timesteps = torch.randint(0, steps, (len(latents),), device=device).long()
                 noisy = parts.noise_scheduler.add_noise(latents, noise, timesteps)
-                states = parts.text_encoder(self.ids[indices].to(device), return_dict=False)[0]
+                states = parts.text_encoder(ids.to(device), return_dict=False)[0]
                 prediction = parts.unet(noisy, timesteps, states.to(self.dtype), return_dict=False)[0]
                 loss = F.mse_loss(prediction.float(), noise.float(), reduction="mean")
                 accelerator.backward(loss)
@@ -185,7 +214,69 @@ class ReferenceLoop:
                         table[self.frozen] = self.original[self.frozen]
                 loss.detach().item()  # the progress bar's loss, every step
         synchronize()
-        return len(self.pixels) / (time.perf_counter() - start)
+        return len(self.sources) / (time.perf_counter() - start)
+
+    @functools.cache  # noqa: B019 (one loop per run)
+    @torch.no_grad()
+    def fixed_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Latents, token ids and (LoRA) text states of every training image, computed once, batch by batch."""
+        parts, config, device = self.parts, self.config, self.accelerator.device
+        latents, states = [], []
+        ids = tokenize(parts.tokenizer, self.captions).to(device)
+        for batch in range(0, len(self.sources), config.batch_size):
+            chunk = slice(batch, batch + config.batch_size)
+            pixels = decode_images(self.sources[chunk], config.resolution).to(device, dtype=self.dtype)
+            latents.append(parts.vae.encode(pixels).latent_dist.sample() * parts.vae.config.scaling_factor)
+            if config.method == "lora":
+                states.append(parts.text_encoder(ids[chunk], return_dict=False)[0].to(self.dtype))
+        return torch.cat(latents), ids, torch.cat(states) if states else None
+
+    def model_only_epoch(self) -> float:
+        """One pass of only the forward and backward passes the method needs; samples/s.
+
+        No data loading, no encoding a cache can hold, no optimizer, no bookkeeping: LoRA's UNet forward and
+        backward on fixed latents and text states; TI's text encoder and UNet forward and backward with the
+        gradient reaching only the new rows.
+        """
+        parts, config, device = self.parts, self.config, self.accelerator.device
+        ti = config.method == "ti"
+        latents, ids, states = self.fixed_inputs()
+        embedding = parts.text_encoder.get_input_embeddings()
+        trained = self.parameters
+        if ti:
+            # A small tensor of the new rows, spliced into the frozen table's output.
+            embedding.weight.requires_grad_(False)
+            token_ids = torch.tensor(self.token_ids, device=device)
+            rows = embedding.weight[token_ids].detach().clone().requires_grad_(True)
+            trained = [rows]
+
+            def splice(_: torch.nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> torch.Tensor:
+                match = inputs[0][..., None] == token_ids
+                return torch.where(match.any(-1, keepdim=True), rows[match.int().argmax(-1)], output)
+
+            hook = embedding.register_forward_hook(splice)
+        order = torch.randperm(len(self.sources))
+        synchronize()
+        start = time.perf_counter()
+        for indices in order.split(config.batch_size):
+            noise = torch.randn_like(latents[indices])
+            steps = parts.noise_scheduler.config.num_train_timesteps
+            timesteps = torch.randint(0, steps, (len(indices),), device=device)
+            noisy = parts.noise_scheduler.add_noise(latents[indices], noise, timesteps)
+            if ti:
+                batch_states = parts.text_encoder(ids[indices], return_dict=False)[0].to(self.dtype)
+            else:
+                batch_states = states[indices]
+            prediction = parts.unet(noisy, timesteps, batch_states, return_dict=False)[0]
+            F.mse_loss(prediction.float(), noise.float(), reduction="mean").backward()
+            for tensor in trained:
+                tensor.grad = None
+        synchronize()
+        seconds = time.perf_counter() - start
+        if ti:
+            hook.remove()
+            embedding.weight.requires_grad_(True)
+        return len(self.sources) / seconds
 
 
 @dataclass
@@ -194,24 +285,30 @@ class Figures:
 
     peftlab: float
     reference: float | None
+    model_only: float | None
     peak_gib: float
 
 
 def measure(dataset: Path, output: Path, config: TrainingConfig, reference: bool) -> Figures:
-    """Train once with peftlab, with a reference epoch after each of its epochs when `reference`."""
+    """Train once with peftlab, with a reference and a model-only epoch after each of its epochs when `reference`."""
     reset_peak_memory()
     loop = ReferenceLoop(dataset, config) if reference else None
     rates: list[float] = []
+    model_rates: list[float] = []
 
-    def reference_epoch(_: object) -> None:
+    def reference_epochs(_: object) -> None:
         if loop is not None:
             rates.append(loop.epoch())
+            model_rates.append(loop.model_only_epoch())
 
-    result = train(dataset, output, config, on_epoch=reference_epoch)
+    result = train(dataset, output, config, on_epoch=reference_epochs)
     peak = peak_memory_gib()
     warm = [epoch.samples_per_s for epoch in result.epochs[1:]] or [result.epochs[0].samples_per_s]
-    reference_rate = statistics.median(rates[1:] or rates) if rates else None
-    return Figures(statistics.median(warm), reference_rate, peak)
+
+    def after_first(values: list[float]) -> float | None:
+        return statistics.median(values[1:] or values) if values else None
+
+    return Figures(statistics.median(warm), after_first(rates), after_first(model_rates), peak)
 
 
 def cpu_benchmark(args: argparse.Namespace) -> None:
@@ -226,7 +323,10 @@ def cpu_benchmark(args: argparse.Namespace) -> None:
             f"{args.epochs} interleaved epochs each (median of epochs 2-{args.epochs}), "
             f"torch threads {torch.get_num_threads()}"
         )
-        print(f"{'method':<6} {'peftlab samples/s':>18} {'reference samples/s':>20} {'ratio':>6}")
+        print(
+            f"{'method':<6} {'peftlab samples/s':>18} {'reference samples/s':>20} {'ratio':>6} "
+            f"{'model-only samples/s':>21} {'bound':>6}"
+        )
         for method in ("lora", "ti"):
             options = {"model": str(model), "resolution": 64, "epochs": args.epochs, "batch_size": 2}
             config = build_config(
@@ -235,9 +335,14 @@ def cpu_benchmark(args: argparse.Namespace) -> None:
             figures = measure(dataset, root / method, config, reference=True)
             print(
                 f"{method:<6} {figures.peftlab:>18.1f} {figures.reference:>20.1f} "
-                f"{figures.peftlab / figures.reference:>6.2f}",
+                f"{figures.peftlab / figures.reference:>6.2f} {figures.model_only:>21.1f} "
+                f"{figures.model_only / figures.reference:>6.2f}",
                 flush=True,
             )
+        print(
+            "ratio: peftlab / reference. bound: model-only / reference, the highest ratio a trainer doing the "
+            "same arithmetic could reach (the reference's cost beyond the model passes is all it can remove)."
+        )
 
 
 def extra(method: str) -> dict[str, str]:
@@ -312,6 +417,7 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
                     row(label, batch, figures.peftlab, figures.peak_gib, train_tflop)
                     if figures.reference is not None:
                         row(f"{method} reference", batch, figures.reference, figures.peak_gib, train_tflop)
+                        row(f"{method} model-only", batch, figures.model_only, figures.peak_gib, train_tflop)
 
         # Without --compile first, then generation, then --compile (its compilation is the slow part):
         # if the time runs out, the rows that matter most are printed.

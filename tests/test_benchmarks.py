@@ -1,0 +1,54 @@
+"""The training benchmarks run end to end on CPU: the first GPU run must not fail on a typo or lose a row."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NUMBER = r"\d+\.\d+"
+
+
+def run(*command: str) -> str:
+    """A benchmark's standard output; a failure shows its last lines."""
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_dry_run_prints_every_row():
+    out = run("bash", "benchmarks/gpu.sh", "--dry-run")
+    # The dry run's sizes: batches 1 and 2, the reference and model-only loops at batch 2.
+    expected = [
+        ("lora", 1),
+        ("lora", 2),
+        ("lora reference", 2),
+        ("lora model-only", 2),
+        ("ti", 1),
+        ("ti", 2),
+        ("ti reference", 2),
+        ("ti model-only", 2),
+        ("generate", 2),
+        ("generate plain", 1),
+        ("lora compile", 1),
+        ("lora compile", 2),
+        ("ti compile", 1),
+        ("ti compile", 2),
+    ]
+    for label, batch in expected:
+        assert re.search(rf"^{label} +{batch} +{NUMBER} +{NUMBER} +{NUMBER}", out, re.MULTILINE), label
+    assert "gpu.sh:" in out
+
+
+@pytest.mark.slow
+def test_cpu_benchmark_prints_ratio_and_bound_per_method():
+    out = run(sys.executable, "benchmarks/train.py", "--images", "4", "--epochs", "2", "--tiny-vocabulary")
+    for method in ("lora", "ti"):
+        row = re.search(rf"^{method} +({NUMBER}) +({NUMBER}) +({NUMBER}) +({NUMBER}) +({NUMBER})$", out, re.M)
+        assert row, out
+        peftlab, reference, ratio, model_only, bound = map(float, row.groups())
+        assert ratio == pytest.approx(peftlab / reference, rel=0.03)
+        assert bound == pytest.approx(model_only / reference, rel=0.03)
