@@ -149,6 +149,12 @@ def _contents_saved(sender, instance: "Question | Trial", **kwargs) -> None:
     study_contents_changed(instance.study_id)
 
 
+@receiver(post_save, sender=Prompt)
+def _prompt_saved(sender, instance: Prompt, **kwargs) -> None:
+    # Trials are kept with their prompt (its reference images are shown): an edited prompt reloads its studies.
+    Study.objects.filter(trials__prompt=instance).update(contents_version=F("contents_version") + 1)
+
+
 class Participant(models.Model):
     """One person's run through a study; the server owns where they are (`position`).
 

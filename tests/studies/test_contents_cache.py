@@ -1,14 +1,19 @@
 """The participant path's savings: a study's contents kept per process (fresh after an edit), images by ETag."""
 
+import io
 import re
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from PIL import Image
 
+from generation.models import Prompt
 from studies.models import Question, Trial
 
-from .conftest import Bot
+from .conftest import Bot, png_bytes
 
 
 def question_texts(bot: Bot) -> set[str]:
@@ -55,6 +60,22 @@ def test_a_deleted_trial_is_not_drawn_for_the_next_participant(study):
     late = _walker(study, "late")
     late.current()
     assert deleted not in study.participants.get(external_id="late").trial_order
+
+
+@pytest.mark.django_db
+def test_a_prompt_whose_reference_images_are_replaced_shows_the_new_ones(study):
+    _walker(study, "before").current()  # the contents, prompts included, are now kept by this process
+    colour = (200, 30, 90)  # no other image of the study has it
+    replacement = default_storage.save("references/replacement.png", ContentFile(png_bytes(colour, "new")))
+    for prompt in Prompt.objects.filter(trials__study=study).distinct():
+        prompt.reference_images = [replacement]
+        prompt.save()  # as the admin does
+    bot = _walker(study, "after")
+    while not (references := re.findall(r'<img src="([^"]+)" alt="Reference image', bot.current()[0])):
+        bot.answer()  # to the first page of a question that shows references
+    assert len(references) == 1
+    served = Image.open(io.BytesIO(bot.client.get(references[0]).content))
+    assert served.getpixel((0, 0)) == colour
 
 
 @pytest.mark.django_db
