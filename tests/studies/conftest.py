@@ -91,12 +91,17 @@ class Bot:
             self.pages.append(response.content.decode())
         return response
 
-    def consent(self, decision: str = "agree") -> str:
-        """Agree (or decline) on the consent page; returns the participant page URL."""
+    def consent_form(self) -> dict[str, str]:
+        """Open the consent page; returns its hidden fields."""
         page = self.get(self.entry)
         assert page.status_code == 200
         data = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page.content.decode()))
         data.pop("csrfmiddlewaretoken", None)
+        return data
+
+    def consent(self, decision: str = "agree", form: dict[str, str] | None = None) -> str:
+        """Agree (or decline) on the consent page (opened now, or `form` opened before); returns the page URL."""
+        data = self.consent_form() if form is None else form
         response = self.client.post(self.entry, {**data, "decision": decision})
         assert response.status_code == 302
         self.url = response["Location"]

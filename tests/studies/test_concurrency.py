@@ -65,8 +65,9 @@ def test_simultaneous_consents_with_one_prolific_id_make_one_participant(study):
     def consent(_: int) -> str:
         try:
             bot = Bot(study, "PROLIFIC_PID=same")
+            form = bot.consent_form()  # four tabs show the form; then all four agree at once
             barrier.wait()
-            return bot.consent()
+            return bot.consent(form=form)
         finally:
             connections.close_all()
 
