@@ -281,7 +281,7 @@ class ReferenceLoop:
 
 @dataclass
 class Figures:
-    """Samples/s of peftlab's epochs after the first and, where run, of the interleaved reference epochs."""
+    """Samples/s after the first epoch: peftlab's and, where run, the reference and model-only loops'."""
 
     peftlab: float
     reference: float | None
