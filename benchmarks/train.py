@@ -15,7 +15,7 @@ GPU (--gpu): SD-1.5-shaped random weights (built from configs, nothing downloade
 LoRA and TI at batch 1/4/8 with and without --compile, the reference and model-only loops at batch 4, and
 generation against a plain pipeline loop; samples/s (images/s), peak memory and model FLOP utilisation in
 one table.
---dry-run runs the --gpu table's code end to end with tiny sizes (on CPU where there is no GPU).
+--dry-run runs the --gpu table's code end to end with tiny sizes (on CPU where there is no GPU, in bf16).
     .venv/bin/python benchmarks/train.py [--gpu | --dry-run] [--images N] [--epochs N]
 """
 
@@ -368,6 +368,9 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
             module, *a, **{**k, "backend": "eager"}
         )
     precision, reason = resolve_mixed_precision("auto")  # what a user gets without flags
+    if args.dry_run and not torch.cuda.is_available():
+        # The precision an H200 gets, so that a CPU dry run goes through the GPU run's dtype paths.
+        precision, reason = "bf16", "dry run on a CPU: what auto picks on an H200"
     with tempfile.TemporaryDirectory(prefix="peftlab-bench-") as folder:
         root = Path(folder)
         start = time.perf_counter()
@@ -408,6 +411,7 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
                         epochs=args.epochs,
                         batch_size=batch,
                         compile=compiled,
+                        mixed_precision=precision,
                         cache_dir=str(root / "cache"),
                         **extra(method),
                     )
