@@ -68,6 +68,22 @@ class Study(models.Model):
     # Raised whenever a trial or question changes: web workers keep a study's contents in memory per version.
     contents_version = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Recruitment: no more participants than this are ever admitted (in progress included); empty = no cap.
+    max_participants = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Admit at most this many participants (in progress included)."
+    )
+    # Completion per outcome: {"finished"|"failed_attention"|"declined"|"full": {"code": ..., "redirect_url": ...}}.
+    completion_codes = models.JSONField(default=dict, blank=True)
+    # Display names of the arms in reports and the console ({"lora": "LoRA (rank 8)"}); never shown to participants.
+    arm_labels = models.JSONField(default=dict, blank=True)
+    # Preregistration: the frozen analysis plan, its SHA-256, when it was locked, and deviations recorded since.
+    plan = models.JSONField(null=True, blank=True, editable=False)
+    plan_sha256 = models.CharField(max_length=64, blank=True, editable=False)
+    plan_locked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    plan_deviations = models.JSONField(default=list, blank=True, editable=False)
+    # A preregistered stopping rule met: when admission stopped and why (those in progress may finish).
+    stopped_at = models.DateTimeField(null=True, blank=True, editable=False)
+    stopped_reason = models.TextField(blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -91,6 +107,7 @@ class Question(models.Model):
     text = models.TextField()
     options = models.JSONField(default=list, blank=True, help_text='Extra answers: "both", "neither".')
     show_references = models.BooleanField(default=False)
+    label = models.CharField(max_length=100, blank=True, help_text="Display name in reports (e.g. Style match).")
 
     class Meta:
         ordering = ["study", "position", "id"]
@@ -199,6 +216,14 @@ class Participant(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     feedback = models.TextField(blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
+    # A pilot participant is left out of the analysis and exports unless asked (--include-pilot).
+    is_pilot = models.BooleanField(default=False)
+    # What the participant's browser reported: the viewport, touch input, the browser family and version.
+    viewport_width = models.PositiveIntegerField(null=True, blank=True)
+    viewport_height = models.PositiveIntegerField(null=True, blank=True)
+    is_touch = models.BooleanField(null=True, blank=True)
+    browser_family = models.CharField(max_length=50, blank=True)
+    browser_version = models.CharField(max_length=30, blank=True)
 
     class Meta:
         ordering = ["study", "id"]
@@ -262,6 +287,8 @@ class Response(models.Model):
     choice = models.CharField(max_length=10, choices=[(c, c) for c in CHOICES])
     chosen_arm = models.CharField(max_length=50, blank=True)
     response_ms = models.PositiveIntegerField()
+    # Time on the page measured in the browser (from display to the click); null when the browser sent none.
+    client_ms = models.PositiveIntegerField(null=True, blank=True)
     shown_at = models.DateTimeField()
     answered_at = models.DateTimeField()
 
