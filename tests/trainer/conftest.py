@@ -26,3 +26,16 @@ def prepared_dir(tmp_path_factory, ghibli_dir) -> Path:
 def fast_options(tiny_model_dir) -> dict:
     """Options shared by the tests' runs: the tiny model, 64px, two epochs of two steps."""
     return {"model": str(tiny_model_dir), "resolution": 64, "epochs": 2, "batch_size": 2}
+
+
+@pytest.fixture
+def script_validation(monkeypatch):
+    """Make the loop's validation losses a script, one per epoch from epoch 0: a test builds the curve it needs
+    (a loss that turns up, say) instead of tuning a learning rate until this CPU's float trajectory turns."""
+    from trainer.engine.loop import Trainer
+
+    def script(losses: list[float]) -> None:
+        # The loop validates epoch N when N epochs are in its history (epoch 0 included), also after a resume.
+        monkeypatch.setattr(Trainer, "validation_loss", lambda self: losses[len(self.history)])
+
+    return script

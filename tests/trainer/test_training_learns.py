@@ -132,13 +132,11 @@ def test_ti_lowers_the_loss_and_predicts_noise_better_than_its_initializer(
     )
 
 
-def test_top_level_adapter_is_the_best_epoch_not_the_last(tmp_path, prepared_dir, fast_options, monkeypatch):
-    """Validation losses scripted to turn up after epoch 2 (the case under test built, not found by tuning a
-    learning rate): the files at the top of OUT are epoch 2's, not epoch 3's."""
-    from trainer.engine.loop import Trainer
-
-    scripted = iter([1.0, 0.8, 0.7, 0.9])  # epochs 0..3: best is 2, the last is worse
-    monkeypatch.setattr(Trainer, "validation_loss", lambda self: next(scripted))
+def test_top_level_adapter_is_the_best_epoch_not_the_last(
+    tmp_path, prepared_dir, fast_options, script_validation
+):
+    """The validation loss turns up after epoch 2: the files at the top of OUT are epoch 2's, not epoch 3's."""
+    script_validation([1.0, 0.8, 0.7, 0.9])  # epochs 0..3
     config = build_config("lora", **{**fast_options, "epochs": 3}, learning_rate=1e-2, lr_scheduler="constant")
     result = train(prepared_dir, tmp_path, config)
     assert (result.best_epoch, result.best_val_loss) == (2, 0.7)
