@@ -33,6 +33,8 @@ class Job(models.Model):
     content_type = models.ForeignKey(ContentType, null=True, blank=True, on_delete=models.SET_NULL)
     object_id = models.PositiveBigIntegerField(null=True, blank=True)
     run = GenericForeignKey("content_type", "object_id")
+    # When the job is expected to finish, from its progress over the whole run so far.
+    eta_at = models.DateTimeField(null=True, blank=True)
     retry_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
     )

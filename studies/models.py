@@ -84,6 +84,8 @@ class Study(models.Model):
     # A preregistered stopping rule met: when admission stopped and why (those in progress may finish).
     stopped_at = models.DateTimeField(null=True, blank=True, editable=False)
     stopped_reason = models.TextField(blank=True, editable=False)
+    # Adaptive allocation for three or more arms: each arm pair's share of the next participants' pages.
+    pair_weights = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -57,6 +57,8 @@ class TrainingRun(models.Model):
         default=dict, blank=True, help_text="Seconds per phase: load, cache, train, ..."
     )
     files = models.JSONField(default=dict, blank=True, help_text="Output files by name.")
+    # What the researcher should know about the run (captions cut, resolution above the dataset's, skipped images).
+    warnings = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
