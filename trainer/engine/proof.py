@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from peftlab.errors import UserInputError
+from peftlab.errors import UserInputError, error_line
 
 PROOF_ADAPTER = "peftlab_proof"
 # Float32 files compared with float32 weights; kohya's loader folds alpha into the factors (rounding only).
@@ -112,9 +112,7 @@ class LoadProof:
         try:
             pipe.load_lora_weights(path.parent, weight_name=path.name, adapter_name=PROOF_ADAPTER)
         except (ValueError, KeyError, RuntimeError) as error:
-            raise UserInputError(
-                f"{path} did not load back into the pipeline: {error}".splitlines()[0]
-            ) from None
+            raise UserInputError(f"{path} did not load back into the pipeline: {error_line(error)}") from None
         try:
             loaded = {
                 name: lora_delta(
@@ -150,9 +148,7 @@ class LoadProof:
         try:
             pipe.load_textual_inversion(str(path), token=token)
         except (ValueError, KeyError, RuntimeError) as error:
-            raise UserInputError(
-                f"{path} did not load back into the pipeline: {error}".splitlines()[0]
-            ) from None
+            raise UserInputError(f"{path} did not load back into the pipeline: {error_line(error)}") from None
         try:
             names = [token] + [f"{token}_{index}" for index in range(1, len(learned))]
             ids = pipe.tokenizer.convert_tokens_to_ids(names)
