@@ -338,7 +338,10 @@ class Renderer:
         # The pipeline's own PIL conversion turns NaN into black pixels without a word: check first.
         for pixels, seed in zip(output.images, seeds, strict=True):
             if not np.isfinite(pixels).all():
-                adapter = {"lora": f" with LoRA {self.config.lora}", "ti": f" with embedding {self.config.ti}"}
+                adapter = {
+                    "lora": f" with LoRA {self.config.lora}",
+                    "ti": f" with embedding {self.config.ti}",
+                }
                 raise UserInputError(
                     f"the {arm} arm{adapter.get(arm, '')} rendered non-finite (NaN or Inf) pixels for seed "
                     f"{seed}; its weights are not finite in this model (or --dtype overflows: try float32)."

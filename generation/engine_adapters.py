@@ -163,7 +163,9 @@ def load_peft_folder(unet: Any, path: Path) -> None:
     try:
         result = set_peft_model_state_dict(unet, state, adapter_name=LORA_ADAPTER_NAME)
     except RuntimeError as error:  # a rank other than adapter_config.json's
-        raise UserInputError(f"peft adapter {path} does not fit this model's UNet: {error_line(error)}") from None
+        raise UserInputError(
+            f"peft adapter {path} does not fit this model's UNet: {error_line(error)}"
+        ) from None
     missing = [key for key in result.missing_keys if f".{LORA_ADAPTER_NAME}." in key or "lora_" in key]
     if result.unexpected_keys or missing:
         example = (list(result.unexpected_keys) or missing)[0]
@@ -268,7 +270,9 @@ def refuse_untrained_vectors(pipe: Any, path: Path, tensor: Any, foreign: bool =
         # Without its initializer, the whole table is the reference: a vector next to a row is a copy of it.
         limit = NEAR_ROW_FRACTION * float(table.norm(dim=1).median())
         for index, (distance, word) in enumerate(zip(distances.tolist(), words, strict=True)):
-            logger.info("embedding %s vector %d: nearest token %r at distance %.4g", path, index, word, distance)
+            logger.info(
+                "embedding %s vector %d: nearest token %r at distance %.4g", path, index, word, distance
+            )
             if distance < limit:
                 raise UserInputError(
                     f"embedding {path} vector {index} lies within {distance:.3g} of the model's own embedding of "

@@ -129,7 +129,9 @@ def test_foreign_embedding_is_checked_against_the_whole_table(tiny_model_dir, ad
     """A downloaded embedding names no initializer: its reference is each vector's nearest row."""
     images = []
     with caplog.at_level("INFO", logger="generation.engine_adapters"):
-        result = generate(ti_config(tiny_model_dir, adapters["ti_unknown"], "<t>"), PROMPTS[:1], images.append)
+        result = generate(
+            ti_config(tiny_model_dir, adapters["ti_unknown"], "<t>"), PROMPTS[:1], images.append
+        )
     assert result.effects["ti"] > 0.5 and len(images) == 2
     assert re.search(r"ti_unknown.safetensors vector 0: nearest token '.+' at distance \d", caplog.text)
 
@@ -427,7 +429,9 @@ def test_lora_whose_product_overflows_renders_no_image(tiny_model_dir, adapters,
         model=str(tiny_model_dir), arms=("base", "lora"), lora=str(folder), steps=2, width=64, height=64
     )
     handed_out = []
-    with pytest.raises(UserInputError, match=r"the lora arm with LoRA .*huge rendered non-finite \(NaN or Inf\)"):
+    with pytest.raises(
+        UserInputError, match=r"the lora arm with LoRA .*huge rendered non-finite \(NaN or Inf\)"
+    ):
         generate(config, PROMPTS, handed_out.append)
     assert handed_out == []
 
@@ -449,7 +453,11 @@ def test_flat_probe_is_not_counted_as_an_effect(tiny_model_dir, adapters, monkey
 
     monkeypatch.setattr(Renderer, "render_batch", black_when_trained)
     config = GenerationConfig(
-        model=str(tiny_model_dir), arms=("base", "lora"), lora=str(adapters["diffusers"]), steps=2, width=64,
+        model=str(tiny_model_dir),
+        arms=("base", "lora"),
+        lora=str(adapters["diffusers"]),
+        steps=2,
+        width=64,
         height=64,
     )
     with pytest.raises(UserInputError, match="renders the probe as one flat colour"):
