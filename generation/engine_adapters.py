@@ -83,6 +83,8 @@ def detect_lora_format(path: Path) -> LoraFormat:
 
 def load_lora(pipe: Any, path: Path) -> LoraFormat:
     """Load the LoRA at `path` into `pipe` as the adapter named `lora`, through the loader its format needs."""
+    from trainer.engine.proof import refuse_meta_parameters
+
     path = Path(path)
     lora_format = detect_lora_format(path)
     if lora_format is LoraFormat.PEFT:
@@ -131,18 +133,6 @@ def complete_lora_modules(path: Path, state: dict[str, Any]) -> set[str]:
             "the file was cut or edited."
         )
     return downs
-
-
-def refuse_meta_parameters(pipe: Any, path: Path) -> None:
-    """Refuse a load that left a parameter without values (on torch's `meta` device): stock diffusers does
-    that, silently, for a LoRA module whose file lacks one matrix, and the model then computes NaN."""
-    for component in ("unet", "text_encoder"):
-        for name, parameter in getattr(pipe, component).named_parameters():
-            if parameter.device.type == "meta":
-                raise UserInputError(
-                    f"LoRA {path} left {component}.{name} without values after loading (the file lacks it); "
-                    "the file is incomplete."
-                )
 
 
 def load_peft_folder(unet: Any, path: Path) -> None:

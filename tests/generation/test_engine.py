@@ -376,7 +376,7 @@ def test_parameter_left_on_the_meta_device_is_refused(tiny_model_dir, adapters, 
     """Whatever the file check lets through, a load that leaves a parameter without values is refused."""
     from diffusers import StableDiffusionPipeline
 
-    from generation.engine_adapters import refuse_meta_parameters
+    from trainer.engine.proof import refuse_meta_parameters
 
     folder = lora_file_variant(adapters, tmp_path, "half", lambda state: state.pop(last_up_key(state)))
     pipe = StableDiffusionPipeline.from_pretrained(tiny_model_dir, safety_checker=None)

@@ -86,6 +86,18 @@ def keeps_training_rng(check: Callable[..., None]) -> Callable[..., None]:
     return wrapped
 
 
+def refuse_meta_parameters(pipe: Any, path: Path) -> None:
+    """Refuse a load that left a parameter without values (on torch's `meta` device): stock diffusers does
+    that, silently, for a LoRA module whose file lacks one matrix, and the model then computes NaN."""
+    for component in ("unet", "text_encoder"):
+        for name, parameter in getattr(pipe, component).named_parameters():
+            if parameter.device.type == "meta":
+                raise UserInputError(
+                    f"LoRA {path} left {component}.{name} without values after loading (the file lacks it); "
+                    "the file is incomplete."
+                )
+
+
 class LoadProof:
     """A fresh base pipeline (loaded on first use, on the CPU in float32) that written adapters are loaded into."""
 
@@ -114,6 +126,7 @@ class LoadProof:
         except (ValueError, KeyError, RuntimeError) as error:
             raise UserInputError(f"{path} did not load back into the pipeline: {error_line(error)}") from None
         try:
+            refuse_meta_parameters(pipe, path)
             loaded = {
                 name: lora_delta(
                     module.lora_A[PROOF_ADAPTER].weight,
