@@ -34,10 +34,12 @@ class Command(PeftlabCommand):
         parser.add_argument(
             "--icc",
             type=float,
-            help="Intra-participant correlation for --plan (default: the largest of the analysed study's headline rows).",
+            help="Intra-participant correlation for --plan (default: the largest 80 %% upper confidence bound of the analysed study's headline rows).",
         )
         parser.add_argument(
-            "--decisive-share", type=float, default=1.0, help="Share of votes that are not ties, for --plan."
+            "--decisive-share",
+            type=float,
+            help="Share of votes that are not ties, for --plan (default: the analysed study's smallest).",
         )
         add_analysis_options(parser)
 
