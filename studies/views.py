@@ -4,11 +4,12 @@ The participant path imports nothing heavy (no torch, diffusers, pandas or matpl
 only serves participants stays small and starts fast.
 """
 
+import logging
 import secrets
 
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.cache import get_conditional_response
@@ -19,6 +20,8 @@ from peftlab.errors import UserInputError
 from studies import selectors, services
 from studies.forms import ConsentForm, FeedbackForm
 from studies.models import Participant, Study
+
+logger = logging.getLogger(__name__)
 
 CHOICE_LABELS = {"left": "Left image", "right": "Right image", "both": "Both equally", "neither": "Neither"}
 
@@ -149,8 +152,13 @@ def media(request: HttpRequest, slug: str, code: str, token: str) -> HttpRespons
     etag = f'"{token}"'
     response = get_conditional_response(request, etag=etag)
     if response is None:
-        # Stored stimuli are clean already (returned as they are); level 1 keeps re-encoding any other one fast.
-        data = png_clean(selectors.media_read(source=source), compress_level=1)
+        try:
+            # Stored stimuli are clean already (returned as they are); level 1 keeps re-encoding others fast.
+            data = png_clean(selectors.media_read(source=source), compress_level=1)
+        except (OSError, UserInputError) as error:
+            # A file lost after the study opened (study_stimuli_check passed): the researcher needs to know.
+            logger.error("study %s: stimulus %s cannot be served: %s", participant.study.slug, source, error)
+            raise Http404("no such image") from None
         response = HttpResponse(data, content_type="image/png")
     response["ETag"] = etag
     response["Cache-Control"] = "private, max-age=3600"

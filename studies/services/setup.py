@@ -20,6 +20,7 @@ from generation.models import GeneratedImage, GenerationRun, Prompt, PromptSet
 from generation.pngs import png_clean
 from peftlab.errors import UserInputError
 from studies.models import Question, Study, Trial, study_contents_changed
+from studies.services.stimuli import study_stimuli_check
 
 REFERENCE_QUESTIONS: list[dict] = [
     {
@@ -301,6 +302,8 @@ def study_create_from_generation(
         raise UserInputError(f"the study is invalid: {'; '.join(error.messages)}") from None
     study.save()
     study_contents_build(study=study, questions=questions, seed=seed, attention_checks=attention_checks)
+    if study.status == Study.Status.OPEN:
+        study_stimuli_check(study=study)  # raising rolls the whole study back
     return study
 
 
@@ -317,7 +320,9 @@ def study_contents_build(
 
 
 def study_status_set(*, study: Study, status: str) -> Study:
-    """Open, close or return a study to draft."""
+    """Open, close or return a study to draft; a study opens only when every image it serves can be read."""
+    if status == Study.Status.OPEN:
+        study_stimuli_check(study=study)
     study.status = status
     study.full_clean()
     study.save(update_fields=["status"])
