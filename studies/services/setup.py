@@ -50,8 +50,8 @@ DEFAULT_CONSENT = (
     "not ask for your name. You may stop at any time."
 )
 DEFAULT_INSTRUCTIONS = (
-    "Each page shows two images side by side (one above the other on a phone) and asks one question. Choose "
-    "the image on the left or the one on the right by clicking it, or press the \u2190 or \u2192 key. Some "
+    "Each page shows two images side by side and asks one question. Choose the image on the left or the one "
+    "on the right by clicking or tapping it (on a keyboard, the \u2190 or \u2192 key works too). Some "
     "questions also offer \u201cBoth equally\u201d or \u201cNeither\u201d. There are no right or wrong "
     "answers, except on a few pages that tell you exactly what to choose: they check that you are reading."
 )
