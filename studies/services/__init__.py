@@ -1,4 +1,5 @@
-"""Studies' writes, by concern: `setup` (stimuli, studies, questions, trials) and `participants` (the walk).
+"""Studies' writes, by concern: `setup` (stimuli, studies, questions, trials), `stimuli` (the check before a
+study opens) and `participants` (the walk).
 
 Import from here (`from studies.services import study_create_from_generation`): the names below are the
 package's public writes.
@@ -32,6 +33,7 @@ from studies.services.setup import (
     study_status_set,
     study_trials_build,
 )
+from studies.services.stimuli import study_stimuli_check
 
 __all__ = [
     "DEFAULT_CONSENT",
@@ -57,5 +59,6 @@ __all__ = [
     "study_contents_build",
     "study_create_from_generation",
     "study_status_set",
+    "study_stimuli_check",
     "study_trials_build",
 ]

@@ -20,6 +20,7 @@ from generation.models import GeneratedImage, GenerationRun, Prompt, PromptSet
 from generation.pngs import png_clean
 from peftlab.errors import UserInputError
 from studies.models import Question, Study, Trial, study_contents_changed
+from studies.services.stimuli import study_stimuli_check
 
 REFERENCE_QUESTIONS: list[dict] = [
     {
@@ -49,8 +50,8 @@ DEFAULT_CONSENT = (
     "not ask for your name. You may stop at any time."
 )
 DEFAULT_INSTRUCTIONS = (
-    "Each page shows two images side by side (one above the other on a phone) and asks one question. Choose "
-    "the image on the left or the one on the right by clicking it, or press the \u2190 or \u2192 key. Some "
+    "Each page shows two images side by side and asks one question. Choose the image on the left or the one "
+    "on the right by clicking or tapping it (on a keyboard, the \u2190 or \u2192 key works too). Some "
     "questions also offer \u201cBoth equally\u201d or \u201cNeither\u201d. There are no right or wrong "
     "answers, except on a few pages that tell you exactly what to choose: they check that you are reading."
 )
@@ -301,6 +302,8 @@ def study_create_from_generation(
         raise UserInputError(f"the study is invalid: {'; '.join(error.messages)}") from None
     study.save()
     study_contents_build(study=study, questions=questions, seed=seed, attention_checks=attention_checks)
+    if study.status == Study.Status.OPEN:
+        study_stimuli_check(study=study)  # raising rolls the whole study back
     return study
 
 
@@ -317,7 +320,9 @@ def study_contents_build(
 
 
 def study_status_set(*, study: Study, status: str) -> Study:
-    """Open, close or return a study to draft."""
+    """Open, close or return a study to draft; a study opens only when every image it serves can be read."""
+    if status == Study.Status.OPEN:
+        study_stimuli_check(study=study)
     study.status = status
     study.full_clean()
     study.save(update_fields=["status"])
