@@ -6,6 +6,7 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.core.files.storage import default_storage
 from django.db.models import Count, F
@@ -23,6 +24,75 @@ def study_get_by_slug(*, slug: str) -> Study:
         known = ", ".join(Study.objects.values_list("slug", flat=True)[:20]) or "none yet"
         raise UserInputError(f"no study with slug {slug!r}; known studies: {known}.")
     return study
+
+
+def study_admitted_count(*, study: Study) -> int:
+    """Participants who agreed to take part, finished or still in progress (pilots are not recruits)."""
+    return Participant.objects.filter(study=study, consent=Participant.Consent.GIVEN, is_pilot=False).count()
+
+
+def study_is_full(*, study: Study) -> bool:
+    """Whether the study has admitted its max_participants (never, without a cap)."""
+    return study.max_participants is not None and study_admitted_count(study=study) >= study.max_participants
+
+
+COMPLETION_OUTCOMES = ("finished", "failed_attention", "declined", "full")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a participant is given at the end for one outcome: a code to paste, and where to go ("" if nowhere)."""
+
+    outcome: str
+    code: str
+    redirect_url: str
+
+
+def study_completion(*, study: Study, outcome: str) -> Completion:
+    """The code and redirect for `outcome`, from `study.completion_codes`.
+
+    "finished" falls back to the study's completion_code and completion_redirect_url, and "failed_attention"
+    to "finished" (they did finish; a distinct code lets the researcher tell them apart). "declined" and
+    "full" have no code unless set. A code without a redirect of its own goes to the study's completion
+    redirect (Prolific's one URL) with cc=CODE.
+    """
+    if outcome not in COMPLETION_OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    configured = (study.completion_codes or {}).get(outcome) or {}
+    if outcome == "failed_attention" and not configured:
+        return study_completion(study=study, outcome="finished")
+    code = configured.get("code", "")
+    redirect_url = configured.get("redirect_url", "")
+    if outcome == "finished":
+        code = code or study.completion_code
+        redirect_url = redirect_url or study.completion_redirect_url
+    elif not redirect_url and code:
+        redirect_url = study.completion_redirect_url
+    if redirect_url and code:
+        parts = urlsplit(redirect_url)
+        query = [(key, value) for key, value in parse_qsl(parts.query) if key != "cc"]
+        redirect_url = urlunsplit(parts._replace(query=urlencode([*query, ("cc", code)])))
+    return Completion(outcome=outcome, code=code, redirect_url=redirect_url)
+
+
+def participant_failed_attention(*, participant: Participant) -> bool:
+    """Whether the participant answered an attention check other than it asked."""
+    return (
+        Response.objects.filter(participant=participant, trial__is_attention_check=True)
+        .exclude(choice=F("trial__expected_choice"))
+        .exists()
+    )
+
+
+def participant_completion(*, participant: Participant) -> Completion:
+    """The completion for a participant who declined or finished (failed attention checks or not)."""
+    if participant.consent == Participant.Consent.DECLINED:
+        outcome = "declined"
+    elif participant_failed_attention(participant=participant):
+        outcome = "failed_attention"
+    else:
+        outcome = "finished"
+    return study_completion(study=participant.study, outcome=outcome)
 
 
 RESPONSE_ROW_KEYS = (

@@ -49,19 +49,42 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
         return render(request, "studies/closed.html", {"study": study})
     if ids.preview:
         return render(request, "studies/preview.html", {"study": study})
+    # Checked before the consent form too, so nobody reads it for a study they cannot join; the service checks
+    # again under a lock (this count alone would let simultaneous consents through).
+    if selectors.study_is_full(study=study):
+        return _full(request, study, ids)
     form = ConsentForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        participant = services.participant_start(
-            study=study,
-            ids=ids,
-            consent_given=form.cleaned_data["decision"] == "agree",
-            entry_nonce=form.cleaned_data["entry"],
-            user_agent=request.headers.get("User-Agent", ""),
-        )
+        try:
+            participant = services.participant_start(
+                study=study,
+                ids=ids,
+                consent_given=form.cleaned_data["decision"] == "agree",
+                entry_nonce=form.cleaned_data["entry"],
+                user_agent=request.headers.get("User-Agent", ""),
+            )
+        except services.StudyFull:
+            return _full(request, study, ids)
         request.session[_session_key(study)] = participant.code
         return redirect("studies:page", slug=study.slug, code=participant.code)
     carry = {**ids.as_query(), "entry": secrets.token_urlsafe(16)}
     return render(request, "studies/consent.html", {"study": study, "form": form, "carry": carry})
+
+
+def _completion_page(
+    request: HttpRequest, template: str, completion: selectors.Completion, context: dict
+) -> HttpResponse:
+    """Send the participant to the outcome's redirect (Prolific), or show its page with the code (if any)."""
+    if completion.redirect_url:
+        return redirect(completion.redirect_url)
+    return render(request, template, {**context, "completion": completion})
+
+
+def _full(request: HttpRequest, study: Study, ids: services.ExternalIds) -> HttpResponse:
+    """The polite "this study is full" page (or the "full" redirect); MTurk workers can submit its code."""
+    completion = selectors.study_completion(study=study, outcome="full")
+    mturk = {"turk_submit_to": ids.turk_submit_to, "assignment_id": ids.session_id}
+    return _completion_page(request, "studies/full.html", completion, {"study": study, **mturk})
 
 
 def _question_context(participant: Participant, page: services.Page) -> dict:
@@ -89,8 +112,10 @@ def participant_page(request: HttpRequest, slug: str, code: str) -> HttpResponse
     """The participant's current page; every POST names its page (`step`) and stale ones only redirect."""
     participant = get_object_or_404(Participant.objects.select_related("study"), study__slug=slug, code=code)
     study = participant.study
+    mturk = {"turk_submit_to": participant.turk_submit_to, "assignment_id": participant.external_session_id}
     if participant.consent == Participant.Consent.DECLINED:
-        return render(request, "studies/declined.html", {"study": study})
+        completion = selectors.participant_completion(participant=participant)
+        return _completion_page(request, "studies/declined.html", completion, {"study": study, **mturk})
     if participant.finished_at is None and not _can_enter(request, study):
         return render(request, "studies/closed.html", {"study": study})
     pages = services.participant_pages(participant=participant)
@@ -104,9 +129,8 @@ def participant_page(request: HttpRequest, slug: str, code: str) -> HttpResponse
     if not participant.external_id and request.session.get(_session_key(study)) != participant.code:
         request.session[_session_key(study)] = participant.code
     if page.kind == "done":
-        if study.completion_redirect_url:
-            return redirect(services.completion_url(study=study))
-        return render(request, "studies/done.html", context)
+        completion = selectors.participant_completion(participant=participant)
+        return _completion_page(request, "studies/done.html", completion, {**context, **mturk})
     if page.kind == "instructions":
         return render(request, "studies/instructions.html", context)
     if page.kind == "feedback":
