@@ -99,19 +99,20 @@ RESPONSE_ROW_KEYS = (
     "participant", "external_id", "trial", "trial_index", "question", "question_text", "landmark", "prompt",
     "left_arm", "right_arm", "choice", "chosen_arm", "response_ms", "shown_at", "answered_at",
     "is_attention_check", "attention_passed", "participant_failed_attention", "participant_finished",
-    "generation_run", "left_image", "right_image", "left_seed", "right_seed", "left_rendered_prompt",
+    "participant_is_pilot", "generation_run", "left_image", "right_image", "left_seed", "right_seed", "left_rendered_prompt",
     "right_rendered_prompt",
 )  # fmt: skip
 
 
-def study_response_rows(*, study: Study) -> list[dict]:
+def study_response_rows(*, study: Study, include_pilot: bool = False) -> list[dict]:
     """One dict per response, in participant then answer order (see the keys below; analysis codes against them).
 
     participant is pseudonymous ("P0007"); question is the question's key, or "attention_check" (with the
-    instruction as question_text) for instructed-response trials.
+    instruction as question_text) for instructed-response trials. Pilots' responses only with include_pilot.
     """
+    pilot_filter = {} if include_pilot else {"participant__is_pilot": False}
     responses = list(
-        Response.objects.filter(participant__study=study)
+        Response.objects.filter(participant__study=study, **pilot_filter)
         .select_related("participant", "trial__prompt", "trial__image_a", "trial__image_b", "question")
         .order_by("participant_id", "answered_at", "id")
     )
@@ -149,6 +150,7 @@ def study_response_rows(*, study: Study) -> list[dict]:
                 else None,
                 "participant_failed_attention": participant.pk in failed,
                 "participant_finished": participant.finished_at is not None,
+                "participant_is_pilot": participant.is_pilot,
                 "generation_run": left.run_id,
                 "left_image": left.pk,
                 "right_image": right.pk,
@@ -184,6 +186,7 @@ class StudyStats:
 
     started: int
     declined: int
+    pilots: int
     finished: int
     failed_attention: int
     median_minutes: float | None
@@ -192,17 +195,22 @@ class StudyStats:
 
 
 def study_stats(*, study: Study) -> StudyStats:
-    """Participants started/declined/finished, median completion time and responses per trial."""
-    participants = list(study.participants.all())
+    """Participants started/declined/finished, median completion time and responses per trial (pilots apart)."""
+    everyone = list(study.participants.all())
+    participants = [p for p in everyone if not p.is_pilot]
     durations = [(p.finished_at - p.started_at).total_seconds() / 60 for p in participants if p.finished_at]
     counts = dict(
-        Response.objects.filter(trial__study=study).values_list("trial").annotate(n=Count("id")).order_by()
+        Response.objects.filter(trial__study=study, participant__is_pilot=False)
+        .values_list("trial")
+        .annotate(n=Count("id"))
+        .order_by()
     )
     return StudyStats(
         started=sum(p.consent == Participant.Consent.GIVEN for p in participants),
         declined=sum(p.consent == Participant.Consent.DECLINED for p in participants),
+        pilots=len(everyone) - len(participants),
         finished=len(durations),
-        failed_attention=len(participants_failed_attention(study=study)),
+        failed_attention=len(participants_failed_attention(study=study) & {p.pk for p in participants}),
         median_minutes=round(statistics.median(durations), 1) if durations else None,
         responses=sum(counts.values()),
         trials=[TrialCount(t, counts.get(t.pk, 0)) for t in study.trials.select_related("prompt")],
@@ -271,6 +279,11 @@ def media_token(*, participant: Participant, kind: str, ident: str | int) -> str
     """
     message = f"{participant.code}:{kind}:{ident}".encode()
     return hmac.new(participant.study.media_secret.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+
+def study_pilot_key(*, study: Study) -> str:
+    """The key of the study's pilot link (?pilot=KEY): shown to staff only, derived from the study's secret."""
+    return hmac.new(study.media_secret.encode(), b"pilot link", hashlib.sha256).hexdigest()[:24]
 
 
 def media_source(*, participant: Participant, token: str) -> Path | str:

@@ -17,6 +17,7 @@ from studies.services.participants import (
     participant_instructions_read,
     participant_page_shown,
     participant_pages,
+    participant_preview,
     participant_start,
     response_record,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "participant_instructions_read",
     "participant_page_shown",
     "participant_pages",
+    "participant_preview",
     "participant_start",
     "questions_load",
     "response_record",

@@ -156,13 +156,20 @@ def participant_find(*, study: Study, ids: ExternalIds, session_code: str | None
 
 
 def participant_start(
-    *, study: Study, ids: ExternalIds, consent_given: bool, entry_nonce: str = "", user_agent: str = ""
+    *,
+    study: Study,
+    ids: ExternalIds,
+    consent_given: bool,
+    entry_nonce: str = "",
+    user_agent: str = "",
+    is_pilot: bool = False,
 ) -> Participant:
     """Record a consent decision: a new participant, or the one already made by the same external id or form.
 
     entry_nonce: the consent form's one-time value, so a double-clicked consent without an external id (two
     posts at the same instant from one browser) makes one participant. Raises StudyFull when agreeing would
-    admit more than the study's max_participants; declining is always recorded.
+    admit more than the study's max_participants; declining is always recorded. A pilot (is_pilot) is
+    never counted against the cap and is left out of analyses.
     """
     if ids.preview:
         raise UserInputError("MTurk preview: accept the HIT before starting.")
@@ -179,6 +186,7 @@ def participant_start(
         "sides": sides,
         "consent": Participant.Consent.GIVEN if consent_given else Participant.Consent.DECLINED,
         "user_agent": user_agent[:300],
+        "is_pilot": is_pilot,
     }
     if ids.external_id:
         key = {"external_id": ids.external_id}
@@ -187,7 +195,7 @@ def participant_start(
     else:
         key = {}
     with transaction.atomic():
-        if consent_given and study.max_participants is not None:
+        if consent_given and not is_pilot and study.max_participants is not None:
             # One admission at a time per study: the row lock makes "count, then insert" atomic, so concurrent
             # consents can never admit more than the cap (the count alone would let them all through).
             locked = Study.objects.select_for_update().only("max_participants").get(pk=study.pk)
@@ -203,6 +211,12 @@ def participant_start(
         # A double-clicked consent or a second tab: a unique constraint makes one row win, the other post finds it.
         participant, _ = Participant.objects.get_or_create(study=study, **key, defaults=defaults)
         return participant
+
+
+def participant_preview(*, study: Study, seed: int = 0) -> Participant:
+    """An unsaved participant drawn from `seed`, for staff to walk the study's pages without recording anything."""
+    order, sides = _draw_order(study, seed)
+    return Participant(study=study, code=f"preview-{seed}", seed=seed, trial_order=order, sides=sides)
 
 
 @dataclass(frozen=True)
