@@ -50,7 +50,8 @@ class Command(PeftlabCommand):
         if options["file"]:
             report = analyze_responses(read_responses(options["file"]), config)
         else:
-            report = study_report(study=study_get_by_slug(slug=options["slug"]), config=config)
+            study = study_get_by_slug(slug=options["slug"])
+            report = study_report(study=study, config=config, include_pilot=options["include_pilot"])
         plan = None
         if options["plan"] is not None:
             plan = plan_from_report(
