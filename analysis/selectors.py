@@ -5,6 +5,7 @@ from django.core.cache import cache
 from django.db.models import Count, Max
 
 from analysis.stats import RESPONSE_COLUMNS, AnalysisConfig, StudyReport, analyze_responses
+from analysis.stats.display import DisplayNames
 from studies.models import Response, Study
 from studies.selectors import study_response_rows
 
@@ -29,3 +30,9 @@ def study_report_cached(*, study: Study) -> StudyReport:
         report = study_report(study=study)
         cache.set(key, report, timeout=600)
     return report
+
+
+def study_display_names(*, study: Study) -> DisplayNames:
+    """The study's arm labels and question labels (empty ones fall back to the keys)."""
+    questions = {key: label for key, label in study.questions.values_list("key", "label") if label}
+    return DisplayNames(arms=dict(study.arm_labels or {}), questions=questions)

@@ -9,7 +9,7 @@ from django.core.files.storage import default_storage
 from analysis.charts import CHART_FORMATS, CHARTS, render_chart
 from analysis.exports import EXPORT_FORMATS, export_bytes, export_frame
 from analysis.metrics import ImageScores, ScoreConfig, ScoredImage, score_images
-from analysis.selectors import study_report
+from analysis.selectors import study_display_names, study_report
 from analysis.stats import AnalysisConfig, analyze_responses
 from generation.models import GenerationRun, Prompt
 from peftlab.errors import UserInputError
@@ -83,9 +83,10 @@ def study_report_write(*, study: Study, output_dir: Path, config: AnalysisConfig
         output_dir / "report.txt": report.to_text().encode(),
         output_dir / "report.json": report.to_json().encode(),
     }
+    names = study_display_names(study=study)
     for name in CHARTS:
         for fmt in CHART_FORMATS:
-            files[output_dir / f"{name}.{fmt}"] = render_chart(report, name, fmt)
+            files[output_dir / f"{name}.{fmt}"] = render_chart(report, name, fmt, names)
     write_bytes_atomic(files)
     return [export.responses, export.summary, *files]
 

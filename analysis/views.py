@@ -7,7 +7,7 @@ from django.utils.safestring import mark_safe
 
 from analysis.charts import CHART_FORMATS, CHARTS, render_chart
 from analysis.exports import CONTENT_TYPES, EXPORT_FORMATS, export_bytes, export_frame
-from analysis.selectors import study_report_cached
+from analysis.selectors import study_display_names, study_report_cached
 from studies.models import Study
 from studies.selectors import study_response_rows
 
@@ -58,7 +58,7 @@ def chart(request: HttpRequest, slug: str, name: str, fmt: str) -> HttpResponse:
     study = get_object_or_404(Study, slug=slug)
     if name not in CHARTS or fmt not in CHART_FORMATS:
         raise Http404("unknown chart")
-    data = render_chart(study_report_cached(study=study), name, fmt)
+    data = render_chart(study_report_cached(study=study), name, fmt, study_display_names(study=study))
     response = HttpResponse(data, content_type="image/svg+xml" if fmt == "svg" else "image/png")
     if request.GET.get("download"):
         response["Content-Disposition"] = f'attachment; filename="{study.slug}-{name}.{fmt}"'
