@@ -26,8 +26,8 @@ from peftlab.errors import UserInputError  # noqa: E402
 CHART_FORMATS = ("png", "svg")
 
 
-def _bars(ax, frame: pd.DataFrame, category: str, series: str, value: str) -> None:
-    """Grouped bars of `value` by `category` (x) and `series` (colour), with CI whiskers."""
+def _bars(ax, frame: pd.DataFrame, category: str, series: str, value: str, shares: bool = True) -> None:
+    """Grouped bars of `value` by `category` (x) and `series` (colour), with CI whiskers; `shares` in percent."""
     categories = list(dict.fromkeys(frame[category]))
     names = list(dict.fromkeys(frame[series]))
     width = 0.8 / max(len(names), 1)
@@ -50,7 +50,8 @@ def _bars(ax, frame: pd.DataFrame, category: str, series: str, value: str) -> No
             linewidth=0.6,
         )
         # A bar of 0 has no height: its value printed at the baseline shows it is there and is zero.
-        ax.bar_label(bars, labels=[percent(h) for h in heights], fontsize=7, padding=2)
+        labels = [percent(h) if shares else f"{h:.2f}" for h in heights]
+        ax.bar_label(bars, labels=labels, fontsize=7, padding=2)
     ax.set_xticks(
         x,
         categories,
@@ -58,7 +59,8 @@ def _bars(ax, frame: pd.DataFrame, category: str, series: str, value: str) -> No
         ha="right" if len(categories) > 4 else "center",
     )
     ax.set_ylim(0, 1.12)
-    ax.set_yticks(np.linspace(0, 1, 6), [percent(t) for t in np.linspace(0, 1, 6)])
+    ticks = np.linspace(0, 1, 6)
+    ax.set_yticks(ticks, [percent(t) if shares else f"{t:.1f}" for t in ticks])
     ax.legend(fontsize=8)
 
 
@@ -205,7 +207,7 @@ def strengths_chart(report: StudyReport, names: DisplayNames) -> Figure:
         return _empty(figure, leaderboard_reason(report, names) or "no Bradley-Terry strengths")
     frame = frame.assign(question=frame["question"].map(names.question), arm=frame["arm"].map(names.arm))
     ax = figure.add_subplot()
-    _bars(ax, frame, "question", "arm", "strength")
+    _bars(ax, frame, "question", "arm", "strength", shares=False)
     ax.set_ylabel("strength (sums to 1)")
     ax.set_title("Bradley-Terry strengths")
     return figure

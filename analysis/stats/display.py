@@ -58,3 +58,103 @@ def number(value: float, digits: int = 2) -> str:
     if float(value).is_integer():
         return f"{int(value):,}"
     return f"{value:,.{digits}f}".rstrip("0").rstrip(".")
+
+
+# Column headings a reader understands; a column not named here reads as its key with spaces.
+HEADINGS = {
+    "question": "Question",
+    "comparison": "Comparison (first vs second arm)",
+    "arm": "Arm",
+    "option": "Option",
+    "scope": "By",
+    "group": "Group",
+    "participants": "Participants",
+    "votes": "Votes",
+    "ties": "Ties",
+    "share_a": "First arm's share",
+    "share": "Share",
+    "left_share": "Left share",
+    "strength": "Strength",
+    "p_value": "p",
+    "p_holm": "p (Holm)",
+    "method": "Test",
+    "icc": "ICC",
+    "design_effect": "Design effect",
+    "count": "Chosen",
+    "n": "Answers",
+    "left": "Left",
+    "decisive": "Decisive",
+    "rank": "Rank",
+    "wins": "Wins",
+    "comparisons": "Comparisons",
+    "status": "Note",
+    "items": "Items",
+    "ratings": "Ratings",
+    "fleiss_kappa": "Fleiss' κ",
+    "krippendorff_alpha": "Krippendorff's α",
+}
+SHARES = ("share_a", "share", "left_share")
+
+
+def readable_rows(
+    rows: list[dict], names: DisplayNames, confidence: float
+) -> tuple[list[str], list[list[str]]]:
+    """Result rows (dicts of a ResultTable) as headings and formatted cells: names, percentages, intervals, p.
+
+    arm_a/arm_b become one comparison column, ci_low/ci_high an interval column beside the estimate; nested
+    values (dicts, lists) are left to their own displays.
+    """
+    if not rows:
+        return [], []
+    keys = [key for key, value in rows[0].items() if not isinstance(value, dict | list)]
+    columns: list[str] = []
+    for key in keys:
+        if key == "arm_b" or key in ("ci_low", "ci_high"):
+            continue
+        columns.append("comparison" if key == "arm_a" else key)
+        if key in (*SHARES, "strength") and "ci_low" in keys:
+            columns.append("interval")
+    level = f"{confidence:.0%} CI"
+    headings = [
+        level if c == "interval" else HEADINGS.get(c, c.replace("_", " ").capitalize()) for c in columns
+    ]
+    body = []
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            if column == "comparison":
+                cells.append(names.pair(row["arm_a"], row["arm_b"]))
+            elif column == "question":
+                cells.append("all questions" if value == "all" else names.question(value))
+            elif column in ("arm", "option"):
+                cells.append(names.arm(value))
+            elif column == "interval":
+                strength = "strength" in row
+                low, high = row.get("ci_low"), row.get("ci_high")
+                if strength:
+                    cells.append("–" if low is None else f"[{number(low, 3)},\u00a0{number(high, 3)}]")
+                else:
+                    # A no-break space keeps an interval on one line in a narrow column.
+                    cells.append(interval(_nan(low), _nan(high), 1).replace(", ", ",\u00a0"))
+            elif column in SHARES:
+                cells.append(percent(_nan(value), 1))
+            elif column in ("p_value", "p_holm"):
+                cells.append(p_value(_nan(value)).removeprefix("p = ").removeprefix("p "))
+            elif isinstance(value, float) or value is None:
+                cells.append(number(_nan(value), 3))
+            elif isinstance(value, bool):
+                cells.append("yes" if value else "no")
+            elif isinstance(value, int):
+                cells.append(number(value))
+            else:
+                cells.append(str(value))
+        body.append(cells)
+    # A column empty in every row (a note nobody needed) only takes room.
+    kept = [i for i in range(len(headings)) if any(row[i] for row in body)]
+    return [headings[i] for i in kept], [[row[i] for i in kept] for row in body]
+
+
+def _nan(value: float | None) -> float:
+    """None (JSON's missing number) as NaN."""
+    return math.nan if value is None else float(value)
