@@ -13,12 +13,14 @@ from analysis.selectors import report_subtitle, study_design, study_display_name
 from analysis.stats import AnalysisConfig, StudyReport, analyze_responses
 from analysis.stats.display import DisplayNames
 from analysis.stats.paragraphs import StudyDesign
+from analysis.stats.preregistration import analysis_plan, plan_sha256
 from generation.models import GenerationRun, Prompt
 from peftlab.errors import UserInputError
 from peftlab.files import write_bytes_atomic
 from peftlab.progress import ProgressCallback, ignore_progress
 from studies.models import Study
 from studies.selectors import study_response_rows
+from studies.services import study_plan_store
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,29 @@ def report_folder_write(
     output_dir.mkdir(exist_ok=True)
     write_bytes_atomic(files)
     return list(files)
+
+
+def study_plan_lock(
+    *, study: Study, config: AnalysisConfig | None = None, alpha: float = 0.05, stopping: dict | None = None
+) -> Study:
+    """Freeze the study's analysis plan before data arrive; returns the study with plan and plan_sha256 set."""
+    config = config or AnalysisConfig()
+    questions = [
+        {"key": q.key, "text": q.text, "label": q.label, "options": list(q.options)}
+        for q in study.questions.all()
+    ]
+    plan = analysis_plan(
+        study={"slug": study.slug, "title": study.title, "generation_run": study.generation_run_id},
+        arms=list(study.arms),
+        questions=questions,
+        attention_checks=study.trials.filter(is_attention_check=True).count(),
+        target_participants=study.target_participants,
+        max_participants=study.max_participants,
+        config=config,
+        alpha=alpha,
+        stopping=stopping,
+    )
+    return study_plan_store(study=study, plan=plan, sha256=plan_sha256(plan))
 
 
 def run_images_score(

@@ -20,6 +20,7 @@ from studies.services.participants import (
     participant_start,
     response_record,
 )
+from studies.services.preregistration import study_plan_guard, study_plan_store
 from studies.services.setup import (
     DEFAULT_CONSENT,
     DEFAULT_INSTRUCTIONS,
@@ -56,6 +57,8 @@ __all__ = [
     "stimuli_import",
     "study_contents_build",
     "study_create_from_generation",
+    "study_plan_guard",
+    "study_plan_store",
     "study_status_set",
     "study_trials_build",
 ]
