@@ -22,6 +22,7 @@ from studies.services.participants import (
     participant_start,
     response_record,
 )
+from studies.services.preregistration import study_plan_guard, study_plan_store
 from studies.services.setup import (
     DEFAULT_CONSENT,
     DEFAULT_INSTRUCTIONS,
@@ -64,6 +65,8 @@ __all__ = [
     "stimuli_import",
     "study_contents_build",
     "study_create_from_generation",
+    "study_plan_guard",
+    "study_plan_store",
     "study_status_set",
     "study_stimuli_check",
     "study_trials_build",

@@ -22,6 +22,7 @@ from generation.pngs import png_clean
 from peftlab.errors import UserInputError
 from studies.models import Question, Study, Trial, study_contents_changed
 from studies.selectors import COMPLETION_OUTCOMES
+from studies.services.preregistration import study_plan_guard
 from studies.services.stimuli import study_stimuli_check
 
 REFERENCE_QUESTIONS: list[dict] = [
@@ -213,8 +214,22 @@ def arms_validate(*, run: GenerationRun, arms: list) -> None:
         raise UserInputError(f"arm(s) {absent} have no images in run {run.pk}; it has {run_arms}.")
 
 
-def study_trials_build(*, study: Study, seed: int | None = None, attention_checks: int = 2) -> list[Trial]:
-    """Build a trial for every prompt x pair of the study's arms, plus `attention_checks` instructed trials."""
+def study_trials_build(
+    *, study: Study, seed: int | None = None, attention_checks: int = 2, deviate: str = ""
+) -> list[Trial]:
+    """Build a trial for every prompt x pair of the study's arms, plus `attention_checks` instructed trials.
+
+    A study with a locked analysis plan refuses, unless `deviate` gives the reason to record as a deviation.
+    """
+    study_plan_guard(
+        study=study,
+        change=f"building trials for arms {study.arms} with {attention_checks} attention check(s)",
+        deviate=deviate,
+    )
+    return _trials_build(study=study, seed=seed, attention_checks=attention_checks)
+
+
+def _trials_build(*, study: Study, seed: int | None, attention_checks: int) -> list[Trial]:
     run = study.generation_run
     arms_validate(run=run, arms=study.arms)
     images = list(run.images.select_related("prompt"))
@@ -355,14 +370,27 @@ def study_create_from_generation(
 
 @transaction.atomic
 def study_contents_build(
-    *, study: Study, questions: str | list[dict] = "reference", seed: int | None = None, attention_checks: int = 2
+    *,
+    study: Study,
+    questions: str | list[dict] = "reference",
+    seed: int | None = None,
+    attention_checks: int = 2,
+    deviate: str = "",
 ) -> None:
-    """Give a saved study without trials its questions (unless it has some) and its trials."""
+    """Give a saved study without trials its questions (unless it has some) and its trials.
+
+    A study with a locked analysis plan refuses, unless `deviate` gives the reason to record as a deviation.
+    """
+    study_plan_guard(
+        study=study,
+        change=f"building questions and trials (arms {study.arms}, {attention_checks} attention check(s))",
+        deviate=deviate,
+    )
     if not study.questions.exists():
         specs = questions_load(spec=questions) if isinstance(questions, str) else questions
         for position, spec in enumerate(specs):
             _question_add(study=study, position=position, spec=spec)
-    study_trials_build(study=study, seed=seed, attention_checks=attention_checks)
+    _trials_build(study=study, seed=seed, attention_checks=attention_checks)
 
 
 def study_status_set(*, study: Study, status: str) -> Study:
