@@ -83,6 +83,7 @@ def test_missing_model_folder_is_named_as_missing(tmp_path, prepared_dir, fast_o
         data=prepared_dir,
         **options,
     )
+    assert not TrainingRun.objects.exists()  # refused before a run is queued
 
 
 def test_missing_model_is_refused_by_the_loader_too(tmp_path):
