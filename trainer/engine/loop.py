@@ -8,6 +8,7 @@ atomically so `resume=True` continues a killed run to the same result.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -255,24 +256,32 @@ class Trainer:
             # Epoch 0: the validation loss before the first step, the baseline every epoch must beat.
             with self.phase("validate"):
                 start = time.perf_counter()
-                self.history.append(
-                    EpochResult(0, None, self.validation_loss(), time.perf_counter() - start, 0.0)
-                )
+                loss = self.validation_loss()
+                seconds = time.perf_counter() - start
+                self.history.append(EpochResult(0, None, loss, seconds, 0.0, validation_seconds=seconds))
 
         for epoch in range(self.start_epoch, config.epochs):
+            start = time.perf_counter()
             result = self.train_epoch(epoch)
             self.history.append(result)
             improved = result.val_loss < self.best_val_loss
             if improved:
                 self.best_epoch, self.best_val_loss = result.epoch, result.val_loss
             with self.phase("save"):
+                saving = time.perf_counter()
                 if accelerator.is_main_process:
                     if improved:
                         self.save_weights(self.output / "best")
-                    self.save_weights(self.output / "last")
+                        # The same weights: last/ gets copies of best/'s proven files, not a second proof.
+                        self.save_weights(self.output / "last", proven=self.output / "best")
+                    else:
+                        self.save_weights(self.output / "last")
                     if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+                        # The checkpoint's own copy of this entry lacks the checkpoint's write time.
+                        self.history[-1] = self.timed(result, start, saving)
                         self.save_checkpoint(epoch + 1)
                 accelerator.wait_for_everyone()
+            self.history[-1] = result = self.timed(result, start, saving)
             self.on_epoch(result)
             line = (
                 f"epoch {result.epoch}/{config.epochs}: train loss {result.train_loss:.5f}, "
@@ -299,6 +308,12 @@ class Trainer:
                 # Record the stop, so that resuming a stopped run finishes without training more.
                 self.save_checkpoint(self.history[-1].epoch)
         return self.finish()
+
+    @staticmethod
+    def timed(result: EpochResult, start: float, saving: float) -> EpochResult:
+        """`result` with the epoch's wall time so far (from `start`) and its saving time (from `saving`)."""
+        now = time.perf_counter()
+        return dataclasses.replace(result, seconds=now - start, save_seconds=now - saving)
 
     def prepare_data(self, device: torch.device, weight_dtype: torch.dtype) -> None:
         """Latent moments and (for LoRA) text states once; token ids for TI; fixed validation noise."""
@@ -504,13 +519,17 @@ class Trainer:
                 "or use --mixed-precision bf16 instead of fp16."
             )
         with self.phase("validate"):
+            validating = time.perf_counter()
             val_loss = self.validation_loss()
+        now = time.perf_counter()
         return EpochResult(
             epoch=epoch + 1,
             train_loss=train_loss,
             val_loss=val_loss,
-            seconds=time.perf_counter() - start,
+            seconds=now - start,
             samples_per_s=samples * accelerator.num_processes / max(train_seconds, 1e-9),
+            train_seconds=train_seconds,
+            validation_seconds=now - validating,
         )
 
     @torch.no_grad()
@@ -549,13 +568,18 @@ class Trainer:
             )
         return value
 
-    def save_weights(self, folder: Path) -> None:
-        """Write the method's artifacts to `folder` atomically (a staging folder renamed into place)."""
+    def save_weights(self, folder: Path, proven: Path | None = None) -> None:
+        """Write the method's artifacts to `folder` atomically (a staging folder renamed into place), or copy
+        them from `proven`, a folder just written and proven from the same weights."""
         staging = folder.with_name(f".{folder.name}-staging")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
-            self.method.save(self.accelerator.unwrap_model(self.module), staging)
+            if proven is None:
+                self.method.save(self.accelerator.unwrap_model(self.module), staging)
+            else:
+                for path in sorted(proven.iterdir()):
+                    shutil.copyfile(path, staging / path.name)
         except BaseException:
             # A failed proof leaves the previous weights in place and no half-written staging folder.
             shutil.rmtree(staging, ignore_errors=True)
