@@ -196,10 +196,7 @@ class Trainer:
         if accelerator.is_main_process:
             logger.info("mixed precision: %s (%s)", self.mixed_precision, reason)
         device = accelerator.device
-        if device.type == "cuda":
-            # TF32 matmuls are ~8x faster than float32 on Ampere and later with no visible loss change.
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        allow_tf32(device)
         set_seed(config.seed)
         weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
             accelerator.mixed_precision, torch.float32
@@ -213,8 +210,7 @@ class Trainer:
                 module.requires_grad_(False)
                 module.to(device)
             parts.vae.eval()
-            if device.type == "cuda":
-                parts.unet.to(memory_format=torch.channels_last)
+            use_channels_last(parts.unet, device)
             self.method.setup(parts)
             if config.gradient_checkpointing:
                 parts.unet.enable_gradient_checkpointing()
@@ -230,13 +226,7 @@ class Trainer:
         module = self.method.trained_module(parts)
         module.train()
         self.trainable = [p for p in module.parameters() if p.requires_grad]
-        # Fused AdamW: one kernel for all parameters (CPU and CUDA); it rounds unlike the per-tensor loop.
-        optimizer = torch.optim.AdamW(
-            self.trainable,
-            lr=config.learning_rate,
-            weight_decay=config.weight_decay,
-            fused=device.type in ("cpu", "cuda"),
-        )
+        optimizer = make_optimizer(self.trainable, config, device)
 
         processes = accelerator.num_processes
         global_batch = config.batch_size * processes
@@ -739,6 +729,33 @@ def posterior_sample(mean: torch.Tensor, std: torch.Tensor, eps: torch.Tensor | 
         # numbers in another order, so caching the latents or not would train different weights.
         eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype)
     return torch.addcmul(mean, std, eps)
+
+
+def allow_tf32(device: torch.device) -> None:
+    """On CUDA, let float32 matmuls and convolutions run in TF32 (~8x faster on Ampere and later, no visible
+    change in the loss)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def use_channels_last(unet: torch.nn.Module, device: torch.device) -> None:
+    """On CUDA, store the UNet's convolution weights channels-last, the layout its tensor-core kernels take."""
+    if device.type == "cuda":
+        unet.to(memory_format=torch.channels_last)
+
+
+def make_optimizer(
+    parameters: list[torch.nn.Parameter], config: TrainingConfig, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, fused into one kernel on the devices that have it (CPU and CUDA;
+    it rounds unlike the per-tensor loop)."""
+    return torch.optim.AdamW(
+        parameters,
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+        fused=device.type in ("cpu", "cuda"),
+    )
 
 
 def resolve_mixed_precision(requested: str) -> tuple[str, str]:
