@@ -19,4 +19,8 @@ urlpatterns = [
     path("training/new/", views.training_new, name="training_new"),
     path("generation/new/", views.generation_new, name="generation_new"),
     path("studies/new/", views.study_new, name="study_new"),
+    path("studies/<slug:slug>/", views.study_detail, name="study_detail"),
+    path("studies/<slug:slug>/status/", views.study_status, name="study_status"),
+    path("prompts/", views.prompt_sets, name="prompt_sets"),
+    path("prompts/builtin/", views.prompt_set_builtin, name="prompt_set_builtin"),
 ]

@@ -48,6 +48,23 @@ def generation_run_list() -> QuerySet[GenerationRun]:
     return GenerationRun.objects.select_related("prompt_set").annotate(image_count=Count("images"))
 
 
+def generation_run_image_counts(*, run: GenerationRun) -> tuple[int, int]:
+    """(images stored, images the run will have): every prompt x seed for each arm."""
+    expected = run.prompt_set.prompts.count() * len(run.config.get("seeds") or [0]) * len(run.arms)
+    return run.images.count(), expected
+
+
+def generation_run_readiness(*, run: GenerationRun) -> str:
+    """Why a study cannot be built from `run` yet ("" when it is finished), e.g. "still rendering (3 of 12 images)"."""
+    if run.status == GenerationRun.Status.FINISHED:
+        return ""
+    if run.status == GenerationRun.Status.FAILED:
+        return "failed; render it again"
+    done, expected = generation_run_image_counts(run=run)
+    verb = "queued to render" if run.status == GenerationRun.Status.QUEUED else "still rendering"
+    return f"{verb} ({done} of {expected} images)"
+
+
 @dataclass(frozen=True)
 class GalleryCell:
     """One image of the gallery and the parameters shown when hovering over it."""

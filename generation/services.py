@@ -6,10 +6,14 @@ import csv
 import hashlib
 import json
 import re
-from pathlib import Path
+import secrets
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path, PurePath
 from typing import Any
 
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -172,11 +176,8 @@ def prompts_add(*, prompt_set: PromptSet, records: list[dict[str, Any]]) -> int:
     return added
 
 
-@transaction.atomic
-def prompt_set_load(*, path: Path, name: str | None = None) -> PromptSet:
-    """Create a prompt set from a JSON or CSV file; malformed files are refused with the line and field."""
-    path = Path(path)
-    header, records = read_prompt_file(path)
+def prompt_set_new(*, name: str | None, header: dict[str, Any], path: Path) -> PromptSet:
+    """An unsaved, validated prompt set named `name`, the file's "name", or the file's stem; taken names refused."""
     slug = slugify(name or header.get("name") or path.stem)
     if not slug:
         raise UserInputError(
@@ -186,8 +187,66 @@ def prompt_set_load(*, path: Path, name: str | None = None) -> PromptSet:
         raise UserInputError(f"a prompt set named {slug!r} already exists; choose another --name.")
     prompt_set = PromptSet(name=slug, description=header.get("description") or f"Loaded from {path.name}.")
     prompt_set.full_clean()
+    return prompt_set
+
+
+@transaction.atomic
+def prompt_set_load(*, path: Path, name: str | None = None) -> PromptSet:
+    """Create a prompt set from a JSON or CSV file; malformed files are refused with the line and field."""
+    path = Path(path)
+    header, records = read_prompt_file(path)
+    prompt_set = prompt_set_new(name=name, header=header, path=path)
     prompt_set.save()
     prompts_add(prompt_set=prompt_set, records=records)
+    return prompt_set
+
+
+def prompt_set_upload(
+    *, file_name: str, content: bytes, images: Mapping[str, bytes], name: str | None = None
+) -> PromptSet:
+    """Create a prompt set from an uploaded JSON or CSV file and its reference images, matched by file name.
+
+    The file is checked by the same rules as `prompt_set_load`; each prompt's `reference_images` names
+    uploaded files, which are stored as metadata-free PNGs in media storage (as imported stimuli are).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / (PurePath(file_name).name or "prompts")
+        path.write_bytes(content)
+        header, records = read_prompt_file(path)
+        prompt_set = prompt_set_new(name=name, header=header, path=path)
+    uploaded = {PurePath(file).name: data for file, data in images.items()}
+    named = {PurePath(reference).name for record in records for reference in record["reference_images"]}
+    for number, record in enumerate(records, start=1):
+        missing = [ref for ref in record["reference_images"] if PurePath(ref).name not in uploaded]
+        if missing:
+            raise UserInputError(
+                f"{path.name} prompt {number} ({record['landmark']}): reference image {missing[0]!r} was not "
+                "uploaded; add it to the reference images."
+            )
+    unused = sorted(set(uploaded) - named)
+    if unused:
+        raise UserInputError(
+            f"reference image {unused[0]!r} is named by no prompt's reference_images; remove it or name it."
+        )
+    # Every image is decoded before anything is written, so a bad one leaves no set and no file behind.
+    pngs = {file: png_clean(data) for file, data in uploaded.items()}
+    stored: dict[str, str] = {}
+    try:
+        with transaction.atomic():
+            prompt_set.save()
+            for file, png in pngs.items():
+                stored[file] = default_storage.save(
+                    f"references/{secrets.token_hex(16)}.png", ContentFile(png)
+                )
+            for record in records:
+                record["reference_images"] = [
+                    stored[PurePath(ref).name] for ref in record["reference_images"]
+                ]
+            prompts_add(prompt_set=prompt_set, records=records)
+    except Exception:
+        for storage_name in stored.values():
+            default_storage.delete(storage_name)
+        raise
     return prompt_set
 
 

@@ -21,19 +21,25 @@ from studies.services.participants import (
     response_record,
 )
 from studies.services.setup import (
+    COMPLETION_OUTCOMES,
     DEFAULT_CONSENT,
     DEFAULT_INSTRUCTIONS,
     REFERENCE_QUESTIONS,
+    arm_labels_clean,
     arms_validate,
+    completion_codes_clean,
+    generation_run_ready_check,
     questions_load,
     stimuli_import,
     study_contents_build,
     study_create_from_generation,
+    study_settings_update,
     study_status_set,
     study_trials_build,
 )
 
 __all__ = [
+    "COMPLETION_OUTCOMES",
     "DEFAULT_CONSENT",
     "DEFAULT_INSTRUCTIONS",
     "FEEDBACK_MAX_CHARS",
@@ -41,9 +47,12 @@ __all__ = [
     "REFERENCE_QUESTIONS",
     "ExternalIds",
     "Page",
+    "arm_labels_clean",
     "arms_validate",
+    "completion_codes_clean",
     "completion_url",
     "feedback_normalize",
+    "generation_run_ready_check",
     "participant_answer_all",
     "participant_find",
     "participant_finish",
@@ -56,6 +65,7 @@ __all__ = [
     "stimuli_import",
     "study_contents_build",
     "study_create_from_generation",
+    "study_settings_update",
     "study_status_set",
     "study_trials_build",
 ]

@@ -18,6 +18,7 @@ from django.utils.text import slugify
 
 from generation.models import GeneratedImage, GenerationRun, Prompt, PromptSet
 from generation.pngs import png_clean
+from generation.selectors import generation_run_readiness
 from peftlab.errors import UserInputError
 from studies.models import Question, Study, Trial, study_contents_changed
 
@@ -42,6 +43,9 @@ REFERENCE_QUESTIONS: list[dict] = [
         "show_references": True,
     },
 ]
+
+# Study.completion_codes' keys: how a participant's walk can end, each with its own code and redirect.
+COMPLETION_OUTCOMES = ("finished", "failed_attention", "declined", "full")
 
 DEFAULT_CONSENT = (
     "You are invited to take part in a short study about images. You will see pairs of pictures and say "
@@ -189,6 +193,7 @@ def _question_add(*, study: Study, position: int, spec: Mapping) -> Question:
         text=spec.get("text", ""),
         options=list(spec.get("options", [])),
         show_references=bool(spec.get("show_references", False)),
+        label=spec.get("label", ""),
     )
     try:
         question.full_clean()
@@ -198,6 +203,40 @@ def _question_add(*, study: Study, position: int, spec: Mapping) -> Question:
         ) from None
     question.save()
     return question
+
+
+def generation_run_ready_check(*, run: GenerationRun) -> None:
+    """Raise UserInputError unless `run` has finished: "run 2 is still rendering (3 of 12 images)"."""
+    reason = generation_run_readiness(run=run)
+    if reason:
+        raise UserInputError(f"run {run.pk} is {reason}; build the study once it has finished.")
+
+
+def arm_labels_clean(*, arms: list[str], labels: Mapping[str, str] | None) -> dict[str, str]:
+    """The non-empty display names of `arms`; a label for an arm the study lacks is refused."""
+    labels = {arm: str(label).strip() for arm, label in (labels or {}).items() if str(label).strip()}
+    unknown = sorted(set(labels) - set(arms))
+    if unknown:
+        raise UserInputError(f"display names for {unknown}, which the study does not compare ({arms}).")
+    return labels
+
+
+def completion_codes_clean(codes: Mapping | None) -> dict[str, dict[str, str]]:
+    """Study.completion_codes checked: outcome -> {"code", "redirect_url"}, empty entries dropped."""
+    cleaned: dict[str, dict[str, str]] = {}
+    for outcome, entry in (codes or {}).items():
+        if outcome not in COMPLETION_OUTCOMES:
+            raise UserInputError(
+                f"completion outcome {outcome!r} is unknown; outcomes are {', '.join(COMPLETION_OUTCOMES)}."
+            )
+        if not isinstance(entry, Mapping) or set(entry) - {"code", "redirect_url"}:
+            raise UserInputError(
+                f'completion outcome {outcome!r} takes {{"code": ..., "redirect_url": ...}}.'
+            )
+        kept = {key: str(value).strip() for key, value in entry.items() if str(value or "").strip()}
+        if kept:
+            cleaned[outcome] = kept
+    return cleaned
 
 
 def arms_validate(*, run: GenerationRun, arms: list) -> None:
@@ -276,8 +315,13 @@ def study_create_from_generation(
     target_participants: int = 50,
     completion_redirect_url: str = "",
     status: str = Study.Status.DRAFT,
+    arm_labels: Mapping[str, str] | None = None,
+    max_participants: int | None = None,
+    completion_code: str = "",
+    completion_codes: Mapping | None = None,
 ) -> Study:
     """Create a study comparing `arms` of `run`: questions ("reference", a JSON path or dicts) and all trials."""
+    generation_run_ready_check(run=run)
     if attention_checks < 0:
         raise UserInputError("--attention-checks must be 0 or more.")
     if slug is None:
@@ -294,7 +338,12 @@ def study_create_from_generation(
         completion_redirect_url=completion_redirect_url,
         generation_run=run,
         arms=list(arms or run.arms),
+        max_participants=max_participants,
+        completion_codes=completion_codes_clean(completion_codes),
     )
+    study.arm_labels = arm_labels_clean(arms=study.arms, labels=arm_labels)
+    if completion_code:
+        study.completion_code = completion_code
     try:
         study.full_clean()
     except ValidationError as error:
@@ -317,8 +366,49 @@ def study_contents_build(
 
 
 def study_status_set(*, study: Study, status: str) -> Study:
-    """Open, close or return a study to draft."""
+    """Open, close or return a study to draft; a study opens only with trials and questions to answer."""
+    if status not in Study.Status.values:
+        raise UserInputError(f"status {status!r} is unknown; use {', '.join(Study.Status.values)}.")
+    if status == Study.Status.OPEN:
+        if not study.trials.filter(is_attention_check=False).exists() or not study.questions.exists():
+            raise UserInputError(f"study {study.slug} has no trials or no questions; nothing to answer yet.")
+        # The one place a study's stimuli are checked before participants arrive: field-a's
+        # studies.services.stimuli.study_stimuli_check(study=study) is called here once it lands.
     study.status = status
     study.full_clean()
     study.save(update_fields=["status"])
+    return study
+
+
+@transaction.atomic
+def study_settings_update(
+    *,
+    study: Study,
+    title: str,
+    target_participants: int,
+    max_participants: int | None,
+    completion_code: str,
+    completion_redirect_url: str,
+    completion_codes: Mapping | None,
+    arm_labels: Mapping[str, str] | None,
+    question_labels: Mapping[str, str] | None = None,
+) -> Study:
+    """Change what a researcher may change at any time: title, recruitment, completion and display names."""
+    study.title = title
+    study.target_participants = target_participants
+    study.max_participants = max_participants
+    study.completion_code = completion_code or study.completion_code
+    study.completion_redirect_url = completion_redirect_url
+    study.completion_codes = completion_codes_clean(completion_codes)
+    study.arm_labels = arm_labels_clean(arms=study.arms, labels=arm_labels)
+    try:
+        study.full_clean()
+    except ValidationError as error:
+        raise UserInputError(f"the study is invalid: {'; '.join(error.messages)}") from None
+    study.save()
+    for question in study.questions.all():
+        label = (question_labels or {}).get(question.key, question.label).strip()
+        if label != question.label:
+            question.label = label
+            question.save(update_fields=["label"])
     return study

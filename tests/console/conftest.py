@@ -3,6 +3,9 @@
 import pytest
 from django.contrib.auth import get_user_model
 
+# The studies' small generation run (two landmarks x three arms) and media kept in a temporary folder.
+from tests.studies.conftest import media_root, run  # noqa: F401
+
 
 @pytest.fixture
 def staff_client(client, db):

@@ -6,6 +6,7 @@ from PIL import Image
 
 from generation.models import PromptSet
 from peftlab.models import Job
+from studies.models import Study
 from trainer.engine.config import LoraTrainingConfig, TiTrainingConfig
 from trainer.engine.dataset import PrepareConfig
 from trainer.models import Dataset
@@ -72,15 +73,15 @@ def test_generation_form_rejects_bad_input(staff_client, tiny_model_dir, tmp_pat
     assert job.kind == "generation" and job.queue == "gpu" and job.run.arms == ["base"]
 
 
-def test_study_form_needs_a_finished_run_and_a_free_slug(staff_client):
-    page = post(
-        staff_client,
-        "study_new",
-        {"generation_run": 999, "title": "t", "slug": "s", "attention_checks": 2, "target_participants": 5},
-    )
-    assert "Select a valid choice" in page
-    assert "valid “slug”" in post(staff_client, "study_new", {"title": "t", "slug": "a b"})
-    assert not Job.objects.exists()
+def test_study_builder_needs_a_run_and_a_free_slug(staff_client, run):
+    picker = staff_client.get(reverse("console:study_new"), {"generation_run": 999}).content.decode()
+    assert "Select a valid choice" in picker and "Create the study" not in picker
+    Study.objects.create(title="t", slug="taken", generation_run=run, consent_text="c", instructions="i")
+    url = f"{reverse('console:study_new')}?generation_run={run.pk}"
+    page = staff_client.post(url, {"title": "t", "slug": "taken", "arms": ["base", "lora"]}).content.decode()
+    assert "a study with slug &#x27;taken&#x27; already exists" in page
+    assert "valid “slug”" in staff_client.post(url, {"title": "t", "slug": "a b"}).content.decode()
+    assert Study.objects.count() == 1 and not Job.objects.exists()
 
 
 @pytest.fixture
