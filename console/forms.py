@@ -381,7 +381,7 @@ class StudyBuildForm(CompletionFields):
         for number in range(1, CUSTOM_QUESTIONS + 1):
             prefix = f"custom_{number}_"
             self.fields[prefix + "text"] = forms.CharField(
-                required=False, widget=forms.Textarea(attrs={"rows": 2}), label=f"Custom question {number}",
+                required=False, widget=forms.Textarea(attrs={"rows": 2}), label=f"Custom question {number}: wording",
                 help_text="Leave empty for none. Do not name the arms.",
             )  # fmt: skip
             self.fields[prefix + "key"] = forms.SlugField(
@@ -489,6 +489,8 @@ class StudyBuildForm(CompletionFields):
 
 class StudySettingsForm(CompletionFields):
     """What may change on an existing study: title, recruitment, completion, and arm and question display names."""
+
+    field_order = ["title", "target_participants", "max_participants"]
 
     title = forms.CharField(max_length=200, help_text="Shown to participants: do not name the arms.")
     target_participants = forms.IntegerField(min_value=1)

@@ -30,7 +30,7 @@ class Command(PeftlabCommand):
         run = GenerationRun.objects.filter(pk=options["from_generation"]).first()
         if run is None:
             raise UserInputError(
-                f"no generation run {options['from_generation']}; see the admin for run ids."
+                f"no generation run {options['from_generation']}; the console (/console/) lists the runs and their ids."
             )
         study = study_create_from_generation(
             run=run,
