@@ -1,5 +1,6 @@
 """The console's forms: each validates what the user typed with the same rules as the engines."""
 
+from dataclasses import replace
 from pathlib import Path
 
 from django import forms
@@ -13,6 +14,7 @@ from peftlab.errors import UserInputError
 from studies.models import EXTRA_OPTIONS, Study
 from studies.services import COMPLETION_OUTCOMES, REFERENCE_QUESTIONS, generation_run_ready_check
 from trainer.engine.config import LoraTrainingConfig, TiTrainingConfig, build_config
+from trainer.engine.data import CAPTION_CHUNKS, caption_tokens_measure
 from trainer.engine.dataset import PrepareConfig
 from trainer.models import Dataset, TrainingRun
 
@@ -99,6 +101,18 @@ class TrainingStartForm(ConsoleForm):
     resolution = forms.IntegerField(initial=LoraTrainingConfig.resolution, min_value=8)
     seed = forms.IntegerField(initial=LoraTrainingConfig.seed)
     rank = forms.IntegerField(initial=LoraTrainingConfig.rank, min_value=1, help_text="LoRA only.")
+    max_caption_tokens = forms.TypedChoiceField(
+        choices=[("", "Measured: the fewest that keep every caption whole")]
+        + [
+            (tokens, f"{tokens} ({chunks} window{'s' * (chunks > 1)} of the text encoder)")
+            for tokens, chunks in CAPTION_CHUNKS.items()
+        ],
+        coerce=int,
+        empty_value=None,
+        required=False,
+        help_text="Caption tokens the text encoder sees; a longer caption loses its tail. Measured: the dataset's "
+        "captions are counted with the model's tokenizer when you start.",
+    )
     placeholder_token = forms.CharField(required=False, help_text='Textual Inversion only, e.g. "<ghibli>".')
     initializer_token = forms.CharField(required=False, help_text="Textual Inversion only, e.g. style.")
     processes = forms.IntegerField(
@@ -122,7 +136,16 @@ class TrainingStartForm(ConsoleForm):
         else:
             options["placeholder_token"] = cleaned["placeholder_token"]
             options["initializer_token"] = cleaned["initializer_token"]
+        if cleaned["max_caption_tokens"] is not None:
+            options["max_caption_tokens"] = cleaned["max_caption_tokens"]
         cleaned["config"] = user_error_to_form(lambda: build_config(cleaned["method"], **options))
+        if cleaned["max_caption_tokens"] is None:
+            # Measured once the rest is valid: it loads the model's tokenizer and reads every caption.
+            longest, tokens = user_error_to_form(
+                lambda: caption_tokens_measure(cleaned["model"], Path(cleaned["dataset"].path))
+            )
+            self.notice = f"The longest caption has {longest} tokens: max caption tokens {tokens}."
+            cleaned["config"] = replace(cleaned["config"], max_caption_tokens=tokens)
         cleaned["output"] = Path(settings.PEFTLAB_DATA_DIR) / "runs" / cleaned["output_name"]
         if cleaned["output"].exists():
             raise forms.ValidationError(f"{cleaned['output']} already exists: choose another output name.")

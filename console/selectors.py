@@ -7,6 +7,7 @@ from pathlib import Path
 
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import Count, Model, Q, QuerySet
+from django.utils.timesince import timeuntil
 
 from generation.models import GenerationRun, PromptSet
 from generation.selectors import generation_run_list
@@ -40,6 +41,11 @@ class RunRow:
         return self.run.status in ACTIVE_RUN_STATUSES or bool(self.job and self.job.is_active)
 
 
+def job_eta(job: Job) -> str:
+    """ "about 4 minutes left" for an active job with an estimate, else ""."""
+    return f"about {timeuntil(job.eta_at)} left" if job.is_active and job.eta_at else ""
+
+
 def job_summary(job: Job) -> dict:
     """What the runs list shows of a job, as JSON for the polling script."""
     return {
@@ -52,6 +58,8 @@ def job_summary(job: Job) -> dict:
         "total": job.total,
         "metrics": job.metrics,
         "active": job.is_active,
+        "eta_at": job.eta_at.isoformat() if job.eta_at else None,
+        "eta": job_eta(job),
     }
 
 

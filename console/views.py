@@ -136,7 +136,7 @@ def start_form(request: HttpRequest, form_class: type, template_title: str, star
         except UserInputError as error:
             form.add_error(None, str(error))
         else:
-            messages.success(request, f"Job {job.pk} queued.")
+            messages.success(request, f"Job {job.pk} queued. {getattr(form, 'notice', '')}".strip())
             return redirect("console:job_detail", pk=job.pk)
     return render(request, "console/form.html", {"form": form, "title": template_title})
 

@@ -126,18 +126,22 @@ def test_a_run_shows_its_latest_jobs_progress_and_polls_while_active(staff_clien
         stage="train",
         done=2,
         total=5,
+        eta_at=timezone.now() + timedelta(minutes=10, seconds=30),
     )
     TrainingRun.objects.filter(pk=training.pk).update(status="running")
     page = staff_client.get(reverse("console:runs")).content.decode()
     assert f'data-job="{retry.pk}"' in page and "setTimeout(poll, 2000)" in page and "train 2/5" in page
+    assert "about 10\xa0minutes left" in page
     (row,) = staff_client.get(reverse("console:runs_json")).json()["runs"]
     assert row["active"] and row["job"]["id"] == retry.pk and row["job"]["percent"] == 40.0
+    assert row["job"]["eta"] == "about 10\xa0minutes left"
 
     detail = staff_client.get(reverse("console:training_run_detail", args=[training.pk])).content.decode()
     assert reverse("console:job_detail", args=[first.pk]) in detail and f"retry of {first.pk}" in detail
     job_page = staff_client.get(reverse("console:job_detail", args=[retry.pk])).content.decode()
     chart = reverse("console:training_run_loss_chart", args=[training.pk])
     assert reverse("console:training_run_detail", args=[training.pk]) in job_page and chart in job_page
+    assert "40.0% of the whole run" in job_page and "about 10\xa0minutes left (ETA" in job_page
 
 
 def test_training_run_detail_shows_config_metrics_curve_files_and_studies(staff_client, training, study):

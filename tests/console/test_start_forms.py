@@ -121,3 +121,40 @@ def test_training_form_without_a_learning_rate_uses_the_methods_default(
     assert response.status_code == 302, response.content.decode()[-2000:]
     expected = {"lora": LoraTrainingConfig, "ti": TiTrainingConfig}[method].learning_rate
     assert Job.objects.get().run.config["learning_rate"] == expected
+
+
+# The tiny tokenizer spells "word" in 4 tokens: 25 of them are 100 tokens, more than one 75-token window.
+@pytest.mark.parametrize(("captions", "expected"), [(["short caption"], 77), (["word " * 25], 150)])
+def test_training_form_measures_the_captions_for_max_caption_tokens(
+    staff_client, tiny_model_dir, settings, tmp_path, captions, expected
+):
+    source = tmp_path / "images"
+    source.mkdir()
+    for index in range(4):
+        Image.new("RGB", (64, 64), (60 * index, 90, 200)).save(source / f"image{index}.png")
+        (source / f"image{index}.txt").write_text(captions[0] + f" {index}", encoding="utf-8")
+    dataset_prepare(
+        source=source, output=tmp_path / "dataset", config=PrepareConfig(resolution=64, min_size=0)
+    )
+    settings.PEFTLAB_DATA_DIR = tmp_path / "data"
+    data = {
+        "dataset": Dataset.objects.get().pk,
+        "method": "lora",
+        "model": str(tiny_model_dir),
+        "output_name": "run",
+        "epochs": 1,
+        "batch_size": 1,
+        "resolution": 64,
+        "seed": 0,
+        "rank": 4,
+        "processes": 1,
+        "max_caption_tokens": "",
+    }
+    response = staff_client.post(reverse("console:training_new"), data, follow=True)
+    assert Job.objects.get().run.config["max_caption_tokens"] == expected
+    assert f"max caption tokens {expected}." in response.content.decode()
+    Job.objects.all().delete()
+    chosen = staff_client.post(
+        reverse("console:training_new"), data | {"max_caption_tokens": "225", "output_name": "b"}
+    )
+    assert chosen.status_code == 302 and Job.objects.get().run.config["max_caption_tokens"] == 225
