@@ -12,7 +12,8 @@ from generation.models import GenerationRun, PromptSet
 from generation.selectors import generation_run_readiness
 from peftlab.errors import UserInputError
 from studies.models import EXTRA_OPTIONS, Study
-from studies.services import COMPLETION_OUTCOMES, REFERENCE_QUESTIONS, generation_run_ready_check
+from studies.selectors import COMPLETION_OUTCOMES
+from studies.services import REFERENCE_QUESTIONS, generation_run_ready_check
 from trainer.engine.config import LoraTrainingConfig, TiTrainingConfig, build_config
 from trainer.engine.data import CAPTION_CHUNKS, caption_tokens_measure
 from trainer.engine.dataset import PrepareConfig
@@ -333,7 +334,7 @@ class CompletionFields(ConsoleForm):
         return {
             outcome: {"code": data[f"code_{outcome}"], "redirect_url": data[f"redirect_{outcome}"]}
             for outcome in COMPLETION_OUTCOMES
-            if f"code_{outcome}" in data
+            if data.get(f"code_{outcome}") or data.get(f"redirect_{outcome}")
         }
 
     @classmethod

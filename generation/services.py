@@ -6,7 +6,6 @@ import csv
 import hashlib
 import json
 import re
-import secrets
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path, PurePath
@@ -176,6 +175,55 @@ def prompts_add(*, prompt_set: PromptSet, records: list[dict[str, Any]]) -> int:
     return added
 
 
+def reference_image_read(*, reference: str, folder: Path, where: str) -> bytes:
+    """A reference image named in a prompt file (relative to its `folder`) as a clean PNG, or a one-line error."""
+    path = Path(reference).expanduser()
+    path = path if path.is_absolute() else folder / path
+    if not path.is_file():
+        raise UserInputError(
+            f"{where}: reference image {reference!r} does not exist ({path}); paths are relative to the "
+            "prompt file's folder."
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UserInputError(f"{where}: reference image {path} cannot be read ({error.strerror}).") from None
+    try:
+        return png_clean(data)
+    except UserInputError:
+        raise UserInputError(f"{where}: reference image {path} is not a readable image; fix or remove it.") from None
+
+
+def reference_image_store(*, png: bytes) -> str:
+    """Store a clean reference PNG in media storage under its content hash; its storage name.
+
+    The name says nothing of the landmark (participants receive references through opaque tokens anyway), and
+    loading the same image twice stores it once.
+    """
+    name = f"references/{hashlib.sha256(png).hexdigest()}.png"
+    if default_storage.exists(name):
+        return name
+    return default_storage.save(name, ContentFile(png))
+
+
+def references_copy(*, records: list[dict[str, Any]], folder: Path, file_name: str) -> list[dict[str, Any]]:
+    """The records with their reference images read from `folder` and copied into media storage.
+
+    Every image is read and checked before any is stored, so a missing one leaves nothing behind.
+    """
+    prepared = [
+        [
+            reference_image_read(reference=reference, folder=folder, where=f"{file_name} prompt {number}")
+            for reference in record["reference_images"]
+        ]
+        for number, record in enumerate(records, start=1)
+    ]
+    return [
+        {**record, "reference_images": [reference_image_store(png=png) for png in pngs]}
+        for record, pngs in zip(records, prepared, strict=True)
+    ]
+
+
 def prompt_set_new(*, name: str | None, header: dict[str, Any], path: Path) -> PromptSet:
     """An unsaved, validated prompt set named `name`, the file's "name", or the file's stem; taken names refused."""
     slug = slugify(name or header.get("name") or path.stem)
@@ -192,30 +240,35 @@ def prompt_set_new(*, name: str | None, header: dict[str, Any], path: Path) -> P
 
 @transaction.atomic
 def prompt_set_load(*, path: Path, name: str | None = None) -> PromptSet:
-    """Create a prompt set from a JSON or CSV file; malformed files are refused with the line and field."""
+    """Create a prompt set from a JSON or CSV file; malformed files are refused with the line and field.
+
+    Reference images are read relative to the file's folder (absolute paths as they are) and copied into
+    media storage as clean PNGs, so studies serve them wherever the file came from.
+    """
     path = Path(path)
     header, records = read_prompt_file(path)
     prompt_set = prompt_set_new(name=name, header=header, path=path)
+    records = references_copy(records=records, folder=path.resolve().parent, file_name=path.name)
     prompt_set.save()
     prompts_add(prompt_set=prompt_set, records=records)
     return prompt_set
 
 
+@transaction.atomic
 def prompt_set_upload(
     *, file_name: str, content: bytes, images: Mapping[str, bytes], name: str | None = None
 ) -> PromptSet:
-    """Create a prompt set from an uploaded JSON or CSV file and its reference images, matched by file name.
+    """Create a prompt set from an uploaded JSON or CSV file and its uploaded reference images.
 
-    The file is checked by the same rules as `prompt_set_load`; each prompt's `reference_images` names
-    uploaded files, which are stored as metadata-free PNGs in media storage (as imported stimuli are).
+    The file is checked by the same rules as `prompt_set_load`; each prompt's `reference_images` name uploaded
+    files (by file name; folders in the names are ignored), never files on the server.
     """
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / (PurePath(file_name).name or "prompts")
         path.write_bytes(content)
         header, records = read_prompt_file(path)
-        prompt_set = prompt_set_new(name=name, header=header, path=path)
+    prompt_set = prompt_set_new(name=name, header=header, path=path)
     uploaded = {PurePath(file).name: data for file, data in images.items()}
-    named = {PurePath(reference).name for record in records for reference in record["reference_images"]}
     for number, record in enumerate(records, start=1):
         missing = [ref for ref in record["reference_images"] if PurePath(ref).name not in uploaded]
         if missing:
@@ -223,30 +276,28 @@ def prompt_set_upload(
                 f"{path.name} prompt {number} ({record['landmark']}): reference image {missing[0]!r} was not "
                 "uploaded; add it to the reference images."
             )
+    named = {PurePath(reference).name for record in records for reference in record["reference_images"]}
     unused = sorted(set(uploaded) - named)
     if unused:
         raise UserInputError(
             f"reference image {unused[0]!r} is named by no prompt's reference_images; remove it or name it."
         )
-    # Every image is decoded before anything is written, so a bad one leaves no set and no file behind.
-    pngs = {file: png_clean(data) for file, data in uploaded.items()}
-    stored: dict[str, str] = {}
-    try:
-        with transaction.atomic():
-            prompt_set.save()
-            for file, png in pngs.items():
-                stored[file] = default_storage.save(
-                    f"references/{secrets.token_hex(16)}.png", ContentFile(png)
-                )
-            for record in records:
-                record["reference_images"] = [
-                    stored[PurePath(ref).name] for ref in record["reference_images"]
-                ]
-            prompts_add(prompt_set=prompt_set, records=records)
-    except Exception:
-        for storage_name in stored.values():
-            default_storage.delete(storage_name)
-        raise
+    # Every image is checked before any is stored, so a bad one leaves nothing behind.
+    pngs = {}
+    for file, data in uploaded.items():
+        try:
+            pngs[file] = png_clean(data)
+        except UserInputError:
+            raise UserInputError(
+                f"reference image {file} is not a readable image; fix or remove it."
+            ) from None
+    stored = {file: reference_image_store(png=png) for file, png in pngs.items()}
+    records = [
+        {**record, "reference_images": [stored[PurePath(ref).name] for ref in record["reference_images"]]}
+        for record in records
+    ]
+    prompt_set.save()
+    prompts_add(prompt_set=prompt_set, records=records)
     return prompt_set
 
 
