@@ -3,8 +3,8 @@
 import pytest
 from django.contrib.auth import get_user_model
 
-# The studies' small generation run (two landmarks x three arms) and media kept in a temporary folder.
-from tests.studies.conftest import media_root, run  # noqa: F401
+# The studies' small generation run (two landmarks x three arms), media in a temporary folder, and Chromium.
+from tests.studies.conftest import browser, media_root, run  # noqa: F401
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from studies.models import Participant, Study
-from tests.studies.test_browser import browser  # noqa: F401  (the Chromium fixture)
 
 SHOTS = Path("/work/notes/shots")
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -21,7 +20,7 @@ def shot(page, name: str) -> None:
         page.screenshot(path=str(SHOTS / f"console-{name}.png"), full_page=True)
 
 
-def staff_context(browser, live_server):  # noqa: F811
+def staff_context(browser, live_server):
     """A browser context logged in as a staff researcher (the session cookie of a forced login)."""
     user = get_user_model().objects.create_user("researcher", password="pw-for-tests", is_staff=True)
     client = Client()
@@ -32,7 +31,7 @@ def staff_context(browser, live_server):  # noqa: F811
     return context
 
 
-def test_a_study_is_built_previewed_opened_and_answered_from_the_console(browser, live_server, run):  # noqa: F811
+def test_a_study_is_built_previewed_opened_and_answered_from_the_console(browser, live_server, run):
     console = staff_context(browser, live_server).new_page()
     console.goto(f"{live_server.url}/console/studies/new/")
     console.get_by_label("Generation run").select_option(str(run.pk))
