@@ -13,6 +13,7 @@ from generation.models import GenerationRun, PromptSet
 from generation.selectors import generation_run_list
 from peftlab.models import Job
 from studies.models import Participant, Study
+from studies.selectors import study_pilot_key
 from trainer.models import TrainingRun
 from trainer.selectors import epoch_metric_list, training_run_list
 
@@ -197,6 +198,7 @@ def study_summary(*, study: Study) -> dict:
         "started": participants["started"],
         "finished": participants["finished"],
         "arm_names": arm_names(study),
+        "pilot_key": study_pilot_key(study=study),
     }
 
 

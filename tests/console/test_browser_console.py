@@ -54,15 +54,18 @@ def test_a_study_is_built_previewed_opened_and_answered_from_the_console(browser
     assert list(study.questions.values_list("key", flat=True)) == ["artwork", "style", "finish"]
     assert study.max_participants == 10 and study.status == Study.Status.DRAFT
 
-    # The preview opens the draft as a participant sees it (staff only while a draft).
+    # The preview walks the draft's pages as a participant sees them, and records nothing.
     with console.context.expect_page() as opened:
         console.get_by_role("link", name="Preview as a participant").click()
     preview = opened.value
-    preview.wait_for_selector("text=I agree, start the study")
+    preview.wait_for_selector("text=Staff preview")
+    preview.click("#preview-next")  # instructions
+    preview.click("#preview-next")  # the first pair
+    preview.wait_for_selector('img[alt="Image on the left"]')
     shot(preview, "preview")
     preview.close()
-    assert Client().get(f"/studies/{study.slug}/").status_code == 200  # a stranger sees the closed page
-    assert "I agree" not in Client().get(f"/studies/{study.slug}/").content.decode()
+    assert not Participant.objects.exists()
+    assert "I agree" not in Client().get(f"/studies/{study.slug}/").content.decode()  # a stranger: not open yet
 
     console.get_by_role("button", name="Open the study").click()
     console.wait_for_selector("text=Study console-built is open.")
