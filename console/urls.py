@@ -10,6 +10,7 @@ urlpatterns = [
     path("runs.json", views.runs_json, name="runs_json"),
     path("runs/training/<int:pk>/", views.training_run_detail, name="training_run_detail"),
     path("runs/training/<int:pk>/loss.png", views.training_run_loss_chart, name="training_run_loss_chart"),
+    path("runs/training/<int:pk>/adapters.zip", views.training_run_adapters, name="training_run_adapters"),
     path("runs/generation/<int:pk>/", views.generation_run_detail, name="generation_run_detail"),
     path("studies/", views.studies, name="studies"),
     path("jobs/<int:pk>/", views.job_detail, name="job_detail"),

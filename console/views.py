@@ -1,5 +1,6 @@
 """The researcher console: every run and study, start jobs, watch their progress, read errors in full (staff only)."""
 
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -30,6 +31,7 @@ from studies.models import Study
 from studies.services import study_create_from_generation, study_settings_update, study_status_set
 from trainer.jobs import dataset_prepare_job, training_job_enqueue
 from trainer.models import TrainingRun
+from trainer.selectors import training_run_adapters_zip
 
 
 def run_context(run: TrainingRun | GenerationRun | None) -> dict:
@@ -76,6 +78,23 @@ def training_run_loss_chart(request: HttpRequest, pk: int) -> FileResponse:
     if path is None:
         raise Http404(f"training run {pk} has no loss.png yet: it is drawn when the run ends.")
     return FileResponse(path.open("rb"), content_type="image/png")
+
+
+@staff_member_required
+def training_run_adapters(request: HttpRequest, pk: int) -> FileResponse:
+    """A finished run's adapters as a zip: diffusers, kohya and A1111 files, run.json and a README."""
+    run = get_object_or_404(TrainingRun, pk=pk)
+    # A temporary file rather than memory: a LoRA of a large model is hundreds of megabytes.
+    stream = tempfile.TemporaryFile()
+    try:
+        training_run_adapters_zip(run=run, stream=stream)
+    except UserInputError as error:
+        stream.close()
+        raise Http404(str(error)) from None
+    stream.seek(0)
+    return FileResponse(
+        stream, as_attachment=True, filename=f"training-run-{run.pk}-{run.method}-adapters.zip"
+    )
 
 
 @staff_member_required

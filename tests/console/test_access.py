@@ -33,18 +33,24 @@ def pks(db, tmp_path, run) -> dict[str, int | str]:
         kind=Job.Kind.DATASET, func_path="trainer.jobs.dataset_prepare_job", status="failed"
     )
     Image.new("RGB", (8, 8)).save(tmp_path / "loss.png")
+    (tmp_path / "pytorch_lora_weights.safetensors").write_bytes(b"weights")
     training = TrainingRun.objects.create(
         method="lora",
+        status="finished",
         dataset_path="/d",
         output_path=str(tmp_path),
         config={},
-        files={"loss.png": str(tmp_path / "loss.png")},
+        files={
+            "loss.png": str(tmp_path / "loss.png"),
+            "pytorch_lora_weights.safetensors": str(tmp_path / "pytorch_lora_weights.safetensors"),
+        },
     )
     generation = GenerationRun.objects.create(prompt_set=PromptSet.objects.create(name="s"), arms=["base"])
     return {
         "job": job.pk,
         "training_run_detail": training.pk,
         "training_run_loss_chart": training.pk,
+        "training_run_adapters": training.pk,
         "generation_run_detail": generation.pk,
         "study": study_create_from_generation(run=run, slug="access").slug,
     }

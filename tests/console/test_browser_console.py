@@ -65,7 +65,9 @@ def test_a_study_is_built_previewed_opened_and_answered_from_the_console(browser
     shot(preview, "preview")
     preview.close()
     assert not Participant.objects.exists()
-    assert "I agree" not in Client().get(f"/studies/{study.slug}/").content.decode()  # a stranger: not open yet
+    assert (
+        "I agree" not in Client().get(f"/studies/{study.slug}/").content.decode()
+    )  # a stranger: not open yet
 
     console.get_by_role("button", name="Open the study").click()
     console.wait_for_selector("text=Study console-built is open.")

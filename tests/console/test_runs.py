@@ -1,6 +1,8 @@
 """The runs page lists every training and generation run, however started, with its job's progress and links;
 a training run's page shows its metrics, its loss.png and full error; the studies page links onward."""
 
+import io
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -213,3 +215,43 @@ def test_pages_read_job_state_and_never_reconcile(staff_client, training, settin
     page = staff_client.get(reverse("console:job_detail", args=[dead.pk])).content.decode()
     assert "Last heartbeat" in page and "1 hour ago" in page and "older than 60 s" in page
     assert jobs_reconcile() == 1
+
+
+def test_a_finished_runs_adapters_download_as_one_zip(staff_client, tmp_path):
+    output = tmp_path / "ti-run"
+    output.mkdir()
+    names = ["learned_embeds.safetensors", "ghibli.safetensors", "run.json", "metrics.csv"]
+    for name in names:
+        (output / name).write_bytes(name.encode())
+    run = TrainingRun.objects.create(
+        method="ti",
+        status="finished",
+        best_epoch=3,
+        dataset_path=str(tmp_path / "d"),
+        output_path=str(output),
+        config={},
+        files={name: str(output / name) for name in names} | {"best": str(output / "best")},
+    )
+    detail = staff_client.get(reverse("console:training_run_detail", args=[run.pk])).content.decode()
+    url = reverse("console:training_run_adapters", args=[run.pk])
+    assert url in detail
+    response = staff_client.get(url)
+    assert response["Content-Disposition"] == f'attachment; filename="training-run-{run.pk}-ti-adapters.zip"'
+    with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as archive:
+        folder = f"training-run-{run.pk}-ti/"
+        assert sorted(archive.namelist()) == sorted(
+            folder + name
+            for name in ["README.txt", "ghibli.safetensors", "learned_embeds.safetensors", "run.json"]
+        )
+        assert archive.read(folder + "ghibli.safetensors") == b"ghibli.safetensors"
+        readme = archive.read(folder + "README.txt").decode()
+    assert "ghibli.safetensors: Textual Inversion for A1111" in readme
+    assert "learned_embeds.safetensors: Textual Inversion for diffusers" in readme
+
+    TrainingRun.objects.filter(pk=run.pk).update(status="running")
+    missing = staff_client.get(url)
+    assert (
+        missing.status_code == 404
+        and url
+        not in staff_client.get(reverse("console:training_run_detail", args=[run.pk])).content.decode()
+    )

@@ -8,6 +8,7 @@ import pytest
 from peftlab.progress import Progress
 from trainer.engine.config import build_config
 from trainer.engine.dataset import PrepareConfig, prepare_dataset
+from trainer.selectors import training_run_adapter_files
 from trainer.services import training_run_create, training_run_execute
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
@@ -50,3 +51,6 @@ def test_warnings_are_recorded_and_progress_covers_the_whole_run(tmp_path, ghibl
         ("epoch 2/2", 2, 2, 1.0),
         ("epoch", 2, 2, 1.0),
     ]
+    # The console's adapter zip holds the best epoch's diffusers and kohya files, and run.json.
+    names = [path.name for path in training_run_adapter_files(run=run)]
+    assert names == ["lora_kohya.safetensors", "pytorch_lora_weights.safetensors", "run.json"]
