@@ -255,3 +255,20 @@ def test_a_finished_runs_adapters_download_as_one_zip(staff_client, tmp_path):
         and url
         not in staff_client.get(reverse("console:training_run_detail", args=[run.pk])).content.decode()
     )
+
+
+def test_the_gallery_says_what_the_effect_check_compared(staff_client):
+    run = GenerationRun.objects.create(
+        prompt_set=PromptSet.objects.create(name="fx"),
+        arms=["base", "lora"],
+        status="finished",
+        config={"seeds": [0], "probe_seed": 3, "effect_threshold": 0.5},
+        effects={"lora": 12.25},
+    )
+    page = staff_client.get(reverse("generation:run_gallery", args=[run.pk])).content.decode()
+    note = page[page.index('id="effect-check-note"') :]
+    assert "lora: 12.25" in page
+    assert "rendered at seed 3 with the trained adapter and with the same adapter untrained" in " ".join(
+        note.split()
+    )
+    assert "without the adapter" not in page  # the old, wrong description

@@ -4,6 +4,7 @@ import io
 import json
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
@@ -238,4 +239,8 @@ def test_help_texts_show_their_angle_brackets(staff_client, run):
     training = staff_client.get(reverse("console:training_new")).content.decode()
     assert "e.g. &quot;&lt;ghibli&gt;&quot;" in training
     builder = staff_client.get(builder_url(run.pk)).content.decode()
-    assert "/studies/&lt;slug&gt;/" in builder
+    assert "/studies/&lt;slug&gt;/" in builder and "cc=&lt;code&gt; is appended" in builder
+    study = study_create_from_generation(run=run, slug="helped")
+    get_user_model().objects.filter(username="researcher").update(is_superuser=True)
+    admin = staff_client.get(reverse("admin:studies_study_change", args=[study.pk])).content.decode()
+    assert "The entry URL is /studies/&lt;slug&gt;/." in admin
