@@ -89,7 +89,11 @@ def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: in
 
     log("4/6 Opening a blind study over every pair of arms")
     study = study_create_from_generation(
-        run=generation, arms=["base", "lora", "ti"], title="peftlab demo study", status=Study.Status.OPEN
+        run=generation,
+        arms=["base", "lora", "ti"],
+        arm_labels={"base": "Base model", "lora": "LoRA", "ti": "Textual Inversion"},
+        title="peftlab demo study",
+        status=Study.Status.OPEN,
     )
 
     log(f"5/6 Piloting it with {pilot_participants} simulated participants")
