@@ -514,9 +514,15 @@ class StudyBuildForm(CompletionFields):
 class StudySettingsForm(CompletionFields):
     """What may change on an existing study: title, recruitment, completion, and arm and question display names."""
 
-    field_order = ["title", "target_participants", "max_participants"]
+    field_order = ["title", "consent_text", "instructions", "target_participants", "max_participants"]
 
     title = forms.CharField(max_length=200, help_text="Shown to participants: do not name the arms.")
+    consent_text = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 5}), help_text="The consent page's text."
+    )
+    instructions = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 5}), help_text="Shown once, before the first pair."
+    )
     target_participants = forms.IntegerField(min_value=1)
     max_participants = forms.IntegerField(
         required=False,
@@ -527,6 +533,8 @@ class StudySettingsForm(CompletionFields):
     def __init__(self, *args, study: Study, **kwargs) -> None:
         initial = {
             "title": study.title,
+            "consent_text": study.consent_text,
+            "instructions": study.instructions,
             "target_participants": study.target_participants,
             "max_participants": study.max_participants,
         } | CompletionFields.initial_from(study)
@@ -552,6 +560,8 @@ class StudySettingsForm(CompletionFields):
         return {
             "study": self.study,
             "title": data["title"],
+            "consent_text": data["consent_text"],
+            "instructions": data["instructions"],
             "target_participants": data["target_participants"],
             "max_participants": data["max_participants"],
             "completion_code": data["completion_code"],

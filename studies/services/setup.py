@@ -437,6 +437,8 @@ def study_settings_update(
     *,
     study: Study,
     title: str,
+    consent_text: str,
+    instructions: str,
     target_participants: int,
     max_participants: int | None,
     completion_code: str,
@@ -445,7 +447,7 @@ def study_settings_update(
     arm_labels: Mapping[str, str] | None,
     question_labels: Mapping[str, str] | None = None,
 ) -> Study:
-    """Change what a researcher may change at any time: title, recruitment, completion and display names.
+    """Change what a researcher may change at any time: texts, recruitment, completion and display names.
 
     The planned number of participants is part of a locked analysis plan: changing it then is refused.
     """
@@ -458,7 +460,7 @@ def study_settings_update(
         raise UserInputError(
             f"max participants must be 1 or more (got {max_participants}); leave it empty for no cap."
         )
-    study.title = title
+    study.title, study.consent_text, study.instructions = title, consent_text, instructions
     study.target_participants = target_participants
     study.max_participants = max_participants
     study.completion_code = completion_code or study.completion_code

@@ -9,6 +9,7 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from django.utils import timezone
 from PIL import Image
 
 from generation.models import GeneratedImage, GenerationRun, PromptSet
@@ -120,6 +121,8 @@ def test_settings_and_status_change_from_the_study_page(staff_client, run):
     url = reverse("console:study_detail", args=["s1"])
     settings = {
         "title": "New title",
+        "consent_text": "You may stop at any time.",
+        "instructions": "Pick the image you prefer.",
         "target_participants": 30,
         "max_participants": "",
         "completion_code": "C0DE",
@@ -131,6 +134,7 @@ def test_settings_and_status_change_from_the_study_page(staff_client, run):
     assert staff_client.post(url, settings).status_code == 302
     study.refresh_from_db()
     assert (study.title, study.max_participants, study.completion_code) == ("New title", None, "C0DE")
+    assert (study.consent_text, study.instructions) == ("You may stop at any time.", "Pick the image you prefer.")
     assert study.arm_labels == {"lora": "LoRA"}
     assert study.completion_codes == {"declined": {"code": "NOCONSENT"}}
     assert study.questions.get(key="identity").label == "Landmark identity"
@@ -244,3 +248,17 @@ def test_help_texts_show_their_angle_brackets(staff_client, run):
     get_user_model().objects.filter(username="researcher").update(is_superuser=True)
     admin = staff_client.get(reverse("admin:studies_study_change", args=[study.pk])).content.decode()
     assert "The entry URL is /studies/&lt;slug&gt;/." in admin
+
+
+def test_a_locked_plan_keeps_its_planned_participants(staff_client, run):
+    study = study_create_from_generation(run=run, slug="locked", target_participants=40)
+    Study.objects.filter(pk=study.pk).update(plan={}, plan_sha256="a" * 64, plan_locked_at=timezone.now())
+    url = reverse("console:study_detail", args=["locked"])
+    settings = {"title": "t", "consent_text": "c", "instructions": "i", "target_participants": 60}
+    page = staff_client.post(url, settings).content.decode()
+    assert "has a locked analysis plan" in page and "the target participants (40 -&gt; 60)" in page
+    study.refresh_from_db()
+    assert (study.target_participants, study.title) == (40, "Which image do you prefer?")
+    assert staff_client.post(url, settings | {"target_participants": 40}).status_code == 302
+    study.refresh_from_db()
+    assert study.title == "t"
