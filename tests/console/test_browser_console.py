@@ -1,14 +1,22 @@
-"""A researcher builds, previews and opens a study in the console alone; a participant then answers it in a browser."""
+"""A researcher builds, previews and opens a study in the console alone, and a participant answers it; prompt sets
+upload from the browser; a run's progress, warnings and adapters show in the console."""
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
 from django.test import Client
+from django.utils import timezone
+from PIL import Image
 
+from generation.models import PromptSet
+from peftlab.models import Job
 from studies.models import Participant, Study
+from trainer.models import TrainingRun
 
 SHOTS = Path("/work/notes/shots")
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -96,3 +104,61 @@ def test_a_study_is_built_previewed_opened_and_answered_from_the_console(browser
     console.wait_for_selector("text=Study console-built is closed.")
     study.refresh_from_db()
     assert study.status == Study.Status.CLOSED
+
+
+def test_a_prompt_set_is_uploaded_and_a_runs_warnings_progress_and_adapters_are_shown(
+    browser, live_server, tmp_path
+):
+    console = staff_context(browser, live_server).new_page()
+    console.goto(f"{live_server.url}/console/prompts/")
+    prompts = tmp_path / "towers.csv"
+    prompts.write_text("landmark,text,reference_images\nEiffel Tower,the Eiffel Tower at dusk,eiffel.png\n")
+    Image.new("RGB", (32, 32), (200, 120, 40)).save(tmp_path / "eiffel.png")
+    console.get_by_label("File").set_input_files(str(prompts))
+    console.get_by_label("Reference images").set_input_files([str(tmp_path / "eiffel.png")])
+    console.get_by_role("button", name="Upload").click()
+    console.wait_for_selector("text=Prompt set towers: 1 prompt loaded.")
+    assert PromptSet.objects.get(name="towers").prompts.get().reference_images[0].startswith("references/")
+
+    output = tmp_path / "run"
+    output.mkdir()
+    for name in ("pytorch_lora_weights.safetensors", "lora_kohya.safetensors", "run.json"):
+        (output / name).write_bytes(b"{}")
+    run = TrainingRun.objects.create(
+        method="lora",
+        status="running",
+        dataset_path=str(tmp_path / "dataset"),
+        output_path=str(output),
+        config={"epochs": 40},
+        warnings=[
+            "training at 512 px on a dataset prepared at 64 px: every image is upscaled 8x, which adds no detail "
+            "and makes each step slower; train at --resolution 64, or prepare the dataset at 512 px.",
+            "12 of 12 captions are longer than 75 tokens and lose their tail (--max-caption-tokens 77); train "
+            "with --max-caption-tokens 150 to keep them whole.",
+        ],
+    )
+    Job.objects.create(
+        kind=Job.Kind.TRAINING,
+        func_path="trainer.jobs.training_run_job",
+        content_type=ContentType.objects.get_for_model(TrainingRun),
+        object_id=run.pk,
+        status="running",
+        percent=100 * 19 / 40,
+        stage="epoch 20/40",
+        done=0,
+        total=4,
+        eta_at=timezone.now() + timedelta(minutes=7, seconds=30),
+    )
+    console.goto(f"{live_server.url}/console/")
+    console.wait_for_selector("text=⚠ 2 warnings")
+    assert "48%" in console.inner_text(f'tr[data-run="training-{run.pk}"]')
+    shot(console, "runs")
+    TrainingRun.objects.filter(pk=run.pk).update(status="finished", files={
+        name: str(output / name) for name in ("pytorch_lora_weights.safetensors", "lora_kohya.safetensors", "run.json")
+    })  # fmt: skip
+    console.goto(f"{live_server.url}/console/runs/training/{run.pk}/")
+    console.wait_for_selector("text=every image is upscaled 8x")
+    with console.expect_download() as download:
+        console.click("#adapters-zip")
+    assert download.value.suggested_filename == f"training-run-{run.pk}-lora-adapters.zip"
+    shot(console, "run")
