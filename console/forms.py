@@ -272,9 +272,7 @@ def adapter_file(run: TrainingRun, method: str) -> str:
 def generation_run_choice_label(run: GenerationRun) -> str:
     """A run as the study form lists it, saying when it cannot be used yet ("still rendering (3 of 12 images)")."""
     reason = generation_run_readiness(run=run)
-    name = f"Generation {run.pk}" + (
-        f": {run.name}" if run.name and run.name != f"generation run {run.pk}" else ""
-    )
+    name = f"Generation {run.pk}" + (f": {run.name}" if run.name else "")
     return f"{name} (arms {', '.join(run.arms)}){f' — {reason}' if reason else ''}"
 
 
