@@ -381,6 +381,7 @@ def study_create_from_generation(
     )
     study.arm_labels = arm_labels_clean(arms=study.arms, labels=arm_labels)
     if completion_code:
+        completion_codes_validate(codes={"finished": {"code": completion_code}})  # the same rules as the others
         study.completion_code = completion_code
     try:
         study.full_clean()
@@ -463,7 +464,9 @@ def study_settings_update(
     study.title, study.consent_text, study.instructions = title, consent_text, instructions
     study.target_participants = target_participants
     study.max_participants = max_participants
-    study.completion_code = completion_code or study.completion_code
+    if completion_code:
+        completion_codes_validate(codes={"finished": {"code": completion_code}})  # the same rules as the others
+        study.completion_code = completion_code
     study.completion_redirect_url = completion_redirect_url
     study.completion_codes = completion_codes_validate(codes=completion_codes or {})
     study.arm_labels = arm_labels_clean(arms=study.arms, labels=arm_labels)

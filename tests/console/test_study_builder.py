@@ -87,6 +87,7 @@ def test_the_builder_creates_the_study_it_was_given(staff_client, run):
         ({"questions": [], "custom_1_text": ""}, "Ask at least one question"),
         ({"custom_1_key": "style"}, "Question keys must differ"),
         ({"arm_label_base": "x" * 101}, "at most 100 characters"),
+        ({"completion_code": "DONE 42!"}, "completion code &#x27;DONE 42!&#x27; for finished: use up to 50 letters"),
     ],
 )
 def test_the_builder_refuses_an_incomplete_study(staff_client, run, changes, message):
