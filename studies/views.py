@@ -164,6 +164,7 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     context = {
         "study": study,
         "stats": selectors.study_stats(study=study),
+        "audit": selectors.study_randomisation_audit(study=study),
         "entry_url": request.build_absolute_uri(reverse("studies:entry", args=[study.slug])),
     }
     return render(request, "studies/dashboard.html", context)

@@ -212,12 +212,17 @@ def _row_sentence(row: Headline, names: DisplayNames, confidence: float) -> str:
     )
 
 
+def headline_sentences(report: StudyReport, names: DisplayNames) -> list[str]:
+    """One sentence per headline row, in display names."""
+    return [_row_sentence(row, names, report.config.confidence) for row in report.headline.rows]
+
+
 def results_paragraph(report: StudyReport, design: StudyDesign, names: DisplayNames) -> str:
     """The Results paragraph: who was analysed, each headline row, position bias and the leaderboard."""
     sentences = [exclusions_line(report.exclusions)]
     if not report.headline.rows:
         sentences.append("No decisive votes have been cast yet, so there is no headline result.")
-    sentences += [_row_sentence(row, names, report.config.confidence) for row in report.headline.rows]
+    sentences += headline_sentences(report, names)
     overall = next((row for row in report.position_bias.rows if row.question == "all"), None)
     if overall is not None:
         sentences.append(
