@@ -47,8 +47,12 @@ def study_export(
     fmt: str,
     include_external_ids: bool = False,
     config: AnalysisConfig | None = None,
+    include_pilot: bool = False,
 ) -> ExportFiles:
-    """Write one row per response to `output` (csv/json/parquet) and the report as a summary beside it."""
+    """Write one row per response to `output` (csv/json/parquet) and the report as a summary beside it.
+
+    Pilots' responses are left out unless include_pilot.
+    """
     if fmt not in EXPORT_FORMATS:
         raise UserInputError(f"unknown format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     output = Path(output)
@@ -56,7 +60,7 @@ def study_export(
         raise UserInputError(
             f"the folder {output.parent} does not exist; create it or choose another --output"
         )
-    rows = study_response_rows(study=study)
+    rows = study_response_rows(study=study, include_pilot=include_pilot)
     frame = export_frame(rows, include_external_ids=include_external_ids)
     report = analyze_responses(frame, config)
     summary = {
@@ -66,6 +70,7 @@ def study_export(
         "responses_file": output.name,
         "format": fmt,
         "external_ids_included": include_external_ids,
+        "pilots_included": include_pilot,
         "report": report.to_dict(),
     }
     summary_file = summary_path(output)

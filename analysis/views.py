@@ -55,11 +55,12 @@ def report(request: HttpRequest, slug: str) -> HttpResponse:
 
 @staff_member_required
 def export(request: HttpRequest, slug: str, fmt: str) -> HttpResponse:
-    """The study's responses as a download: pseudonymous, with Prolific/MTurk ids only for ?external_ids=1."""
+    """The study's responses as a download: pseudonymous, with Prolific/MTurk ids only for ?external_ids=1,
+    pilots only for ?pilot=1."""
     study = get_object_or_404(Study, slug=slug)
     if fmt not in EXPORT_FORMATS:
         raise Http404("unknown format")
-    rows = study_response_rows(study=study)
+    rows = study_response_rows(study=study, include_pilot=request.GET.get("pilot") == "1")
     data = export_bytes(export_frame(rows, include_external_ids=request.GET.get("external_ids") == "1"), fmt)
     response = HttpResponse(data, content_type=CONTENT_TYPES[fmt])
     response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.{fmt}"'

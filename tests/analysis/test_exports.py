@@ -46,7 +46,7 @@ def test_analyze_study_opens_with_the_headline_then_exclusions(answered_study):
     style = [r for r in data["headline"] if r["question"] == "style"][0]
     # 10 analysed participants x 5 landmarks; participants 1 and 6 prefer TI: 40 of 50 votes, 8 of 10 people.
     assert (style["votes"], style["participants"], style["share_a"]) == (50, 10, 0.8)
-    assert style["method"].startswith("GEE")
+    assert style["method"].startswith("t test over participants")
     # The pilot's own correlation plans the next study, in participants.
     assert data["sample_size"]["icc"] == max(r["icc"] for r in data["headline"] if r["icc"] is not None)
     assert data["sample_size"]["participants"] > 0

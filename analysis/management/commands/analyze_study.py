@@ -48,10 +48,12 @@ class Command(PeftlabCommand):
         parser.add_argument(
             "--icc",
             type=float,
-            help="Intra-participant correlation for --plan (default: the largest of the analysed study's headline rows).",
+            help="Intra-participant correlation for --plan (default: the largest 80 %% upper confidence bound of the analysed study's headline rows).",
         )
         parser.add_argument(
-            "--decisive-share", type=float, default=1.0, help="Share of votes that are not ties, for --plan."
+            "--decisive-share",
+            type=float,
+            help="Share of votes that are not ties, for --plan (default: the analysed study's smallest).",
         )
         add_analysis_options(parser)
 
@@ -66,7 +68,7 @@ class Command(PeftlabCommand):
             title, subtitle = options["file"].name, f"Responses read from {options['file'].name}."
         else:
             study = study_get_by_slug(slug=options["slug"])
-            report = study_report(study=study, config=config)
+            report = study_report(study=study, config=config, include_pilot=options["include_pilot"])
             names, design = study_display_names(study=study), study_design(study=study)
             title, subtitle = study.title, report_subtitle(study=study, names=names)
         plan = None
