@@ -210,7 +210,12 @@ def _row_sentence(row: Headline, names: DisplayNames, confidence: float) -> str:
             f"({names.arm(winner)}: {numbers})."
         )
     # The analysis's own warning (too few participants, a verdict one participant turns) stays with the row.
-    return f"{sentence} {row.caution}" if row.caution else sentence
+    return f"{sentence} {row_caution(row)}" if row.caution else sentence
+
+
+def row_caution(row: Headline) -> str:
+    """The row's caution without its label in arm keys (the sentence around it names the row)."""
+    return row.caution.replace(f"Caution, {row.arm_a} vs {row.arm_b} for {row.question}:", "Caution:")
 
 
 def headline_sentences(report: StudyReport, names: DisplayNames) -> list[str]:
