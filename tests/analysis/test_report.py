@@ -166,3 +166,17 @@ def test_plan_without_an_icc_names_the_real_cause():
         plan_from_report(
             analyze_responses(reference_frame()), preference=0.65, votes_per_participant=10, icc=None
         )
+
+
+def test_a_zero_bar_is_labelled_so_it_is_seen():
+    import xml.etree.ElementTree as ET
+
+    from analysis.charts import render_chart
+    from tests.analysis.factories import reference_frame
+
+    # TI was chosen by nobody on 'buy': its bar has no height, and its label says 0%.
+    report = analyze_responses(reference_frame())
+    assert [s.share for s in report.shares.rows if s.question == "buy" and s.option == "ti"] == [0.0]
+    root = ET.fromstring(render_chart(report, "preferences", "svg"))
+    labels = [text.text for text in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert labels.count("0%") >= 2  # the y axis' 0% and the empty bar's own label
