@@ -45,8 +45,20 @@ class StudyAdminForm(forms.ModelForm):
         model = Study
         fields = [
             "title", "slug", "status", "consent_text", "instructions", "target_participants",
-            "completion_code", "completion_redirect_url", "generation_run", "arms",
+            "completion_code", "completion_redirect_url", "max_participants", "completion_codes",
+            "generation_run", "arms",
         ]  # fmt: skip
+        help_texts = {
+            "completion_codes": 'Per outcome (finished, failed_attention, declined, full), e.g. {"full": {"code": '
+            '"FULL01"}, "failed_attention": {"code": "NOPAY1"}}; a code without "redirect_url" goes to the '
+            "completion redirect URL above with cc=CODE.",
+        }
+
+    def clean_completion_codes(self) -> dict:
+        try:
+            return services.completion_codes_validate(codes=self.cleaned_data["completion_codes"] or {})
+        except UserInputError as error:
+            raise forms.ValidationError(str(error)) from None
 
     def clean(self) -> dict:
         cleaned = super().clean()
