@@ -181,3 +181,18 @@ def test_a_stimulus_lost_after_opening_is_a_404_and_a_log_line(study, caplog):
         response = bot.client.get(left)
     assert response.status_code == 404
     assert any("cannot be served" in record.getMessage() and record.name == "studies.views" for record in caplog.records)
+
+
+def test_study_status_opens_a_draft_only_when_its_stimuli_can_be_read(run, capsys):
+    study = study_create_from_generation(run=run, slug="cli")
+    name = GeneratedImage.objects.filter(arm="base").first().image.name
+    data = default_storage.open(name, "rb").read()
+    default_storage.delete(name)
+    with pytest.raises(CommandError, match=r"^study 'cli' cannot open: the base image of .*re-import the stimuli"):
+        call_command("study_status", "cli", "open")
+    assert Study.objects.get().status == Study.Status.DRAFT
+    default_storage.save(name, ContentFile(data))
+    call_command("study_status", "cli", "open")
+    assert "Study 'cli' is open." in capsys.readouterr().out
+    call_command("study_status", "cli", "closed")
+    assert Study.objects.get(pk=study.pk).status == Study.Status.CLOSED
