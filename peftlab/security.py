@@ -57,7 +57,7 @@ class SecurityHeadersMiddleware:
             response["Content-Security-Policy"] = content_security_policy(
                 nonce=request.csp_nonce,
                 frame_ancestors=getattr(response, "peftlab_frame_ancestors", None),
-                inline_scripts=request.path.startswith(tuple(settings.PEFTLAB_CSP_INLINE_SCRIPT_PATHS)),
+                inline_scripts=request.path_info.startswith(tuple(settings.PEFTLAB_CSP_INLINE_SCRIPT_PATHS)),
             )
         if "Cache-Control" not in response:
             # Staff pages and exports hold participants' data: never kept by a browser or a proxy.
