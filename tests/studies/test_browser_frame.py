@@ -2,11 +2,13 @@
 no cookie reaching our site; staff pages and other sites' frames stay refused."""
 
 import html
+import os
 import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
@@ -96,6 +98,8 @@ def test_a_worker_walks_the_study_to_the_end_inside_a_cross_site_frame(
     frame.get_by_label("Anything you would like to tell us? (optional)").fill("from a frame")
     frame.get_by_role("button", name="Finish").click()
     assert frame.locator("#completion-code").inner_text() == seed_open.completion_code
+    if os.environ.get("PEFTLAB_SHOTS_DIR"):
+        page.screenshot(path=str(Path(os.environ["PEFTLAB_SHOTS_DIR"]) / "field-a-mturk-frame-done.png"))
     frame.get_by_role("button", name="Submit the HIT").click()
     frame.get_by_text("submitted").wait_for()
     assert parse_qs(posts[0]) == {"assignmentId": ["A1"], "completion_code": [seed_open.completion_code]}

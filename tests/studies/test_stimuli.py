@@ -73,6 +73,17 @@ def test_load_prompts_copies_references_named_relative_to_the_file_and_participa
     assert len(colours) == 2  # both images, each its own
 
 
+def test_load_prompts_reads_csv_references_relative_to_the_csv(tmp_path):
+    (tmp_path / "refs").mkdir()
+    for name, colour in (("a.jpg", (5, 5, 5)), ("b.jpg", (250, 5, 5))):
+        (tmp_path / "refs" / name).write_bytes(jpeg_bytes(colour))
+    path = tmp_path / "mine.csv"
+    path.write_text("landmark,text,reference_images\nTaj Mahal,the taj mahal,refs/a.jpg; refs/b.jpg\n")
+    call_command("load_prompts", str(path))
+    references = PromptSet.objects.get().prompts.get().reference_images
+    assert len(references) == 2 and all(default_storage.exists(name) for name in references)
+
+
 @pytest.mark.parametrize(
     "reference, message",
     [
