@@ -8,6 +8,7 @@ import pandas as pd
 
 from analysis.stats import RESPONSE_COLUMNS
 from peftlab.errors import UserInputError
+from peftlab.spreadsheets import frame_to_csv
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
 CONTENT_TYPES = {"csv": "text/csv", "json": "application/json", "parquet": "application/vnd.apache.parquet"}
@@ -24,7 +25,7 @@ def export_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
     if fmt not in EXPORT_FORMATS:
         raise UserInputError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     if fmt == "csv":
-        return frame.to_csv(index=False).encode()
+        return frame_to_csv(frame).encode()  # formulas neutralised: researchers open it in a spreadsheet
     if fmt == "json":
         return frame.to_json(orient="records", indent=1).encode()
     buffer = io.BytesIO()

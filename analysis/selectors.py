@@ -26,7 +26,9 @@ def study_report(
 
 def study_report_cached(*, study: Study) -> StudyReport:
     """The default report, cached until a response is added or removed (the page and its charts share it)."""
-    state = Response.objects.filter(participant__study=study, participant__is_pilot=False).aggregate(count=Count("id"), last=Max("id"))
+    state = Response.objects.filter(participant__study=study, participant__is_pilot=False).aggregate(
+        count=Count("id"), last=Max("id")
+    )
     # v2: the report's layout changed (headline first); a report cached by the old code must not be reused.
     key = f"analysis:report:v2:{study.pk}:{state['count']}:{state['last']}"
     report = cache.get(key)

@@ -7,6 +7,8 @@ from analysis import views
 app_name = "analysis"
 urlpatterns = [
     path("<slug:slug>/", views.report, name="report"),
+    path("<slug:slug>/headline/", views.headline, name="headline"),
+    path("<slug:slug>/lock-plan/", views.lock_plan, name="lock_plan"),
     path("<slug:slug>/responses.<str:fmt>", views.export, name="export"),
     path("<slug:slug>/charts/<slug:name>.<str:fmt>", views.chart, name="chart"),
 ]

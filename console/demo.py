@@ -14,7 +14,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from analysis.services import study_report_write
+from analysis.services import study_plan_lock, study_report_write
 from generation.engine import GenerationConfig
 from generation.services import generation_run_render, prompt_set_install_builtin
 from studies.models import Participant, Study
@@ -87,7 +87,7 @@ def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: in
         name="demo: base vs LoRA vs TI",
     )
 
-    log("4/6 Opening a blind study over every pair of arms")
+    log("4/6 Opening a blind study over every pair of arms, its analysis plan locked")
     study = study_create_from_generation(
         run=generation,
         arms=["base", "lora", "ti"],
@@ -95,6 +95,8 @@ def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: in
         title="peftlab demo study",
         status=Study.Status.OPEN,
     )
+    # Preregistered before any answer, as a real study should be: the report then quotes the plan's hash.
+    study = study_plan_lock(study=study)
 
     log(f"5/6 Piloting it with {pilot_participants} simulated participants")
     simulate_participants(study=study, count=pilot_participants, preferred_arm="lora", seed=0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -13,6 +11,7 @@ from django.db.models import Count, QuerySet
 
 from generation.models import GeneratedImage, GenerationRun, Prompt, PromptSet
 from peftlab.errors import UserInputError
+from peftlab.spreadsheets import dict_rows_to_csv
 
 MANIFEST_COLUMNS = [
     "file",
@@ -112,15 +111,13 @@ def image_adapter(image: GeneratedImage) -> str:
 
 def generation_run_zip(*, run: GenerationRun, stream: BinaryIO) -> None:
     """Write the run's images (under their opaque names) and a manifest.csv describing each to `stream`."""
-    manifest = io.StringIO()
-    writer = csv.DictWriter(manifest, fieldnames=MANIFEST_COLUMNS)
-    writer.writeheader()
+    manifest = []
     with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_STORED) as archive:
         for image in run.images.select_related("prompt"):
             name = f"images/{PurePosixPath(image.image.name).name}"
             with image.image.open("rb") as handle:
                 archive.writestr(name, handle.read())
-            writer.writerow(
+            manifest.append(
                 {
                     "file": name,
                     "arm": image.arm,
@@ -140,4 +137,4 @@ def generation_run_zip(*, run: GenerationRun, stream: BinaryIO) -> None:
                     "sha256": image.sha256,
                 }
             )
-        archive.writestr("manifest.csv", manifest.getvalue())
+        archive.writestr("manifest.csv", dict_rows_to_csv(manifest, MANIFEST_COLUMNS))

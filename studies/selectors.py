@@ -227,6 +227,60 @@ def participant_sides_count(*, participant: Participant) -> dict[str, Counter]:
     return counts
 
 
+@dataclass(frozen=True)
+class ArmAudit:
+    """How the randomisation placed one arm across participants: sides, and early or late in the session.
+
+    left/right: times shown on each side; first_half/second_half: times in the first or second half of a
+    participant's regular trials; mean_position: its average place in the session (0 = first trial, 1 = last).
+    """
+
+    arm: str
+    label: str
+    left: int
+    right: int
+    first_half: int
+    second_half: int
+    mean_position: float | None
+
+    @property
+    def left_share(self) -> float | None:
+        """Share of its showings on the left (0.5 when balanced)."""
+        return self.left / (self.left + self.right) if self.left + self.right else None
+
+
+def study_randomisation_audit(*, study: Study) -> list[ArmAudit]:
+    """Per arm, the sides and session positions assigned to the participants who consented (pilots left out)."""
+    trials = {t.pk: t for t in Trial.objects.filter(study=study, is_attention_check=False)}
+    counts = {arm: Counter() for arm in study.arms}
+    positions: dict[str, list[float]] = defaultdict(list)
+    participants = study.participants.filter(consent=Participant.Consent.GIVEN, is_pilot=False).only(
+        "trial_order", "sides"
+    )
+    for participant in participants:
+        order = [pk for pk in participant.trial_order if pk in trials]
+        for index, pk in enumerate(order):
+            shown = participant.shown(trials[pk])
+            place = index / (len(order) - 1) if len(order) > 1 else 0.5
+            half = "first_half" if index < len(order) / 2 else "second_half"
+            for arm, side in ((shown.left_arm, "left"), (shown.right_arm, "right")):
+                counts.setdefault(arm, Counter()).update([side, half])
+                positions[arm].append(place)
+    labels = study.arm_labels or {}
+    return [
+        ArmAudit(
+            arm=arm,
+            label=labels.get(arm) or arm,
+            left=tally["left"],
+            right=tally["right"],
+            first_half=tally["first_half"],
+            second_half=tally["second_half"],
+            mean_position=statistics.fmean(positions[arm]) if positions[arm] else None,
+        )
+        for arm, tally in counts.items()
+    ]
+
+
 # ---------------------------------------------------------------- a study's contents, kept per process
 
 

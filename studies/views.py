@@ -302,6 +302,7 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     context = {
         "study": study,
         "stats": selectors.study_stats(study=study),
+        "audit": selectors.study_randomisation_audit(study=study),
         "entry_url": entry_url,
         "pilot_url": f"{entry_url}?pilot={selectors.study_pilot_key(study=study)}",
         "completions": [

@@ -277,9 +277,13 @@ def _trials_build(*, study: Study, seed: int | None, attention_checks: int) -> l
             )
     regular = list(trials)
     rng = random.Random(study.pk)
-    for number in range(attention_checks):
+    # The side each check asks for: as many "left" as "right" (off by one), in an order drawn from the study's
+    # own random secret, so a participant who always picks one side fails some check wherever it falls.
+    draw = random.Random(study.media_secret)
+    sides = ["left", "right"] * (attention_checks // 2) + draw.sample(["left", "right"], attention_checks % 2)
+    draw.shuffle(sides)
+    for side in sides:
         model = rng.choice(regular)
-        side = ("left", "right")[number % 2]
         trials.append(
             Trial(
                 study=study,
