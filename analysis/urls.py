@@ -8,5 +8,6 @@ app_name = "analysis"
 urlpatterns = [
     path("<slug:slug>/", views.report, name="report"),
     path("<slug:slug>/responses.<str:fmt>", views.export, name="export"),
+    path("<slug:slug>/participants.<str:fmt>", views.participants_export, name="participants_export"),
     path("<slug:slug>/charts/<slug:name>.<str:fmt>", views.chart, name="chart"),
 ]

@@ -5,6 +5,7 @@ package's public writes.
 """
 
 from studies.services.participants import (
+    CLIENT_MS_MAX,
     FEEDBACK_MAX_CHARS,
     MTURK_PREVIEW_ASSIGNMENT,
     ExternalIds,
@@ -39,6 +40,7 @@ from studies.services.setup import (
 __all__ = [
     "DEFAULT_CONSENT",
     "DEFAULT_INSTRUCTIONS",
+    "CLIENT_MS_MAX",
     "FEEDBACK_MAX_CHARS",
     "MTURK_PREVIEW_ASSIGNMENT",
     "REFERENCE_QUESTIONS",
