@@ -4,7 +4,7 @@ Questions added inline are validated by `Question.clean` (the same rule `create_
 """
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db import models
 from django.urls import reverse
 from django.utils.html import format_html
@@ -67,6 +67,13 @@ class StudyAdminForm(forms.ModelForm):
                 services.arms_validate(run=cleaned["generation_run"], arms=cleaned["arms"])
             except UserInputError as error:
                 self.add_error("arms", str(error))
+        opening = cleaned.get("status") == Study.Status.OPEN and "status" in self.changed_data
+        if self.instance.pk and opening:
+            # A new study's trials do not exist yet: StudyAdmin.save_related checks it once they do.
+            try:
+                services.study_stimuli_check(study=self.instance)
+            except UserInputError as error:
+                self.add_error("status", str(error))
         return cleaned
 
 
@@ -98,11 +105,20 @@ class StudyAdmin(admin.ModelAdmin):
         if not form.instance.trials.exists():
             # The same service as create_study: the reference questions when none were given, then the trials.
             services.study_contents_build(study=form.instance)
+            if form.instance.status == Study.Status.OPEN:
+                try:
+                    services.study_stimuli_check(study=form.instance)
+                except UserInputError as error:
+                    services.study_status_set(study=form.instance, status=Study.Status.DRAFT)
+                    self.message_user(request, f"Kept as a draft: {error}", messages.ERROR)
 
     @admin.action(description="Open the selected studies")
     def open_studies(self, request, queryset) -> None:
         for study in queryset:
-            services.study_status_set(study=study, status=Study.Status.OPEN)
+            try:
+                services.study_status_set(study=study, status=Study.Status.OPEN)
+            except UserInputError as error:
+                self.message_user(request, str(error), messages.ERROR)
 
     @admin.action(description="Close the selected studies")
     def close_studies(self, request, queryset) -> None:

@@ -392,10 +392,14 @@ def media_source(*, participant: Participant, token: str) -> Path | str:
                 return contents.image_names[image]
         for reference in trial.prompt.reference_images:
             if hmac.compare_digest(media_token(participant=participant, kind="reference", ident=reference), token):
-                # Imported references live in media storage; a rendered run may list absolute paths.
-                path = Path(reference)
-                return path if path.is_absolute() else reference
+                return reference_source(reference)
     raise Http404("no such image")
+
+
+def reference_source(reference: str) -> Path | str:
+    """Where a prompt's reference image lives: imported ones in media storage, older rows may hold paths."""
+    path = Path(reference)
+    return path if path.is_absolute() else reference
 
 
 def media_read(*, source: Path | str) -> bytes:

@@ -1,16 +1,18 @@
 """Studies' pages: participants enter, consent, answer one page per trial x question, and finish.
 
 The participant path imports nothing heavy (no torch, diffusers, pandas or matplotlib): a web worker that
-only serves participants stays small and starts fast.
+only serves participants stays small and starts fast. Participant pages (`participant_view`) work inside
+MTurk's cross-site frame, where the browser sends no cookie: the participant's code is in the URL, posts are
+checked by origin, and nothing a participant needs is kept in the session or in flash messages.
 """
 
 import hmac
+import logging
 import secrets
 from collections.abc import Callable
 
-from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.cache import get_conditional_response
@@ -18,9 +20,12 @@ from django.views.decorators.http import require_http_methods, require_safe
 
 from generation.pngs import png_clean
 from peftlab.errors import UserInputError
+from peftlab.security import participant_view
 from studies import selectors, services
 from studies.forms import ConsentForm, FeedbackForm
 from studies.models import Participant, Study
+
+logger = logging.getLogger(__name__)
 
 CHOICE_LABELS = {"left": "Left image", "right": "Right image", "both": "Both equally", "neither": "Neither"}
 
@@ -40,6 +45,7 @@ def _can_enter(study: Study, pilot: bool) -> bool:
     return study.status == Study.Status.OPEN or (study.status == Study.Status.DRAFT and pilot)
 
 
+@participant_view
 @require_http_methods(["GET", "HEAD", "POST"])
 def entry(request: HttpRequest, slug: str) -> HttpResponse:
     """The study's link: resume a returning participant, or show the consent form (MTurk preview: read only)."""
@@ -122,6 +128,7 @@ def _question_context(participant: Participant, page: services.Page, media_url: 
     }
 
 
+@participant_view
 @require_http_methods(["GET", "HEAD", "POST"])
 def participant_page(request: HttpRequest, slug: str, code: str) -> HttpResponse:
     """The participant's current page; every POST names its page (`step`) and stale ones only redirect."""
@@ -155,6 +162,7 @@ def participant_page(request: HttpRequest, slug: str, code: str) -> HttpResponse
     context.update(
         number=page.number,
         total=total,
+        invalid="invalid" in request.GET,
         **_question_context(
             participant, page, lambda token: reverse("studies:media", args=[study.slug, participant.code, token])
         ),
@@ -184,8 +192,10 @@ def _page_post(request: HttpRequest, participant: Participant, page: services.Pa
                 # Show the text back with the error: nothing is finished, nothing is lost.
                 return render(request, "studies/feedback.html", {**context, "form": form})
             services.participant_finish(participant=participant, step=step, feedback=form.cleaned_data["feedback"])
-    except UserInputError as error:
-        messages.error(request, f"Please answer the question: {error}")
+    except UserInputError:
+        # Only a forged post gets here (the page offers valid answers only). The page says so; a flash
+        # message would need a cookie, which a cross-site frame does not send.
+        return redirect(reverse("studies:page", args=[participant.study.slug, participant.code]) + "?invalid=1")
     return redirect("studies:page", slug=participant.study.slug, code=participant.code)
 
 
@@ -203,8 +213,13 @@ def _media_response(request: HttpRequest, participant: Participant, token: str) 
     etag = f'"{token}"'
     response = get_conditional_response(request, etag=etag)
     if response is None:
-        # Stored stimuli are clean already (returned as they are); level 1 keeps re-encoding any other one fast.
-        data = png_clean(selectors.media_read(source=source), compress_level=1)
+        try:
+            # Stored stimuli are clean already (returned as they are); level 1 keeps re-encoding others fast.
+            data = png_clean(selectors.media_read(source=source), compress_level=1)
+        except (OSError, UserInputError) as error:
+            # A file lost after the study opened (study_stimuli_check passed): the researcher needs to know.
+            logger.error("study %s: stimulus %s cannot be served: %s", participant.study.slug, source, error)
+            raise Http404("no such image") from None
         response = HttpResponse(data, content_type="image/png")
     response["ETag"] = etag
     response["Cache-Control"] = "private, max-age=3600"

@@ -1,4 +1,5 @@
-"""Studies' writes, by concern: `setup` (stimuli, studies, questions, trials) and `participants` (the walk).
+"""Studies' writes, by concern: `setup` (stimuli, studies, questions, trials), `stimuli` (the check before a
+study opens) and `participants` (the walk).
 
 Import from here (`from studies.services import study_create_from_generation`): the names below are the
 package's public writes.
@@ -22,6 +23,7 @@ from studies.services.participants import (
     participant_start,
     response_record,
 )
+from studies.services.preregistration import study_plan_guard, study_plan_store
 from studies.services.setup import (
     DEFAULT_CONSENT,
     DEFAULT_INSTRUCTIONS,
@@ -36,6 +38,7 @@ from studies.services.setup import (
     study_status_set,
     study_trials_build,
 )
+from studies.services.stimuli import study_stimuli_check
 
 __all__ = [
     "DEFAULT_CONSENT",
@@ -64,6 +67,9 @@ __all__ = [
     "stimuli_import",
     "study_contents_build",
     "study_create_from_generation",
+    "study_plan_guard",
+    "study_plan_store",
     "study_status_set",
+    "study_stimuli_check",
     "study_trials_build",
 ]

@@ -44,10 +44,14 @@ class ExternalIds:
 
     def __post_init__(self) -> None:
         if self.source not in Participant.Source.values:
-            raise UserInputError(f"unknown participant source {self.source!r}; use one of {Participant.Source.values}.")
+            raise UserInputError(
+                f"unknown participant source {self.source!r}; use one of {Participant.Source.values}."
+            )
         for value in (self.external_id, self.study_id, self.session_id, self.turk_submit_to):
             if any(ord(character) < 32 or ord(character) == 127 for character in value):
-                raise UserInputError("the link's participant ids contain control characters; use the link as given.")
+                raise UserInputError(
+                    "the link's participant ids contain control characters; use the link as given."
+                )
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> "ExternalIds":

@@ -22,6 +22,8 @@ from generation.pngs import png_clean
 from peftlab.errors import UserInputError
 from studies.models import Question, Study, Trial, study_contents_changed
 from studies.selectors import COMPLETION_OUTCOMES
+from studies.services.preregistration import study_plan_guard
+from studies.services.stimuli import study_stimuli_check
 
 REFERENCE_QUESTIONS: list[dict] = [
     {
@@ -51,8 +53,8 @@ DEFAULT_CONSENT = (
     "not ask for your name. You may stop at any time."
 )
 DEFAULT_INSTRUCTIONS = (
-    "Each page shows two images side by side (one above the other on a phone) and asks one question. Choose "
-    "the image on the left or the one on the right by clicking it, or press the \u2190 or \u2192 key. Some "
+    "Each page shows two images side by side and asks one question. Choose the image on the left or the one "
+    "on the right by clicking or tapping it (on a keyboard, the \u2190 or \u2192 key works too). Some "
     "questions also offer \u201cBoth equally\u201d or \u201cNeither\u201d. There are no right or wrong "
     "answers, except on a few pages that tell you exactly what to choose: they check that you are reading."
 )
@@ -212,8 +214,22 @@ def arms_validate(*, run: GenerationRun, arms: list) -> None:
         raise UserInputError(f"arm(s) {absent} have no images in run {run.pk}; it has {run_arms}.")
 
 
-def study_trials_build(*, study: Study, seed: int | None = None, attention_checks: int = 2) -> list[Trial]:
-    """Build a trial for every prompt x pair of the study's arms, plus `attention_checks` instructed trials."""
+def study_trials_build(
+    *, study: Study, seed: int | None = None, attention_checks: int = 2, deviate: str = ""
+) -> list[Trial]:
+    """Build a trial for every prompt x pair of the study's arms, plus `attention_checks` instructed trials.
+
+    A study with a locked analysis plan refuses, unless `deviate` gives the reason to record as a deviation.
+    """
+    study_plan_guard(
+        study=study,
+        change=f"building trials for arms {study.arms} with {attention_checks} attention check(s)",
+        deviate=deviate,
+    )
+    return _trials_build(study=study, seed=seed, attention_checks=attention_checks)
+
+
+def _trials_build(*, study: Study, seed: int | None, attention_checks: int) -> list[Trial]:
     run = study.generation_run
     arms_validate(run=run, arms=study.arms)
     images = list(run.images.select_related("prompt"))
@@ -347,23 +363,40 @@ def study_create_from_generation(
         raise UserInputError(f"the study is invalid: {'; '.join(error.messages)}") from None
     study.save()
     study_contents_build(study=study, questions=questions, seed=seed, attention_checks=attention_checks)
+    if study.status == Study.Status.OPEN:
+        study_stimuli_check(study=study)  # raising rolls the whole study back
     return study
 
 
 @transaction.atomic
 def study_contents_build(
-    *, study: Study, questions: str | list[dict] = "reference", seed: int | None = None, attention_checks: int = 2
+    *,
+    study: Study,
+    questions: str | list[dict] = "reference",
+    seed: int | None = None,
+    attention_checks: int = 2,
+    deviate: str = "",
 ) -> None:
-    """Give a saved study without trials its questions (unless it has some) and its trials."""
+    """Give a saved study without trials its questions (unless it has some) and its trials.
+
+    A study with a locked analysis plan refuses, unless `deviate` gives the reason to record as a deviation.
+    """
+    study_plan_guard(
+        study=study,
+        change=f"building questions and trials (arms {study.arms}, {attention_checks} attention check(s))",
+        deviate=deviate,
+    )
     if not study.questions.exists():
         specs = questions_load(spec=questions) if isinstance(questions, str) else questions
         for position, spec in enumerate(specs):
             _question_add(study=study, position=position, spec=spec)
-    study_trials_build(study=study, seed=seed, attention_checks=attention_checks)
+    _trials_build(study=study, seed=seed, attention_checks=attention_checks)
 
 
 def study_status_set(*, study: Study, status: str) -> Study:
-    """Open, close or return a study to draft."""
+    """Open, close or return a study to draft; a study opens only when every image it serves can be read."""
+    if status == Study.Status.OPEN:
+        study_stimuli_check(study=study)
     study.status = status
     study.full_clean()
     study.save(update_fields=["status"])

@@ -6,8 +6,6 @@ import pytest
 
 from studies.models import Participant
 
-from .test_browser import browser  # noqa: F401  (the Chromium fixture)
-
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
@@ -19,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
     ],
     ids=["phone", "laptop"],
 )
-def test_chromium_records_screen_touch_browser_and_time_on_each_page(browser, live_server, study, device, expected):  # noqa: F811
+def test_chromium_records_screen_touch_browser_and_time_on_each_page(browser, live_server, study, device, expected):
     context = browser.new_context(**device)
     page = context.new_page()
     page.goto(f"{live_server.url}/studies/{study.slug}/?PROLIFIC_PID=chromium")
