@@ -66,9 +66,9 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
         return render(request, "studies/closed.html", {"study": study})
     if ids.preview:
         return render(request, "studies/preview.html", {"study": study})
-    # Checked before the consent form too, so nobody reads it for a study they cannot join; the service checks
-    # again under a lock (this count alone would let simultaneous consents through).
-    if not is_pilot and selectors.study_is_full(study=study):
+    # Checked before showing the consent form, so nobody reads it for a study they cannot join; a consent post
+    # is checked by the service under a lock (this count alone would let simultaneous consents through).
+    if request.method != "POST" and not is_pilot and selectors.study_is_full(study=study):
         return _full(request, study, ids)
     form = ConsentForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
