@@ -190,6 +190,11 @@ class StudyCreateForm(forms.Form):
     slug = forms.SlugField(max_length=100)
     attention_checks = forms.IntegerField(initial=2, min_value=0, max_value=20)
     target_participants = forms.IntegerField(initial=50, min_value=1)
+    max_participants = forms.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="Admit at most this many participants, those in progress included (empty: no cap).",
+    )
 
     def clean_slug(self) -> str:
         slug = self.cleaned_data["slug"]

@@ -188,5 +188,6 @@ def study_new(request: HttpRequest) -> HttpResponse:
             slug=form.cleaned_data["slug"],
             attention_checks=form.cleaned_data["attention_checks"],
             target_participants=form.cleaned_data["target_participants"],
+            max_participants=form.cleaned_data["max_participants"],
         ),
     )
