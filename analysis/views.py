@@ -17,7 +17,7 @@ from analysis.services import study_plan_lock
 from analysis.stats.paragraphs import exclusions_line, headline_sentences
 from peftlab.errors import UserInputError
 from studies.models import Study
-from studies.selectors import study_response_rows
+from studies.selectors import PARTICIPANT_ROW_KEYS, study_participant_rows, study_response_rows
 
 
 @staff_member_required
@@ -64,6 +64,21 @@ def export(request: HttpRequest, slug: str, fmt: str) -> HttpResponse:
     data = export_bytes(export_frame(rows, include_external_ids=request.GET.get("external_ids") == "1"), fmt)
     response = HttpResponse(data, content_type=CONTENT_TYPES[fmt])
     response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.{fmt}"'
+    return response
+
+
+@staff_member_required
+def participants_export(request: HttpRequest, slug: str, fmt: str) -> HttpResponse:
+    """One row per participant (outcome, screen, browser, feedback) as a download; ids and pilots as for export."""
+    study = get_object_or_404(Study, slug=slug)
+    if fmt not in EXPORT_FORMATS:
+        raise Http404("unknown format")
+    rows = study_participant_rows(study=study, include_pilot=request.GET.get("pilot") == "1")
+    frame = export_frame(
+        rows, include_external_ids=request.GET.get("external_ids") == "1", columns=PARTICIPANT_ROW_KEYS
+    )
+    response = HttpResponse(export_bytes(frame, fmt), content_type=CONTENT_TYPES[fmt])
+    response["Content-Disposition"] = f'attachment; filename="{study.slug}-participants.{fmt}"'
     return response
 
 

@@ -22,6 +22,7 @@ RESPONSE_COLUMNS = (
     "choice",
     "chosen_arm",
     "response_ms",
+    "client_ms",
     "shown_at",
     "answered_at",
     "is_attention_check",

@@ -6,6 +6,7 @@ package's public writes.
 """
 
 from studies.services.participants import (
+    CLIENT_MS_MAX,
     FEEDBACK_MAX_CHARS,
     MTURK_PREVIEW_ASSIGNMENT,
     ExternalIds,
@@ -45,6 +46,7 @@ from studies.services.stimuli import study_stimuli_check
 __all__ = [
     "DEFAULT_CONSENT",
     "DEFAULT_INSTRUCTIONS",
+    "CLIENT_MS_MAX",
     "FEEDBACK_MAX_CHARS",
     "MTURK_PREVIEW_ASSIGNMENT",
     "REFERENCE_QUESTIONS",
