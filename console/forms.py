@@ -283,7 +283,6 @@ class StudyRunForm(ConsoleForm):
         coerce=int,
         help_text="Runs still rendering are listed but can be used only once they have finished.",
     )
-<<<<<<< HEAD
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -421,16 +420,6 @@ class StudyBuildForm(CompletionFields):
             self.fields[prefix + "references"] = forms.BooleanField(
                 required=False, label=f"Custom question {number}: show the prompt's reference images"
             )
-=======
-    slug = forms.SlugField(max_length=100)
-    attention_checks = forms.IntegerField(initial=2, min_value=0, max_value=20)
-    target_participants = forms.IntegerField(initial=50, min_value=1)
-    max_participants = forms.IntegerField(
-        required=False,
-        min_value=1,
-        help_text="Admit at most this many participants, those in progress included (empty: no cap).",
-    )
->>>>>>> field-b
 
     def clean_slug(self) -> str:
         slug = self.cleaned_data["slug"]

@@ -235,7 +235,6 @@ def prompt_set_builtin(request: HttpRequest) -> HttpResponse:
 
 @staff_member_required
 def study_new(request: HttpRequest) -> HttpResponse:
-<<<<<<< HEAD
     """The study builder: pick a finished generation run, then arms, questions, checks, recruitment, completion."""
     picker = StudyRunForm(request.GET if "generation_run" in request.GET else None)
     if not picker.is_bound or not picker.is_valid():
@@ -282,19 +281,3 @@ def study_status(request: HttpRequest, slug: str) -> HttpResponse:
     else:
         messages.success(request, f"Study {study.slug} is {study.status}.")
     return redirect("console:study_detail", slug=study.slug)
-=======
-    """Create a draft study from a finished generation run (a light job)."""
-    return start_form(
-        request,
-        StudyCreateForm,
-        "Create a study",
-        lambda form: study_job_enqueue(
-            run=form.cleaned_data["generation_run"],
-            title=form.cleaned_data["title"],
-            slug=form.cleaned_data["slug"],
-            attention_checks=form.cleaned_data["attention_checks"],
-            target_participants=form.cleaned_data["target_participants"],
-            max_participants=form.cleaned_data["max_participants"],
-        ),
-    )
->>>>>>> field-b

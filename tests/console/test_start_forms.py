@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 from PIL import Image
 
-from generation.models import GenerationRun, PromptSet
+from generation.models import PromptSet
 from peftlab.models import Job
 from studies.models import Study
 from trainer.engine.config import LoraTrainingConfig, TiTrainingConfig
@@ -82,17 +82,6 @@ def test_study_builder_needs_a_run_and_a_free_slug(staff_client, run):
     assert "a study with slug &#x27;taken&#x27; already exists" in page
     assert "valid “slug”" in staff_client.post(url, {"title": "t", "slug": "a b"}).content.decode()
     assert Study.objects.count() == 1 and not Job.objects.exists()
-
-
-def test_study_form_caps_recruitment(staff_client):
-    prompt_set = PromptSet.objects.create(name="p")
-    run = GenerationRun.objects.create(name="g", status="finished", prompt_set=prompt_set, arms=["a", "b"])
-    data = {"generation_run": run.pk, "title": "t", "slug": "s", "attention_checks": 2, "target_participants": 5}
-    assert "greater than or equal to 1" in post(staff_client, "study_new", {**data, "max_participants": 0})
-    assert not Job.objects.exists()
-    for slug, cap in (("capped", "30"), ("open-ended", "")):
-        staff_client.post(reverse("console:study_new"), {**data, "slug": slug, "max_participants": cap})
-        assert Job.objects.get(kwargs__slug=slug).kwargs["max_participants"] == (int(cap) if cap else None)
 
 
 @pytest.fixture
