@@ -594,3 +594,21 @@ def test_a_headline_that_one_participant_reverses_names_that_participant():
         f"Caution, a vs b for q: the verdict turns on participant p007, who carries the most weight: "
         f"without them p = {others:.2g} (with them {row.p_value:.2g})."
     )
+
+
+def test_a_not_estimable_strength_prints_no_nan_and_one_tie_as_half_does_not_make_it_estimable():
+    rows = three_arm_rows(30, 9, agree=False, winner_takes_all=True)
+    rows.append(
+        response_row(participant="p0", question="q", left_arm="a", right_arm="b", option="both", trial=99)
+    )
+    for ties_as_half in (False, True):
+        report = analyze_responses(
+            pd.DataFrame(rows), AnalysisConfig(bootstrap=50, ties_as_half=ties_as_half)
+        )
+        frame = report.bradley_terry.to_frame()
+        assert frame["strength"].isna().all() and frame["ci_low"].isna().all()
+        assert frame["status"].str.startswith("not estimable: a won every comparison").all()
+        text = report.bradley_terry.to_text()
+        assert "NaN" not in text and "not estimable: a won every comparison" in text
+    assert frame["status"].str.endswith("ties counted as half do not make it finite").all()
+    assert "NaN" not in report.to_text()
