@@ -9,7 +9,6 @@ import secrets
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -25,6 +24,10 @@ MTURK_SUBMIT_ORIGINS = ("https://www.mturk.com", "https://workersandbox.mturk.co
 FEEDBACK_MAX_CHARS = 5000
 
 
+class StudyFull(Exception):
+    """The study has admitted its `max_participants` (in progress included): nobody else may start."""
+
+
 @dataclass(frozen=True)
 class ExternalIds:
     """Who a participant is on a recruiting platform (parsed from the entry URL's query string)."""
@@ -38,10 +41,14 @@ class ExternalIds:
 
     def __post_init__(self) -> None:
         if self.source not in Participant.Source.values:
-            raise UserInputError(f"unknown participant source {self.source!r}; use one of {Participant.Source.values}.")
+            raise UserInputError(
+                f"unknown participant source {self.source!r}; use one of {Participant.Source.values}."
+            )
         for value in (self.external_id, self.study_id, self.session_id, self.turk_submit_to):
             if any(ord(character) < 32 or ord(character) == 127 for character in value):
-                raise UserInputError("the link's participant ids contain control characters; use the link as given.")
+                raise UserInputError(
+                    "the link's participant ids contain control characters; use the link as given."
+                )
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> "ExternalIds":
@@ -153,12 +160,20 @@ def participant_find(*, study: Study, ids: ExternalIds, session_code: str | None
 
 
 def participant_start(
-    *, study: Study, ids: ExternalIds, consent_given: bool, entry_nonce: str = "", user_agent: str = ""
+    *,
+    study: Study,
+    ids: ExternalIds,
+    consent_given: bool,
+    entry_nonce: str = "",
+    user_agent: str = "",
+    is_pilot: bool = False,
 ) -> Participant:
     """Record a consent decision: a new participant, or the one already made by the same external id or form.
 
     entry_nonce: the consent form's one-time value, so a double-clicked consent without an external id (two
-    posts at the same instant from one browser) makes one participant.
+    posts at the same instant from one browser) makes one participant. Raises StudyFull when agreeing would
+    admit more than the study's max_participants; declining is always recorded. A pilot (is_pilot) is
+    never counted against the cap and is left out of analyses.
     """
     if ids.preview:
         raise UserInputError("MTurk preview: accept the HIT before starting.")
@@ -175,16 +190,37 @@ def participant_start(
         "sides": sides,
         "consent": Participant.Consent.GIVEN if consent_given else Participant.Consent.DECLINED,
         "user_agent": user_agent[:300],
+        "is_pilot": is_pilot,
     }
-    # A double-clicked consent or a second tab: a unique constraint makes one row win, the other post finds it.
     if ids.external_id:
         key = {"external_id": ids.external_id}
     elif entry_nonce:
         key = {"entry_nonce": entry_nonce}
     else:
-        return Participant.objects.create(study=study, **defaults)
-    participant, _ = Participant.objects.get_or_create(study=study, **key, defaults=defaults)
-    return participant
+        key = {}
+    with transaction.atomic():
+        if consent_given and not is_pilot and study.max_participants is not None:
+            # One admission at a time per study: the row lock makes "count, then insert" atomic, so concurrent
+            # consents can never admit more than the cap (the count alone would let them all through).
+            locked = Study.objects.select_for_update().only("max_participants").get(pk=study.pk)
+            existing = Participant.objects.filter(study=study, **key).first() if key else None
+            if existing is not None:
+                return existing
+            if locked.max_participants is not None and (
+                selectors.study_admitted_count(study=study) >= locked.max_participants
+            ):
+                raise StudyFull(f"study {study.slug} has admitted its {locked.max_participants} participants")
+        if not key:
+            return Participant.objects.create(study=study, **defaults)
+        # A double-clicked consent or a second tab: a unique constraint makes one row win, the other post finds it.
+        participant, _ = Participant.objects.get_or_create(study=study, **key, defaults=defaults)
+        return participant
+
+
+def participant_preview(*, study: Study, seed: int = 0) -> Participant:
+    """An unsaved participant drawn from `seed`, for staff to walk the study's pages without recording anything."""
+    order, sides = _draw_order(study, seed)
+    return Participant(study=study, code=f"preview-{seed}", seed=seed, trial_order=order, sides=sides)
 
 
 @dataclass(frozen=True)
@@ -332,11 +368,3 @@ def participant_answer_all(
             participant_finish(participant=participant, step=step, feedback=feedback)
     participant.refresh_from_db()
     return participant
-
-
-def completion_url(*, study: Study) -> str:
-    """The study's completion redirect with cc=<completion code> set (Prolific's convention)."""
-    parts = urlsplit(study.completion_redirect_url)
-    query = [(key, value) for key, value in parse_qsl(parts.query) if key != "cc"]
-    query.append(("cc", study.completion_code))
-    return urlunsplit(parts._replace(query=urlencode(query)))
