@@ -24,13 +24,14 @@ TEST_REASONS = {
         "an exact two-sided binomial test against 50%, because each participant gave one vote on this "
         "comparison, so the votes are independent"
     ),
-    GEE.split(",")[0]: (
-        "a logistic GEE with an exchangeable working correlation and bias-reduced robust (sandwich) standard "
-        "errors, because participants gave several votes each and one person's votes are correlated"
+    GEE: (
+        "a two-sided one-sample t test of participants' own shares against 50% (each participant counted "
+        "once, participants - 1 degrees of freedom), because participants gave several votes each and one "
+        "person's votes are correlated"
     ),
     SIGN.split(" (")[0]: (
         "an exact sign test over participants (each participant's majority), because the votes had no "
-        "spread for a GEE to fit (all one way, or identical per participant)"
+        "spread for a t test (all one way, or every participant's share the same)"
     ),
 }
 

@@ -43,7 +43,11 @@ def test_report_dir_from_a_study_is_self_contained_with_every_figure(answered_st
     assert data["methods"].replace("'", "&#x27;") in html and data["results"].replace("'", "&#x27;") in html
     assert data["plan"] is None
     assert "12 took part, 2 excluded (2 failed an attention check), 10 analysed." in data["results"]
-    assert "GEE" in data["methods"] and "Holm" in data["methods"] and "not preregistered" in data["methods"]
+    assert (
+        "t test of participants' own shares" in data["methods"]
+        and "Holm" in data["methods"]
+        and "not preregistered" in data["methods"]
+    )
     assert "statsmodels " in data["methods"] and "Python 3." in data["methods"]
 
 
