@@ -171,15 +171,16 @@ def main() -> None:
         votes = set(design.votes)
         # Bradley-Terry: for the plain designs (equal votes, varied taste, no ties) with intervals.
         plain = len(votes) == 1 and not design.same_taste and not design.ties
-        coverage, percentile, skipped = (
+        bradley = (
             bradley_terry_coverage(len(design.votes), votes.pop(), bt_studies, args.resamples, rng)
             if plain and len(design.votes) >= MIN_PARTICIPANTS_FOR_INTERVALS
-            else (float("nan"),) * 3
+            else None
         )
+        coverage, percentile, skipped = (f"{x:.1%}" for x in bradley) if bradley else ("-",) * 3
         print(
             f"{design.name:<24}  {rates['null']:>8.1%}  {rates['naive']:>22.1%}  {rates['coverage_null']:>13.1%}"
             f"  {rates['coverage_power']:>12.1%}  {rates['power']:>9.1%}"
-            f"  {coverage:>11.1%}  {percentile:>12.1%}  {skipped:>16.1%}  {rates['method']}"
+            f"  {coverage:>11}  {percentile:>12}  {skipped:>16}  {rates['method']}"
             f"  ({time.perf_counter() - start:.0f} s)"
         )
 
