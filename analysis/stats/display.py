@@ -80,6 +80,8 @@ HEADINGS = {
     "method": "Test",
     "icc": "ICC",
     "design_effect": "Design effect",
+    "icc_upper": "ICC, 80 % upper bound",
+    "df": "Degrees of freedom",
     "count": "Chosen",
     "n": "Answers",
     "left": "Left",
