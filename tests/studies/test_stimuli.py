@@ -151,7 +151,7 @@ def test_the_admin_refuses_to_open_a_study_with_a_missing_stimulus(run):
     form = {
         key: value
         for key, value in change.context["adminform"].form.initial.items()
-        if key in change.context["adminform"].form.fields
+        if key in change.context["adminform"].form.fields and value is not None
     }
     form.update(
         status="open",
