@@ -25,13 +25,13 @@ TEST_REASONS = {
         "comparison, so the votes are independent"
     ),
     GEE: (
-        "a t test over participants' own shares (each participant weighs the same; the CR2 bias-reduced "
-        "cluster-robust test with Bell–McCaffrey degrees of freedom, t interval), because participants gave "
-        "several votes each and one person's votes are correlated"
+        "a two-sided one-sample t test of participants' own shares against 50% (each participant counted "
+        "once, participants - 1 degrees of freedom), because participants gave several votes each and one "
+        "person's votes are correlated"
     ),
     SIGN: (
         "an exact sign test over participants (each participant's majority), because the votes had no "
-        "spread for a t test (all one way, or identical per participant)"
+        "spread for a t test (all one way, or every participant's share the same)"
     ),
 }
 

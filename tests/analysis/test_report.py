@@ -44,7 +44,7 @@ def test_report_dir_from_a_study_is_self_contained_with_every_figure(answered_st
     assert data["plan"] is None
     assert "12 took part, 2 excluded (2 failed an attention check), 10 analysed." in data["results"]
     assert (
-        "t test over participants' own shares" in data["methods"]
+        "t test of participants' own shares" in data["methods"]
         and "Holm" in data["methods"]
         and "not preregistered" in data["methods"]
     )

@@ -42,7 +42,9 @@ def test_staff_see_the_forest_plot_first_then_results_methods_and_readable_table
     assert 'src="data:image/svg+xml;base64,' in body
     assert "12 took part, 2 excluded (2 failed an attention check), 10 analysed." in body
     assert "On Style match, neither LoRA (rank 8) nor Textual Inversion was clearly preferred" in body
-    assert "Holm" in body and "t test over participants" in body and "Not preregistered" in body
+    assert (
+        "Holm" in body and "t test of participants&#x27; own shares" in body and "Not preregistered" in body
+    )
     for raw in ("share_a", "p_holm", "design_effect", "participants_excluded"):
         assert raw not in body
     assert "First arm&#x27;s share" in body and "p (Holm)" in body and "80.0%" in body
