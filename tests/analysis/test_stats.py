@@ -30,7 +30,7 @@ from analysis.stats import (
 )
 from analysis.stats.display import DisplayNames
 from analysis.stats.inference import EXACT, GEE, SIGN
-from analysis.stats.paragraphs import design_from_frame
+from analysis.stats.paragraphs import design_from_frame, row_caution
 from analysis.stats.planning import exact_power
 from peftlab.errors import UserInputError
 from tests.analysis.factories import REFERENCE_COUNTS, reference_frame, reference_rows, response_row
@@ -628,8 +628,10 @@ def test_the_report_page_shows_the_caution_under_the_headline_table():
         title="t",
         figures=report_figures(report, names, png=False),
     )
-    assert context["cautions"] == [report.headline.rows[0].caution]
+    row = report.headline.rows[0]
+    assert context["cautions"] == [f"q, a vs b: {row_caution(row)}"] and row.caution.endswith(row_caution(row)[9:])
     assert "caution" not in [heading.lower() for heading in context["headline"]["headings"]]
     html = report_html(context)
     table_end = html.index("</table>", html.index('id="headline-table"'))
-    assert html.index("only 3 participant(s), too few for any test to be trusted") > table_end
+    # Under the table (the Results paragraph above it says so too).
+    assert html.find("only 3 participant(s), too few for any test to be trusted", table_end) > table_end
