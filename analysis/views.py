@@ -7,6 +7,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from analysis.charts import CHART_FORMATS, CHARTS, render_chart
@@ -116,7 +117,7 @@ def headline(request: HttpRequest, slug: str) -> HttpResponse:
 @staff_member_required
 @require_POST
 def lock_plan(request: HttpRequest, slug: str) -> HttpResponse:
-    """Lock the study's analysis plan (the console's button for `manage.py lock_plan`), then back to the dashboard."""
+    """Lock the study's analysis plan (the button for `manage.py lock_plan`), then back to the page it was pressed on."""
     study = get_object_or_404(Study, slug=slug)
     try:
         study = study_plan_lock(study=study)
@@ -124,4 +125,7 @@ def lock_plan(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, str(error))
     else:
         messages.success(request, f"Analysis plan locked: sha256 {study.plan_sha256}.")
+    back = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return redirect(back)
     return redirect("studies:dashboard", slug=study.slug)

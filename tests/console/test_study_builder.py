@@ -263,3 +263,19 @@ def test_a_locked_plan_keeps_its_planned_participants(staff_client, run):
     assert staff_client.post(url, settings | {"target_participants": 40}).status_code == 302
     study.refresh_from_db()
     assert study.title == "t"
+
+
+def test_the_study_page_locks_the_analysis_plan_and_shows_its_hash(staff_client, run):
+    study_create_from_generation(run=run, slug="prereg")
+    url = reverse("console:study_detail", args=["prereg"])
+    assert 'id="lock-plan"' in staff_client.get(url).content.decode()
+    response = staff_client.post(reverse("analysis:lock_plan", args=["prereg"]), {"next": url})
+    assert response.status_code == 302 and response.url == url
+    study = Study.objects.get(slug="prereg")
+    assert study.plan_locked_at is not None and len(study.plan_sha256) == 64
+    page = staff_client.get(url).content.decode()
+    assert study.plan_sha256 in page and "no deviations" in page and 'id="lock-plan"' not in page
+    # An address elsewhere is not followed: back to the dashboard.
+    assert staff_client.post(
+        reverse("analysis:lock_plan", args=["prereg"]), {"next": "https://evil.example/"}
+    ).url == reverse("studies:dashboard", args=["prereg"])
