@@ -126,6 +126,8 @@ def lock_plan(request: HttpRequest, slug: str) -> HttpResponse:
     else:
         messages.success(request, f"Analysis plan locked: sha256 {study.plan_sha256}.")
     back = request.POST.get("next", "")
-    if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+    if url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         return redirect(back)
     return redirect("studies:dashboard", slug=study.slug)

@@ -87,7 +87,10 @@ def test_the_builder_creates_the_study_it_was_given(staff_client, run):
         ({"questions": [], "custom_1_text": ""}, "Ask at least one question"),
         ({"custom_1_key": "style"}, "Question keys must differ"),
         ({"arm_label_base": "x" * 101}, "at most 100 characters"),
-        ({"completion_code": "DONE 42!"}, "completion code &#x27;DONE 42!&#x27; for finished: use up to 50 letters"),
+        (
+            {"completion_code": "DONE 42!"},
+            "completion code &#x27;DONE 42!&#x27; for finished: use up to 50 letters",
+        ),
     ],
 )
 def test_the_builder_refuses_an_incomplete_study(staff_client, run, changes, message):
@@ -135,7 +138,10 @@ def test_settings_and_status_change_from_the_study_page(staff_client, run):
     assert staff_client.post(url, settings).status_code == 302
     study.refresh_from_db()
     assert (study.title, study.max_participants, study.completion_code) == ("New title", None, "C0DE")
-    assert (study.consent_text, study.instructions) == ("You may stop at any time.", "Pick the image you prefer.")
+    assert (study.consent_text, study.instructions) == (
+        "You may stop at any time.",
+        "Pick the image you prefer.",
+    )
     assert study.arm_labels == {"lora": "LoRA"}
     assert study.completion_codes == {"declined": {"code": "NOCONSENT"}}
     assert study.questions.get(key="identity").label == "Landmark identity"
