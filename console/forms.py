@@ -551,6 +551,14 @@ class StudySettingsForm(CompletionFields):
             self.fields[f"question_label_{question.key}"] = forms.CharField(
                 max_length=100, required=False, label=f"Display name of question {question.key}"
             )
+        if study.plan_locked_at:
+            self.fields["deviation_reason"] = forms.CharField(
+                max_length=500,
+                required=False,
+                label="Reason for departing from the analysis plan",
+                help_text="Only to change what the locked plan fixed (the target participants): the change and "
+                "this reason are recorded as a deviation and reported with the results.",
+            )
 
     def settings(self) -> dict:
         """The keyword arguments of study_settings_update."""
@@ -571,4 +579,5 @@ class StudySettingsForm(CompletionFields):
                 for name, value in data.items()
                 if name.startswith("question_label_")
             },
+            "deviate": data.get("deviation_reason", ""),
         }

@@ -451,15 +451,18 @@ def study_settings_update(
     completion_codes: Mapping | None,
     arm_labels: Mapping[str, str] | None,
     question_labels: Mapping[str, str] | None = None,
+    deviate: str = "",
 ) -> Study:
     """Change what a researcher may change at any time: texts, recruitment, completion and display names.
 
-    The planned number of participants is part of a locked analysis plan: changing it then is refused.
+    The planned number of participants is part of a locked analysis plan: changing it then is refused, unless
+    `deviate` gives the reason to record as a deviation.
     """
     if target_participants != study.target_participants:
         study_plan_guard(
             study=study,
             change=f"the target participants ({study.target_participants} -> {target_participants})",
+            deviate=deviate,
         )
     if max_participants is not None and max_participants < 1:
         raise UserInputError(

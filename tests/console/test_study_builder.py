@@ -269,6 +269,14 @@ def test_a_locked_plan_keeps_its_planned_participants(staff_client, run):
     assert staff_client.post(url, settings | {"target_participants": 40}).status_code == 302
     study.refresh_from_db()
     assert study.title == "t"
+    # Insisting with a reason: the change is made and recorded as a deviation.
+    reason = "recruitment slower than planned"
+    assert staff_client.post(url, settings | {"deviation_reason": reason}).status_code == 302
+    study.refresh_from_db()
+    assert study.target_participants == 60
+    assert [(d["change"], d["reason"]) for d in study.plan_deviations] == [
+        ("the target participants (40 -> 60)", reason)
+    ]
 
 
 def test_the_study_page_locks_the_analysis_plan_and_shows_its_hash(staff_client, run):
