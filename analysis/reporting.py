@@ -84,7 +84,7 @@ def report_context(
     for question in dict.fromkeys(row["question"] for row in data["bradley_terry"]["rows"]):
         rows = sorted(
             (row for row in data["bradley_terry"]["rows"] if row["question"] == question),
-            key=lambda r: r["rank"],
+            key=lambda r: (r["rank"] is None, r["rank"] or 0),  # not estimable: no rank
         )
         if rows[0]["strength"] is not None:
             leaderboard.append(

@@ -8,6 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from analysis.charts import leaderboard_reason
+from analysis.reporting import report_context, report_figures
 from analysis.stats import analyze_responses
 from analysis.stats.display import DisplayNames, p_value, readable_rows
 from analysis.stats.paragraphs import PlanStatus, design_from_frame, exclusions_line, methods_paragraph
@@ -88,6 +89,15 @@ def test_three_arms_not_estimable_says_why_not_that_arms_are_missing():
     report = analyze_responses(frame)
     reason = leaderboard_reason(report, NAMES)
     assert "three or more arms" not in reason and "not estimable" in reason
+    # The page shows the reason and no leaderboard (not estimable rows carry no rank to sort by).
+    context = report_context(
+        report=report,
+        design=design_from_frame(frame),
+        names=NAMES,
+        title="t",
+        figures=report_figures(report, NAMES, png=False),
+    )
+    assert context["leaderboard"] == [] and context["leaderboard_reason"] == reason
 
 
 def test_two_arms_leaderboard_reason_names_the_arms():

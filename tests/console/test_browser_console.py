@@ -77,6 +77,11 @@ def test_a_study_is_built_previewed_opened_and_answered_from_the_console(browser
         "I agree" not in Client().get(f"/studies/{study.slug}/").content.decode()
     )  # a stranger: not open yet
 
+    console.get_by_role("button", name="Lock the analysis plan").click()
+    console.wait_for_selector("text=Analysis plan locked")
+    study.refresh_from_db()
+    assert study.plan_sha256 in console.inner_text("#plan-status")
+
     console.get_by_role("button", name="Open the study").click()
     console.wait_for_selector("text=Study console-built is open.")
     shot(console, "study")
@@ -104,6 +109,17 @@ def test_a_study_is_built_previewed_opened_and_answered_from_the_console(browser
     console.wait_for_selector("text=Study console-built is closed.")
     study.refresh_from_db()
     assert study.status == Study.Status.CLOSED
+
+    # The report, from the study page: the forest plot first, then the paragraphs, in display names.
+    console.get_by_role("link", name="analysis report").click()
+    console.wait_for_selector("#forest-plot img")
+    body = console.content()
+    assert body.index('id="forest-plot"') < body.index('id="results"') < body.index('id="methods"')
+    methods = console.inner_text("#methods")
+    assert "LoRA (rank 8)" in methods and "Textual Inversion" in methods and "Holm" in methods
+    assert f"preregistered (sha256 {study.plan_sha256[:12]}" in methods
+    assert "1 took part" in console.inner_text("#exclusions")
+    shot(console, "report")
 
 
 def test_a_prompt_set_is_uploaded_and_a_runs_warnings_progress_and_adapters_are_shown(
