@@ -19,6 +19,7 @@ from peftlab.errors import UserInputError
 from studies import selectors, services
 from studies.forms import ConsentForm, FeedbackForm
 from studies.models import Participant, Study
+from studies.stopping import StoppingRule
 
 CHOICE_LABELS = {"left": "Left image", "right": "Right image", "both": "Both equally", "neither": "Neither"}
 
@@ -47,17 +48,22 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("studies:page", slug=study.slug, code=participant.code)
     if not _can_enter(request, study):
         return render(request, "studies/closed.html", {"study": study})
+    if study.stopped_at:
+        return render(request, "studies/stopped.html", {"study": study})
     if ids.preview:
         return render(request, "studies/preview.html", {"study": study})
     form = ConsentForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        participant = services.participant_start(
-            study=study,
-            ids=ids,
-            consent_given=form.cleaned_data["decision"] == "agree",
-            entry_nonce=form.cleaned_data["entry"],
-            user_agent=request.headers.get("User-Agent", ""),
-        )
+        try:
+            participant = services.participant_start(
+                study=study,
+                ids=ids,
+                consent_given=form.cleaned_data["decision"] == "agree",
+                entry_nonce=form.cleaned_data["entry"],
+                user_agent=request.headers.get("User-Agent", ""),
+            )
+        except services.StudyStopped:  # stopped while this person read the consent form
+            return render(request, "studies/stopped.html", {"study": study})
         request.session[_session_key(study)] = participant.code
         return redirect("studies:page", slug=study.slug, code=participant.code)
     carry = {**ids.as_query(), "entry": secrets.token_urlsafe(16)}
@@ -157,6 +163,14 @@ def media(request: HttpRequest, slug: str, code: str, token: str) -> HttpRespons
     return response
 
 
+def _stopping_rule(study: Study) -> dict:
+    """The study's preregistered stopping rule (None if it has none), or what is wrong with the plan's rule."""
+    try:
+        return {"stopping": StoppingRule.from_study(study)}
+    except UserInputError as error:
+        return {"stopping": None, "stopping_error": str(error)}
+
+
 @staff_member_required
 def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     """Staff overview: status, participants, median time, responses per trial, links."""
@@ -164,6 +178,7 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     context = {
         "study": study,
         "stats": selectors.study_stats(study=study),
+        **_stopping_rule(study),
         "entry_url": request.build_absolute_uri(reverse("studies:entry", args=[study.slug])),
     }
     return render(request, "studies/dashboard.html", context)

@@ -17,12 +17,17 @@ from django.utils import timezone
 from peftlab.errors import UserInputError
 from studies import selectors
 from studies.models import Participant, Question, Response, Study, Trial
+from studies.signals import participant_finished
 
 MTURK_PREVIEW_ASSIGNMENT = "ASSIGNMENT_ID_NOT_AVAILABLE"
 # Where MTurk may tell us to post the assignment, by exact origin: parsing a host out of an arbitrary URL
 # disagrees with browsers ("https://evil.example\\@www.mturk.com" goes to evil.example in Chromium).
 MTURK_SUBMIT_ORIGINS = ("https://www.mturk.com", "https://workersandbox.mturk.com")
 FEEDBACK_MAX_CHARS = 5000
+
+
+class StudyStopped(UserInputError):
+    """The study's stopping rule has been met: it admits nobody new (those in progress may finish)."""
 
 
 @dataclass(frozen=True)
@@ -182,8 +187,16 @@ def participant_start(
     elif entry_nonce:
         key = {"entry_nonce": entry_nonce}
     else:
-        return Participant.objects.create(study=study, **defaults)
-    participant, _ = Participant.objects.get_or_create(study=study, **key, defaults=defaults)
+        key = {}
+    with transaction.atomic():
+        # The study's row lock orders every admission against analysis.stopping setting stopped_at: nobody
+        # is admitted once the stop has committed.
+        stopped = Study.objects.select_for_update().values_list("stopped_at", flat=True).get(pk=study.pk)
+        if stopped and not (key and Participant.objects.filter(study=study, **key).exists()):
+            raise StudyStopped("this study has all the answers it needs and admits nobody new.")
+        if not key:
+            return Participant.objects.create(study=study, **defaults)
+        participant, _ = Participant.objects.get_or_create(study=study, **key, defaults=defaults)
     return participant
 
 
@@ -315,6 +328,10 @@ def participant_finish(*, participant: Participant, step: int, feedback: str = "
     locked.finished_at = timezone.now()
     locked.position += 1
     locked.save(update_fields=["feedback", "finished_at", "position"])
+    # robust: a listener's error (e.g. the stopping check) is logged, never shown to the participant.
+    transaction.on_commit(
+        lambda: participant_finished.send(sender=Participant, participant=locked), robust=True
+    )
     return True
 
 
