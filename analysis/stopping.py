@@ -3,11 +3,14 @@
 The rule (`studies.stopping.StoppingRule`, from `Study.plan["stopping"]`) stops admission when every headline
 row is decided by the anytime-valid test (e-Holm at the rule's alpha), or settled inside the futility band,
 once `min_participants` have finished; or when `max_participants` have finished. Stopping only sets
-`Study.stopped_at` and `stopped_reason`: participants in progress finish, nobody new is admitted.
+`Study.stopped_at` and `stopped_reason`: participants in progress finish, nobody new is admitted. With
+`adaptive: true` and three or more arms it also sets `Study.pair_weights` after every finish
+(studies.allocation draws the next participants' pairs from them).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 from django.db import transaction
@@ -17,18 +20,28 @@ from django.utils import timezone
 from analysis.selectors import study_analysis_config, study_responses_frame
 from analysis.stats import AnalysisConfig
 from analysis.stats.report import anytime_results
+from analysis.stats.sequential import Anytime, allocation_weights
+from studies.allocation import pair_key
 from studies.models import Participant, Study
 from studies.signals import participant_finished
 from studies.stopping import StoppingRule
 
+# Share of each participant's comparisons spread uniformly over the pairs whatever the weights say, so
+# every pair keeps being compared (Chatbot Arena mixes uniform sampling in the same way).
+EXPLORATION_FLOOR = 0.2
 
-def stopping_reason(*, study: Study, rule: StoppingRule) -> str:
-    """Why the study should stop now under `rule`, or "" while it should go on."""
+
+def study_anytime_rows(*, study: Study, rule: StoppingRule) -> dict[tuple[str, str, str], Anytime]:
+    """The study's headline rows' anytime-valid results at the rule's alpha (finished participants only)."""
+    config = study_analysis_config(study=study, config=AnalysisConfig(bootstrap=0))
+    return anytime_results(study_responses_frame(study=study), replace(config, anytime_alpha=rule.alpha))
+
+
+def stopping_reason(*, study: Study, rule: StoppingRule, rows: dict[tuple[str, str, str], Anytime]) -> str:
+    """Why the study should stop now under `rule` given its rows' results, or "" while it should go on."""
     finished = Participant.objects.filter(study=study, finished_at__isnull=False, is_pilot=False).count()
     if finished < rule.min_participants:
         return ""
-    config = study_analysis_config(study=study, config=AnalysisConfig(bootstrap=0))
-    rows = anytime_results(study_responses_frame(study=study), replace(config, anytime_alpha=rule.alpha))
     decided = {key: row for key, row in rows.items() if row.decided_at is not None}
     futile = {
         key: row
@@ -62,11 +75,19 @@ def stopping_reason(*, study: Study, rule: StoppingRule) -> str:
 
 
 def study_stopping_apply(*, study: Study) -> bool:
-    """Stop admission if the study's rule is met now; True if this call stopped it."""
+    """Apply the study's rule now: update its pair weights if it allocates adaptively, and stop admission
+    if the rule is met; True if this call stopped it."""
     rule = StoppingRule.from_study(study)
     if rule is None or study.stopped_at is not None:
         return False
-    reason = stopping_reason(study=study, rule=rule)
+    rows = study_anytime_rows(study=study, rule=rule)
+    if rule.allocates(study.arms):
+        pairs = sorted({tuple(sorted(pair)) for pair in itertools.combinations(study.arms, 2)})
+        weights = allocation_weights(rows, pairs, EXPLORATION_FLOOR)
+        Study.objects.filter(pk=study.pk).update(
+            pair_weights={pair_key(*pair): weight for pair, weight in weights.items()}
+        )
+    reason = stopping_reason(study=study, rule=rule, rows=rows)
     if not reason:
         return False
     with transaction.atomic():
@@ -80,6 +101,4 @@ def study_stopping_apply(*, study: Study) -> bool:
 
 @receiver(participant_finished)
 def _participant_finished(sender, participant: Participant, **kwargs) -> None:
-    study = Study.objects.get(pk=participant.study_id)
-    if StoppingRule.from_study(study) is not None:
-        study_stopping_apply(study=study)
+    study_stopping_apply(study=Study.objects.get(pk=participant.study_id))

@@ -6,6 +6,7 @@ the analysis deciding to stop all read the same rule. Applying it is `analysis.s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,7 +23,8 @@ class StoppingRule:
     min_participants: never stop before this many participants have finished. max_participants: stop when
     this many have finished, decided or not. futility: optional half-width of a band around 0.5; a row whose
     confidence sequence lies inside [0.5 - futility, 0.5 + futility] counts as settled (practically no
-    preference).
+    preference). adaptive: with three or more arms, allocate each participant's pairs where one more
+    participant narrows the widest undecided confidence sequence most (studies.allocation).
     """
 
     rule: str = "anytime"
@@ -30,6 +32,7 @@ class StoppingRule:
     min_participants: int = 10
     max_participants: int = 200
     futility: float | None = None
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -58,6 +61,8 @@ class StoppingRule:
         values = dict(stopping)
         if not isinstance(values.get("rule", "anytime"), str):
             raise UserInputError(f"stopping rule must be a name like 'anytime', got {values['rule']!r}")
+        if not isinstance(values.get("adaptive", False), bool):
+            raise UserInputError(f"stopping adaptive must be true or false, got {values['adaptive']!r}")
         for key in ("alpha", "futility", "min_participants", "max_participants"):
             if values.get(key) is not None:
                 values[key] = _number(key, values[key], integer=key.endswith("participants"))
@@ -68,6 +73,10 @@ class StoppingRule:
         """The study's preregistered rule, or None when its plan has none."""
         stopping = (study.plan or {}).get("stopping")
         return None if stopping is None else cls.from_plan(stopping)
+
+    def allocates(self, arms: Sequence[str]) -> bool:
+        """Whether participants' pairs are allocated adaptively for a study of these arms."""
+        return self.adaptive and len(arms) >= 3
 
     def to_plan(self) -> dict[str, Any]:
         """The rule as the plan stores it."""

@@ -143,3 +143,30 @@ def anytime_rows(
             )
         )
     return rows
+
+
+def allocation_weights(
+    rows: dict[tuple[str, str, str], Anytime], pairs: list[tuple[str, str]], floor: float
+) -> dict[tuple[str, str], float]:
+    """Each arm pair's share of the next participants' comparisons: where one more participant helps most.
+
+    A pair's score is how much one more participant would narrow its widest undecided confidence sequence
+    (a width w from n participants shrinks about as 1/sqrt(n): by w * (1 - sqrt(n / (n + 1)))), the rule
+    Chatbot Arena samples pairs by; a pair nobody has compared yet has width 1 and the top score. A share
+    `floor` is spread uniformly (exploration); a pair whose rows are all decided gets only that.
+    """
+    scores = np.zeros(len(pairs))
+    for index, pair in enumerate(pairs):
+        compared = [row for key, row in rows.items() if key[1:] == tuple(pair)]
+        scores[index] = max(
+            (
+                (row.cs_high - row.cs_low) * (1 - math.sqrt(row.participants / (row.participants + 1)))
+                for row in compared
+                if row.decided_at is None
+            ),
+            default=0.0 if compared else 1.0,
+        )
+    uniform = np.full(len(pairs), 1 / len(pairs))
+    adaptive = scores / scores.sum() if scores.sum() > 0 else uniform
+    weights = floor * uniform + (1 - floor) * adaptive
+    return {pair: float(weight) for pair, weight in zip(pairs, weights, strict=True)}

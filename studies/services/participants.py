@@ -16,8 +16,10 @@ from django.utils import timezone
 
 from peftlab.errors import UserInputError
 from studies import selectors
+from studies.allocation import allocate_trials
 from studies.models import Participant, Question, Response, Study, Trial
 from studies.signals import participant_finished
+from studies.stopping import StoppingRule
 
 MTURK_PREVIEW_ASSIGNMENT = "ASSIGNMENT_ID_NOT_AVAILABLE"
 # Where MTurk may tell us to post the assignment, by exact origin: parsing a host out of an arbitrary URL
@@ -131,12 +133,24 @@ def _balanced_sides(trials: list[Trial], rng: random.Random) -> dict[str, str]:
     return sides
 
 
+def _allocates(study: Study) -> bool:
+    """Whether the study's preregistered rule allocates pairs adaptively (an unreadable rule shows all pairs;
+    the dashboard says what is wrong with it)."""
+    try:
+        rule = StoppingRule.from_study(study)
+    except UserInputError:
+        return False
+    return rule is not None and rule.allocates(study.arms)
+
+
 def _draw_order(study: Study, seed: int) -> tuple[list[int], dict[str, str]]:
     """A participant's trial order and sides, drawn from their seed."""
     rng = random.Random(seed)
     trials = list(selectors.study_contents(study=study).trials.values())
     regular = [t for t in trials if not t.is_attention_check]
     checks = [t for t in trials if t.is_attention_check]
+    if _allocates(study):
+        regular = allocate_trials(regular, study.pair_weights or {}, rng)
     rng.shuffle(regular)
     order = [t.pk for t in regular]
     # Spread the checks evenly, never first, so they interrupt the real trials.
