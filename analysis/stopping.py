@@ -26,10 +26,6 @@ from studies.models import Participant, Study
 from studies.signals import participant_finished
 from studies.stopping import StoppingRule
 
-# Share of each participant's comparisons spread uniformly over the pairs whatever the weights say, so
-# every pair keeps being compared (Chatbot Arena mixes uniform sampling in the same way).
-EXPLORATION_FLOOR = 0.2
-
 
 def study_anytime_rows(*, study: Study, rule: StoppingRule) -> dict[tuple[str, str, str], Anytime]:
     """The study's headline rows' anytime-valid results at the rule's alpha (finished participants only)."""
@@ -83,7 +79,7 @@ def study_stopping_apply(*, study: Study) -> bool:
     rows = study_anytime_rows(study=study, rule=rule)
     if rule.allocates(study.arms):
         pairs = sorted({tuple(sorted(pair)) for pair in itertools.combinations(study.arms, 2)})
-        weights = allocation_weights(rows, pairs, EXPLORATION_FLOOR)
+        weights = allocation_weights(rows, pairs)
         Study.objects.filter(pk=study.pk).update(
             pair_weights={pair_key(*pair): weight for pair, weight in weights.items()}
         )

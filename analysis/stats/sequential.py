@@ -25,38 +25,47 @@ NULL_MEAN = 0.5
 THETA = 0.5
 TRUNCATION = 0.5
 GRID = 1000
+# Share of each participant's comparisons spread uniformly over the pairs whatever the weights say, so
+# every pair keeps being compared (Chatbot Arena mixes uniform sampling in the same way).
+EXPLORATION_FLOOR = 0.2
 
 
 def predictable_bets(x: np.ndarray, alpha: float) -> np.ndarray:
-    """Bet sizes lambda_t (before truncation), each a function of x_1..x_{t-1} only (WSR eq. 26)."""
+    """Bet sizes lambda_t (before truncation), each a function of x_1..x_{t-1} only (WSR eq. 26).
+
+    Along the last axis: a (paths, n) array gives every path's bets at once.
+    """
     x = np.asarray(x, float)
-    t = np.arange(1, len(x) + 1)
+    t = np.arange(1, x.shape[-1] + 1)
     # Regularised running mean and variance: one fake observation with mean 1/2 and variance 1/4.
-    mean = np.minimum((0.5 + np.cumsum(x)) / (t + 1), 1)
-    variance = (0.25 + np.cumsum((x - mean) ** 2)) / (t + 1)
-    previous = np.append(0.25, variance[:-1])
+    mean = np.minimum((0.5 + np.cumsum(x, axis=-1)) / (t + 1), 1)
+    variance = (0.25 + np.cumsum((x - mean) ** 2, axis=-1)) / (t + 1)
+    previous = np.concatenate([np.full((*x.shape[:-1], 1), 0.25), variance[..., :-1]], axis=-1)
     return np.sqrt(2 * math.log(1 / alpha) / (t * np.log1p(t) * previous))
 
 
-def capital(x: np.ndarray, means: np.ndarray, alpha: float) -> np.ndarray:
-    """The hedged capital K_t(m), shape (len(means), len(x)): the e-process against each candidate mean m."""
+def capital(x: np.ndarray, mean: np.ndarray | float, alpha: float) -> np.ndarray:
+    """The hedged capital K_t(m) after each observation (last axis): the e-process against mean m.
+
+    `mean` broadcasts against `x` (a column of candidate means against one sequence gives a grid).
+    """
     x = np.asarray(x, float)
-    means = np.asarray(means, float)[:, None]
+    mean = np.asarray(mean, float)
     # Each side bets as if it alone had to reach 1/(theta * alpha): the paper's alpha * theta in the bets.
-    bets = predictable_bets(x, alpha * THETA)[None, :]
+    bets = predictable_bets(x, alpha * THETA)
     with np.errstate(divide="ignore"):
-        up = np.minimum(bets, TRUNCATION / means)
-        down = np.minimum(bets, TRUNCATION / (1 - means))
+        up = np.minimum(bets, TRUNCATION / mean)
+        down = np.minimum(bets, TRUNCATION / (1 - mean))
     # With truncation 1/2 every factor is at least 1/2: logs are finite and sums do not overflow.
-    log_up = np.cumsum(np.log1p(up * (x - means)), axis=1)
-    log_down = np.cumsum(np.log1p(-down * (x - means)), axis=1)
+    log_up = np.cumsum(np.log1p(up * (x - mean)), axis=-1)
+    log_down = np.cumsum(np.log1p(-down * (x - mean)), axis=-1)
     with np.errstate(over="ignore"):
         return THETA * np.exp(log_up) + (1 - THETA) * np.exp(log_down)
 
 
 def e_process(x: np.ndarray, alpha: float = 0.05) -> np.ndarray:
-    """E-values against mean 1/2 after each observation (a test martingale under the null)."""
-    return capital(x, np.array([NULL_MEAN]), alpha)[0]
+    """E-values against mean 1/2 after each observation (last axis), a test martingale under the null."""
+    return capital(x, NULL_MEAN, alpha)
 
 
 def confidence_sequence(
@@ -73,7 +82,7 @@ def confidence_sequence(
     means = np.arange(grid + 1) / grid
     inside = np.empty((len(means), len(x)), bool)
     for start in range(0, len(means), 128):  # a few MB at a time, however long the sequence
-        inside[start : start + 128] = capital(x, means[start : start + 128], alpha) <= 1 / alpha
+        inside[start : start + 128] = capital(x, means[start : start + 128, None], alpha) <= 1 / alpha
     any_inside = inside.any(axis=0)
     first = np.where(any_inside, means[np.argmax(inside, axis=0)], 0.0)
     last = np.where(any_inside, means[len(means) - 1 - np.argmax(inside[::-1], axis=0)], 1.0)
@@ -115,12 +124,13 @@ class Anytime:
 
 
 def anytime_rows(
-    looks: list[np.ndarray], shares: list[np.ndarray], total: int, alpha: float
+    looks: list[np.ndarray], shares: list[np.ndarray], total: int, alpha: float, grid: int = GRID
 ) -> list[Anytime]:
     """Anytime results for rows observed at a common sequence of `total` looks (participants in finishing order).
 
     Row k has a share `shares[k][i]` at look `looks[k][i]` (1-based, increasing). The e-processes are
-    corrected together (e-Holm at `alpha`); each confidence sequence is at 1 - alpha on its own.
+    corrected together (e-Holm at `alpha`); each confidence sequence is at 1 - alpha on its own (on a grid of
+    step 1/grid).
     """
     paths = np.ones((len(shares), total + 1))
     for k, (at, x) in enumerate(zip(looks, shares, strict=True)):
@@ -131,7 +141,7 @@ def anytime_rows(
     decided = e_holm(paths, alpha)
     rows = []
     for k, x in enumerate(shares):
-        low, high = confidence_sequence(x, alpha) if len(x) else (np.zeros(1), np.ones(1))
+        low, high = confidence_sequence(x, alpha, grid) if len(x) else (np.zeros(1), np.ones(1))
         first = np.flatnonzero(decided[k])
         rows.append(
             Anytime(
@@ -146,7 +156,7 @@ def anytime_rows(
 
 
 def allocation_weights(
-    rows: dict[tuple[str, str, str], Anytime], pairs: list[tuple[str, str]], floor: float
+    rows: dict[tuple[str, str, str], Anytime], pairs: list[tuple[str, str]], floor: float = EXPLORATION_FLOOR
 ) -> dict[tuple[str, str], float]:
     """Each arm pair's share of the next participants' comparisons: where one more participant helps most.
 

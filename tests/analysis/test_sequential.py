@@ -57,7 +57,7 @@ def test_confidence_sequence_covers_the_mean_at_every_look_on_at_least_95_percen
 def test_e_process_is_a_supermartingale_under_the_null():
     rng = np.random.default_rng(11)
     shares = heterogeneous_shares(rng, 4000, 200, 0.5)
-    paths = np.array([e_process(x, 0.05) for x in shares])
+    paths = e_process(shares, 0.05)
     for look in (1, 10, 50, 200):
         values = paths[:, look - 1]
         standard_error = values.std() / np.sqrt(len(values))

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 from django.test import TestCase
 
-from analysis.stats.sequential import Anytime, allocation_weights
-from analysis.stopping import EXPLORATION_FLOOR, study_stopping_apply
+from analysis.stats.sequential import EXPLORATION_FLOOR, Anytime, allocation_weights
+from analysis.stopping import study_stopping_apply
 from studies.allocation import allocate_trials, pair_key
 from studies.models import Participant, Study
 from studies.services import ExternalIds, participant_answer_all, participant_pages, participant_start
