@@ -123,6 +123,9 @@ def test_a_study_without_a_rule_never_stops_and_the_dashboard_says_why_and_when_
     html = staff.get(f"/studies/{study.slug}/dashboard/").content.decode()
     assert "Stopped admitting participants on" in html and "preregistered maximum of 3" in html
     assert "at most 3 finished participants" in html
+    # The report page shows the anytime-valid table beside the headline.
+    report = staff.get(f"/analysis/{study.slug}/").content.decode()
+    assert "Anytime-valid" in report and "decided_at" in report and "cs_low" in report
 
 
 @pytest.mark.postgres
