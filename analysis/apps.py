@@ -7,4 +7,4 @@ class AnalysisConfig(AppConfig):
 
     def ready(self) -> None:
         # Listen to studies' participant_finished: a preregistered stopping rule is applied as people finish.
-        from analysis import stopping  # noqa: F401
+        from analysis import receivers  # noqa: F401

@@ -6,17 +6,22 @@ from pathlib import Path
 
 from django.core.files.storage import default_storage
 
-from analysis.charts import CHART_FORMATS, CHARTS, render_chart
 from analysis.exports import EXPORT_FORMATS, export_bytes, export_frame
 from analysis.metrics import ImageScores, ScoreConfig, ScoredImage, score_images
-from analysis.selectors import study_report
-from analysis.stats import AnalysisConfig, analyze_responses
+from analysis.reporting import report_context, report_data, report_figures, report_html
+from analysis.selectors import report_subtitle, study_design, study_display_names, study_report
+from analysis.stats import AnalysisConfig, StudyReport, analyze_responses
+from analysis.stats.display import DisplayNames
+from analysis.stats.paragraphs import StudyDesign
+from analysis.stats.preregistration import analysis_plan, plan_sha256
 from generation.models import GenerationRun, Prompt
 from peftlab.errors import UserInputError
 from peftlab.files import write_bytes_atomic
 from peftlab.progress import ProgressCallback, ignore_progress
 from studies.models import Study
 from studies.selectors import study_response_rows
+from studies.services import study_plan_store
+from studies.stopping import StoppingRule
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,12 @@ def study_export(
     fmt: str,
     include_external_ids: bool = False,
     config: AnalysisConfig | None = None,
+    include_pilot: bool = False,
 ) -> ExportFiles:
-    """Write one row per response to `output` (csv/json/parquet) and the report as a summary beside it."""
+    """Write one row per response to `output` (csv/json/parquet) and the report as a summary beside it.
+
+    Pilots' responses are left out unless include_pilot.
+    """
     if fmt not in EXPORT_FORMATS:
         raise UserInputError(f"unknown format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     output = Path(output)
@@ -52,7 +61,7 @@ def study_export(
         raise UserInputError(
             f"the folder {output.parent} does not exist; create it or choose another --output"
         )
-    rows = study_response_rows(study=study)
+    rows = study_response_rows(study=study, include_pilot=include_pilot)
     frame = export_frame(rows, include_external_ids=include_external_ids)
     report = analyze_responses(frame, config)
     summary = {
@@ -62,6 +71,7 @@ def study_export(
         "responses_file": output.name,
         "format": fmt,
         "external_ids_included": include_external_ids,
+        "pilots_included": include_pilot,
         "report": report.to_dict(),
     }
     summary_file = summary_path(output)
@@ -72,22 +82,86 @@ def study_export(
 
 
 def study_report_write(*, study: Study, output_dir: Path, config: AnalysisConfig | None = None) -> list[Path]:
-    """Write a study's publishable report to a folder: text and JSON report, CSV export and every chart."""
+    """Write a study's publishable report to a folder: report.html, text and JSON, CSV export and every figure."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     export = study_export(
         study=study, output=output_dir / f"{study.slug}-responses.csv", fmt="csv", config=config
     )
     report = study_report(study=study, config=config)
+    names, design = study_display_names(study=study), study_design(study=study)
+    written = report_folder_write(
+        report=report,
+        design=design,
+        names=names,
+        title=study.title,
+        subtitle=report_subtitle(study=study, names=names),
+        output_dir=output_dir,
+    )
+    data = report_data(report=report, design=design, names=names)
     files = {
         output_dir / "report.txt": report.to_text().encode(),
-        output_dir / "report.json": report.to_json().encode(),
+        output_dir / "report.json": json.dumps(data, indent=2).encode(),
     }
-    for name in CHARTS:
-        for fmt in CHART_FORMATS:
-            files[output_dir / f"{name}.{fmt}"] = render_chart(report, name, fmt)
     write_bytes_atomic(files)
-    return [export.responses, export.summary, *files]
+    return [export.responses, export.summary, *written, *files]
+
+
+def report_folder_write(
+    *,
+    report: StudyReport,
+    design: StudyDesign,
+    names: DisplayNames,
+    title: str,
+    subtitle: str,
+    output_dir: Path,
+) -> list[Path]:
+    """Write report.html (self-contained: figures embedded, no links out) and every figure as PNG and SVG."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserInputError(f"{output_dir} is a file; --report needs a folder (it is created if missing)")
+    if not output_dir.parent.is_dir():
+        raise UserInputError(
+            f"the folder {output_dir.parent} does not exist; create it or choose another --report"
+        )
+    figures = report_figures(report, names)
+    context = report_context(report=report, design=design, names=names, title=title, figures=figures)
+    files = {output_dir / "report.html": report_html({**context, "subtitle": subtitle}).encode()}
+    for figure in figures:
+        files[output_dir / f"{figure.name}.svg"] = figure.svg
+        files[output_dir / f"{figure.name}.png"] = figure.png
+    output_dir.mkdir(exist_ok=True)
+    write_bytes_atomic(files)
+    return list(files)
+
+
+def study_plan_lock(
+    *, study: Study, config: AnalysisConfig | None = None, alpha: float = 0.05, stopping: dict | None = None
+) -> Study:
+    """Freeze the study's analysis plan before data arrive; returns the study with plan and plan_sha256 set.
+
+    stopping: the preregistered stopping rule (checked by studies.stopping.StoppingRule.from_plan, stored with
+    every field filled in), or None.
+    """
+    config = config or AnalysisConfig()
+    if stopping is not None:
+        stopping = StoppingRule.from_plan(stopping).to_plan()
+    questions = [
+        {"key": q.key, "text": q.text, "label": q.label, "options": list(q.options)}
+        for q in study.questions.all()
+    ]
+    plan = analysis_plan(
+        study={"slug": study.slug, "title": study.title, "generation_run": study.generation_run_id},
+        arms=list(study.arms),
+        questions=questions,
+        attention_checks=study.trials.filter(is_attention_check=True).count(),
+        target_participants=study.target_participants,
+        max_participants=study.max_participants,
+        config=config,
+        alpha=alpha,
+        stopping=stopping,
+    )
+    return study_plan_store(study=study, plan=plan, sha256=plan_sha256(plan))
 
 
 def run_images_score(

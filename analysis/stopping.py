@@ -1,6 +1,7 @@
 """Applying a study's preregistered stopping rule when a participant finishes (listens to studies' signal).
 
-The rule (`studies.stopping.StoppingRule`, from `Study.plan["stopping"]`) stops admission when every headline
+analysis.receivers calls `study_stopping_apply` when a participant of a study with a rule finishes. The rule
+(`studies.stopping.StoppingRule`, from `Study.plan["stopping"]`) stops admission when every headline
 row is decided by the anytime-valid test (e-Holm at the rule's alpha), or settled inside the futility band,
 once `min_participants` have finished; or when `max_participants` have finished. Stopping only sets
 `Study.stopped_at` and `stopped_reason`: participants in progress finish, nobody new is admitted. With
@@ -14,7 +15,6 @@ import itertools
 from dataclasses import replace
 
 from django.db import transaction
-from django.dispatch import receiver
 from django.utils import timezone
 
 from analysis.selectors import study_analysis_config, study_responses_frame
@@ -23,7 +23,6 @@ from analysis.stats.report import anytime_results
 from analysis.stats.sequential import Anytime, allocation_weights
 from studies.allocation import pair_key
 from studies.models import Participant, Study
-from studies.signals import participant_finished
 from studies.stopping import StoppingRule
 
 
@@ -93,8 +92,3 @@ def study_stopping_apply(*, study: Study) -> bool:
                 stopped_at=timezone.now(), stopped_reason=reason
             )
         )
-
-
-@receiver(participant_finished)
-def _participant_finished(sender, participant: Participant, **kwargs) -> None:
-    study_stopping_apply(study=Study.objects.get(pk=participant.study_id))

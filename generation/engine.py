@@ -4,7 +4,9 @@ The base pipeline is loaded once; the LoRA is loaded once as a named adapter tha
 `lora` arm, and the TI token only appears in the `ti` arm's prompts, so each arm sees the same model
 except for its own method. Before any image of an adapter arm is rendered, the adapter must prove it took
 effect: all its layers or its token are present, and a fixed-seed probe render differs from the same
-adapter in its untrained state (LoRA at scale 0, the TI token at its initializer's vector).
+adapter in its untrained state (LoRA at scale 0, the TI token at its initializer's vector, or at its
+nearest vocabulary rows for an embedding that names no initializer), and no render may hold NaN or Inf
+pixels or come out blank.
 """
 
 from __future__ import annotations
@@ -268,33 +270,28 @@ class Renderer:
         self.lora_format: LoraFormat | None = None
         self.token_ids: list[int] = []
         self.initializer_vector: Any = None
+        self.ti_reference = "with its initializer's vector"
         if config.lora is not None:
             self.lora_format = load_lora(self.pipe, Path(config.lora))
         if config.ti is not None and config.token is not None:
-            self.token_ids = load_textual_inversion(self.pipe, Path(config.ti), config.token)
-            self.initializer_vector = self.initializer_embedding(Path(config.ti))
-        progress(Progress("load model", 1, 1))
-
-    def initializer_embedding(self, path: Path) -> Any:
-        """The model's embedding of the token the TI vector started from (the effect check's reference)."""
-        token = ti_initializer_token(path, self.config.ti_initializer)
-        ids = self.pipe.tokenizer.encode(token, add_special_tokens=False)
-        if len(ids) != 1:
-            raise UserInputError(
-                f"initializer {token!r} of {path} is {len(ids)} tokens in this model; give --ti-initializer "
-                "with the one-token word the embedding was trained from."
+            path = Path(config.ti)
+            initializer = ti_initializer_token(path, config.ti_initializer)
+            self.token_ids, self.initializer_vector = load_textual_inversion(
+                self.pipe, path, config.token, initializer
             )
-        return self.pipe.text_encoder.get_input_embeddings().weight[ids[0]].detach().clone()
+            if initializer is None:
+                self.ti_reference = "at its nearest vocabulary rows"
+        progress(Progress("load model", 1, 1))
 
     @contextlib.contextmanager
     def initializer_rows(self) -> Iterator[None]:
-        """The TI token's rows hold the initializer's vector for the duration (the untrained state)."""
+        """The TI token's rows hold their untrained reference for the duration (the initializer's vector)."""
         import torch
 
         weight = self.pipe.text_encoder.get_input_embeddings().weight
         learned = weight[self.token_ids].detach().clone()
         with torch.no_grad():
-            weight[self.token_ids] = self.initializer_vector
+            weight[self.token_ids] = self.initializer_vector.to(weight)
         try:
             yield
         finally:
@@ -315,7 +312,8 @@ class Renderer:
     ) -> tuple[list[Any], list[bool]]:
         """PIL images of `texts` for `arm`, each from its own generator seeded with its seed, and whether the
         safety checker flagged each. `untrained`: the adapter as it was before training (the LoRA at scale
-        0, the TI token at its initializer's vector)."""
+        0, the TI token at its reference vector)."""
+        import numpy as np
         import torch
 
         self.use_arm(arm)
@@ -334,11 +332,22 @@ class Renderer:
                 guidance_scale=self.config.guidance,
                 width=self.config.width,
                 height=self.config.height,
-                output_type="pil",
+                output_type="np",
                 **extra,
             )
+        # The pipeline's own PIL conversion turns NaN into black pixels without a word: check first.
+        for pixels, seed in zip(output.images, seeds, strict=True):
+            if not np.isfinite(pixels).all():
+                adapter = {
+                    "lora": f" with LoRA {self.config.lora}",
+                    "ti": f" with embedding {self.config.ti}",
+                }
+                raise UserInputError(
+                    f"the {arm} arm{adapter.get(arm, '')} rendered non-finite (NaN or Inf) pixels for seed "
+                    f"{seed}; its weights are not finite in this model (or --dtype overflows: try float32)."
+                )
         flags = output.nsfw_content_detected or [False] * len(texts)
-        return list(output.images), [bool(flag) for flag in flags]
+        return self.pipe.numpy_to_pil(output.images), [bool(flag) for flag in flags]
 
     def prompt_inputs(self, arm: str, texts: list[str], negatives: list[str]) -> dict[str, Any]:
         """The pipeline's prompt arguments: the texts, or for longer settings the chunked encodings that
@@ -389,9 +398,15 @@ class Renderer:
             image = self.render_batch(arm, texts, negatives, seeds)[0][0]
             difference = np.abs(np.asarray(image, dtype=np.float32) - np.asarray(reference, dtype=np.float32))
             effects[arm] = float(difference.mean())
+            source = self.config.lora if arm == "lora" else self.config.ti
+            if np.ptp(np.asarray(image)) == 0 and np.ptp(np.asarray(reference)) > 0:
+                # A flat (black) image differs from everything: that is a broken adapter, not an effect.
+                raise UserInputError(
+                    f"the {arm} adapter {source} renders the probe as one flat colour where the untrained "
+                    "render has a picture; its weights are not finite in this model or the file is broken."
+                )
             if effects[arm] <= self.config.effect_threshold:
-                source = self.config.lora if arm == "lora" else self.config.ti
-                untrained = "at scale 0" if arm == "lora" else "with its initializer's vector"
+                untrained = "at scale 0" if arm == "lora" else self.ti_reference
                 raise UserInputError(
                     f"the {arm} adapter {source} had no visible effect: its probe render differs from the same "
                     f"adapter {untrained} by {effects[arm]:.3f} (mean |pixel difference|, threshold "

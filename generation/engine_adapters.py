@@ -8,11 +8,12 @@ and TI embeddings as diffusers `{token: tensor}` or A1111 `emb_params` / `string
 from __future__ import annotations
 
 import json
+import logging
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from peftlab.errors import UserInputError
+from peftlab.errors import UserInputError, error_line
 
 LORA_ADAPTER_NAME = "lora"
 PEFT_CONFIG_FILE = "adapter_config.json"
@@ -20,6 +21,13 @@ PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
 DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
 PEFT_KEY_PREFIX = "base_model.model."
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+# An embedding's vectors may be this many times the model's largest row; SD's rows are under 1, trained
+# vectors a few; 1e30 overflows the text encoder.
+MAX_NORM_RATIO = 1000
+# A foreign embedding closer than this fraction of a typical row's norm to a row is a copy of that row.
+NEAR_ROW_FRACTION = 0.01
+
+logger = logging.getLogger(__name__)
 
 
 class LoraFormat(StrEnum):
@@ -75,34 +83,56 @@ def detect_lora_format(path: Path) -> LoraFormat:
 
 def load_lora(pipe: Any, path: Path) -> LoraFormat:
     """Load the LoRA at `path` into `pipe` as the adapter named `lora`, through the loader its format needs."""
+    from trainer.engine.proof import refuse_meta_parameters
+
     path = Path(path)
     lora_format = detect_lora_format(path)
     if lora_format is LoraFormat.PEFT:
         load_peft_folder(pipe.unet, path)
     else:
+        weights = path if path.is_file() else path / DIFFUSERS_LORA_FILE
+        in_file = len(complete_lora_modules(weights, read_state_dict(weights)))
         kwargs = {"weight_name": path.name} if path.is_file() else {}
         folder = path.parent if path.is_file() else path
         try:
             pipe.load_lora_weights(folder, adapter_name=LORA_ADAPTER_NAME, **kwargs)
         except (ValueError, KeyError, RuntimeError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UserInputError(f"LoRA {path} does not fit this model: {first_line}") from None
-        weights = path if path.is_file() else path / DIFFUSERS_LORA_FILE
-        in_file, loaded = lora_module_count(read_state_dict(weights)), lora_layer_count(pipe)
+            raise UserInputError(f"LoRA {path} does not fit this model: {error_line(error)}") from None
+        loaded = lora_layer_count(pipe)
         # diffusers only warns when part of a file loads (e.g. mixed key names): a partial LoRA is refused.
         if loaded < in_file:
             raise UserInputError(
                 f"LoRA {path} loaded only {loaded} of its {in_file} modules into this model; the file mixes key "
                 "formats or names modules this model lacks."
             )
+    refuse_meta_parameters(pipe, path)
     return lora_format
 
 
-def lora_module_count(state: dict[str, Any]) -> int:
-    """How many modules a LoRA state dict adapts (one down matrix each), whatever its key format."""
+def complete_lora_modules(path: Path, state: dict[str, Any]) -> set[str]:
+    """The modules a LoRA state dict adapts, refusing a NaN or Inf tensor and a module without both matrices."""
+    import torch
+
     from trainer.engine.lora_formats import DOWN_UP
 
-    return sum(1 for key in state if (match := DOWN_UP.match(key)) and match["module"])
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise UserInputError(
+                f"LoRA {path} is not finite: tensor {key} holds {int((~torch.isfinite(value)).sum())} NaN or "
+                "Inf values; the file is corrupt (retrain it, or download it again)."
+            )
+    downs, ups = set(), set()
+    for key in state:
+        if match := DOWN_UP.match(key):
+            (downs if match["module"] else ups).add(match["module"] or match["module_up"])
+    if downs != ups:
+        module = sorted(downs ^ ups)[0]
+        has, lacks = ("down (A)", "up (B)") if module in downs else ("up (B)", "down (A)")
+        raise UserInputError(
+            f"LoRA {path} is incomplete: module {module} has its {has} matrix but no {lacks} matrix; "
+            "the file was cut or edited."
+        )
+    return downs
 
 
 def load_peft_folder(unet: Any, path: Path) -> None:
@@ -118,8 +148,14 @@ def load_peft_folder(unet: Any, path: Path) -> None:
         key.removeprefix(PEFT_KEY_PREFIX): value
         for key, value in read_state_dict(path / PEFT_WEIGHTS_FILE).items()
     }
+    complete_lora_modules(path / PEFT_WEIGHTS_FILE, state)
     unet.add_adapter(config, adapter_name=LORA_ADAPTER_NAME)
-    result = set_peft_model_state_dict(unet, state, adapter_name=LORA_ADAPTER_NAME)
+    try:
+        result = set_peft_model_state_dict(unet, state, adapter_name=LORA_ADAPTER_NAME)
+    except RuntimeError as error:  # a rank other than adapter_config.json's
+        raise UserInputError(
+            f"peft adapter {path} does not fit this model's UNet: {error_line(error)}"
+        ) from None
     missing = [key for key in result.missing_keys if f".{LORA_ADAPTER_NAME}." in key or "lora_" in key]
     if result.unexpected_keys or missing:
         example = (list(result.unexpected_keys) or missing)[0]
@@ -169,36 +205,71 @@ def safetensors_metadata(path: Path) -> dict[str, str]:
         return handle.metadata() or {}
 
 
-def ti_initializer_token(path: Path, given: str | None) -> str:
-    """The token whose embedding the TI vector started from: given, in the file's metadata, or in its run."""
-    token = (
+def ti_initializer_token(path: Path, given: str | None) -> str | None:
+    """The token whose embedding the TI vector started from: given, in the file's metadata, or in its run;
+    None for an embedding that says nothing of its start (one trained elsewhere)."""
+    return (
         given
         or safetensors_metadata(path).get("initializer_token")
         or adapter_run_config(path).get("initializer_token")
+        or None
     )
-    if not token:
+
+
+def refuse_non_finite_vectors(path: Path, vectors: Any, table: Any) -> None:
+    """Refuse NaN or Inf values, and vectors so large that the text encoder's sums overflow."""
+    import torch
+
+    finite = torch.isfinite(vectors)
+    if not finite.all():
+        row = int((~finite).any(dim=1).nonzero()[0])
         raise UserInputError(
-            f"embedding {path} does not say which token it was initialised from; give --ti-initializer WORD "
-            "(the effect check compares the learned vector with that word's)."
+            f"embedding {path} is not finite: vector {row} holds {int((~finite[row]).sum())} NaN or Inf of its "
+            f"{vectors.shape[1]} values; the file is corrupt (retrain it, or download it again)."
         )
-    return token
+    norms, largest = vectors.norm(dim=1), float(table.norm(dim=1).max())
+    # 1e30 is finite, yet its square overflows float32: every prompt with the token renders black.
+    limit = MAX_NORM_RATIO * largest
+    if not (norms <= limit).all():
+        row = int((~(norms <= limit)).nonzero()[0])
+        raise UserInputError(
+            f"embedding {path} is not finite in use: vector {row} has norm {float(norms[row]):.3g}, more than "
+            f"{MAX_NORM_RATIO} times the model's largest ({largest:.3g}); the text encoder overflows on it."
+        )
 
 
-def refuse_untrained_vectors(pipe: Any, path: Path, tensor: Any) -> None:
-    """Refuse an all-zero embedding, or one whose vector equals an existing row of the model's table."""
+def refuse_untrained_vectors(pipe: Any, path: Path, tensor: Any, foreign: bool = False) -> Any:
+    """Refuse a non-finite, huge or all-zero embedding, or one whose vector equals an existing row of the
+    model's table; for a `foreign` file (its initializer unknown) also one within a small distance of any
+    row. Return each vector's nearest row of the table, [vectors, width]."""
     import torch
 
     vectors = tensor.reshape(-1, tensor.shape[-1]).float()
+    table = pipe.text_encoder.get_input_embeddings().weight.detach().float().cpu()
+    refuse_non_finite_vectors(path, vectors, table)
     if not vectors.abs().sum(dim=1).all():
         raise UserInputError(f"embedding {path} holds an all-zero vector: it was never trained.")
-    table = pipe.text_encoder.get_input_embeddings().weight.detach().float().cpu()
-    for vector in vectors:
-        equal = torch.nonzero((table == vector).all(dim=1)).flatten()
-        if len(equal):
-            word = pipe.tokenizer.convert_ids_to_tokens(int(equal[0]))
+    distances, nearest = torch.cdist(vectors, table).min(dim=1)
+    words = pipe.tokenizer.convert_ids_to_tokens(nearest.tolist())
+    for vector, row, word in zip(vectors, nearest.tolist(), words, strict=True):
+        if torch.equal(table[row], vector):
             raise UserInputError(
                 f"embedding {path} equals the model's own embedding of {word!r}: it is an untrained copy."
             )
+    if foreign:
+        # Without its initializer, the whole table is the reference: a vector next to a row is a copy of it.
+        limit = NEAR_ROW_FRACTION * float(table.norm(dim=1).median())
+        for index, (distance, word) in enumerate(zip(distances.tolist(), words, strict=True)):
+            logger.info(
+                "embedding %s vector %d: nearest token %r at distance %.4g", path, index, word, distance
+            )
+            if distance < limit:
+                raise UserInputError(
+                    f"embedding {path} vector {index} lies within {distance:.3g} of the model's own embedding of "
+                    f"{word!r} (a typical row's norm is {limit / NEAR_ROW_FRACTION:.3g}): it is an untrained "
+                    "copy; if it was trained from that word, give --ti-initializer to check its effect."
+                )
+    return table[nearest]
 
 
 def embedding_width(state: dict[str, Any]) -> tuple[Any, int]:
@@ -220,8 +291,12 @@ def embedding_width(state: dict[str, Any]) -> tuple[Any, int]:
     return tensor, int(tensor.shape[-1])
 
 
-def load_textual_inversion(pipe: Any, path: Path, token: str) -> list[int]:
-    """Add `token` with the embedding at `path` to `pipe`; the new token ids (one per vector)."""
+def load_textual_inversion(
+    pipe: Any, path: Path, token: str, initializer: str | None
+) -> tuple[list[int], Any]:
+    """Add `token` with the embedding at `path` to `pipe`: the new token ids (one per vector), and the
+    untrained state the effect check renders for reference: the `initializer`'s row, or (for an embedding
+    that names none) each vector's nearest row of the table."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"embedding {path} does not exist.")
@@ -232,8 +307,20 @@ def load_textual_inversion(pipe: Any, path: Path, token: str) -> list[int]:
         raise UserInputError(f"embedding {path.name}: expected width {expected}, file has {width}.")
     if token in pipe.tokenizer.get_vocab():
         raise UserInputError(f"token {token!r} is already in the model's vocabulary; choose another --token.")
-    refuse_untrained_vectors(pipe, path, tensor)
+    nearest = refuse_untrained_vectors(pipe, path, tensor, foreign=initializer is None)
+    reference = nearest if initializer is None else initializer_row(pipe, path, initializer)
     pipe.load_textual_inversion(str(path), token=token)
     vectors = 1 if tensor.ndim == 1 else tensor.shape[0]
     names = [token] + [f"{token}_{index}" for index in range(1, vectors)]
-    return pipe.tokenizer.convert_tokens_to_ids(names)
+    return pipe.tokenizer.convert_tokens_to_ids(names), reference
+
+
+def initializer_row(pipe: Any, path: Path, token: str) -> Any:
+    """The model's embedding of the one-token word the TI vector started from."""
+    ids = pipe.tokenizer.encode(token, add_special_tokens=False)
+    if len(ids) != 1:
+        raise UserInputError(
+            f"initializer {token!r} of {path} is {len(ids)} tokens in this model; give --ti-initializer "
+            "with the one-token word the embedding was trained from."
+        )
+    return pipe.text_encoder.get_input_embeddings().weight[ids[0]].detach().clone()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -172,9 +173,62 @@ def prompts_add(*, prompt_set: PromptSet, records: list[dict[str, Any]]) -> int:
     return added
 
 
+def reference_image_read(*, reference: str, folder: Path, where: str) -> bytes:
+    """A reference image named in a prompt file (relative to its `folder`) as a clean PNG, or a one-line error."""
+    path = Path(reference).expanduser()
+    path = path if path.is_absolute() else folder / path
+    if not path.is_file():
+        raise UserInputError(
+            f"{where}: reference image {reference!r} does not exist ({path}); paths are relative to the "
+            "prompt file's folder."
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UserInputError(f"{where}: reference image {path} cannot be read ({error.strerror}).") from None
+    try:
+        return png_clean(data)
+    except UserInputError:
+        raise UserInputError(f"{where}: reference image {path} is not a readable image; fix or remove it.") from None
+
+
+def reference_image_store(*, png: bytes) -> str:
+    """Store a clean reference PNG in media storage under its content hash; its storage name.
+
+    The name says nothing of the landmark (participants receive references through opaque tokens anyway), and
+    loading the same image twice stores it once.
+    """
+    name = f"references/{hashlib.sha256(png).hexdigest()}.png"
+    if default_storage.exists(name):
+        return name
+    return default_storage.save(name, ContentFile(png))
+
+
+def references_copy(*, records: list[dict[str, Any]], folder: Path, file_name: str) -> list[dict[str, Any]]:
+    """The records with their reference images read from `folder` and copied into media storage.
+
+    Every image is read and checked before any is stored, so a missing one leaves nothing behind.
+    """
+    prepared = [
+        [
+            reference_image_read(reference=reference, folder=folder, where=f"{file_name} prompt {number}")
+            for reference in record["reference_images"]
+        ]
+        for number, record in enumerate(records, start=1)
+    ]
+    return [
+        {**record, "reference_images": [reference_image_store(png=png) for png in pngs]}
+        for record, pngs in zip(records, prepared, strict=True)
+    ]
+
+
 @transaction.atomic
 def prompt_set_load(*, path: Path, name: str | None = None) -> PromptSet:
-    """Create a prompt set from a JSON or CSV file; malformed files are refused with the line and field."""
+    """Create a prompt set from a JSON or CSV file; malformed files are refused with the line and field.
+
+    Reference images are read relative to the file's folder (absolute paths as they are) and copied into
+    media storage as clean PNGs, so studies serve them wherever the file came from.
+    """
     path = Path(path)
     header, records = read_prompt_file(path)
     slug = slugify(name or header.get("name") or path.stem)
@@ -186,6 +240,7 @@ def prompt_set_load(*, path: Path, name: str | None = None) -> PromptSet:
         raise UserInputError(f"a prompt set named {slug!r} already exists; choose another --name.")
     prompt_set = PromptSet(name=slug, description=header.get("description") or f"Loaded from {path.name}.")
     prompt_set.full_clean()
+    records = references_copy(records=records, folder=path.resolve().parent, file_name=path.name)
     prompt_set.save()
     prompts_add(prompt_set=prompt_set, records=records)
     return prompt_set

@@ -116,6 +116,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files straight from the web process (no media: stimuli go only through studies' token view).
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # CSP, Cache-Control and the multipart limit (before anything reads the body): peftlab.security.
+    "peftlab.security.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -140,6 +142,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "peftlab.security.csp_nonce",
             ],
         },
     },
@@ -209,6 +212,16 @@ if env_bool("BEHIND_PROXY", False):
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Who may show participant pages in a frame (CSP frame-ancestors; staff pages are never framed). MTurk's
+# ExternalQuestion shows the study inside a frame on these origins.
+PEFTLAB_FRAME_ANCESTORS = env_list(
+    "PEFTLAB_FRAME_ANCESTORS", "https://www.mturk.com,https://workersandbox.mturk.com"
+)
+# Staff pages of third-party apps whose templates carry inline scripts without a nonce.
+PEFTLAB_CSP_INLINE_SCRIPT_PATHS = ["/django-rq/"]
+# No page takes file uploads: a multipart body over this size is refused with 413 before it is read
+# (Django's DATA_UPLOAD_MAX_MEMORY_SIZE counts form fields only). The reverse proxy sets a limit too.
+PEFTLAB_MAX_MULTIPART_BYTES = int(os.environ.get("PEFTLAB_MAX_MULTIPART_BYTES", str(2 * 1024 * 1024)))
 
 LOGGING = {
     "version": 1,
@@ -222,5 +235,9 @@ LOGGING = {
         "studies": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
         "analysis": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
         "console": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+        # Every unhandled error (a 500) with its traceback, and refused requests, on stderr with DEBUG off
+        # too (Django's own handler prints only with DEBUG on): gunicorn's error log shows them.
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        "django.security": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }

@@ -4,7 +4,7 @@ Questions added inline are validated by `Question.clean` (the same rule `create_
 """
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db import models
 from django.urls import reverse
 from django.utils.html import format_html
@@ -45,8 +45,20 @@ class StudyAdminForm(forms.ModelForm):
         model = Study
         fields = [
             "title", "slug", "status", "consent_text", "instructions", "target_participants",
-            "completion_code", "completion_redirect_url", "generation_run", "arms",
+            "completion_code", "completion_redirect_url", "max_participants", "completion_codes",
+            "generation_run", "arms",
         ]  # fmt: skip
+        help_texts = {
+            "completion_codes": 'Per outcome (finished, failed_attention, declined, full), e.g. {"full": {"code": '
+            '"FULL01"}, "failed_attention": {"code": "NOPAY1"}}; a code without "redirect_url" goes to the '
+            "completion redirect URL above with cc=CODE.",
+        }
+
+    def clean_completion_codes(self) -> dict:
+        try:
+            return services.completion_codes_validate(codes=self.cleaned_data["completion_codes"] or {})
+        except UserInputError as error:
+            raise forms.ValidationError(str(error)) from None
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -55,6 +67,13 @@ class StudyAdminForm(forms.ModelForm):
                 services.arms_validate(run=cleaned["generation_run"], arms=cleaned["arms"])
             except UserInputError as error:
                 self.add_error("arms", str(error))
+        opening = cleaned.get("status") == Study.Status.OPEN and "status" in self.changed_data
+        if self.instance.pk and opening:
+            # A new study's trials do not exist yet: StudyAdmin.save_related checks it once they do.
+            try:
+                services.study_stimuli_check(study=self.instance)
+            except UserInputError as error:
+                self.add_error("status", str(error))
         return cleaned
 
 
@@ -86,11 +105,20 @@ class StudyAdmin(admin.ModelAdmin):
         if not form.instance.trials.exists():
             # The same service as create_study: the reference questions when none were given, then the trials.
             services.study_contents_build(study=form.instance)
+            if form.instance.status == Study.Status.OPEN:
+                try:
+                    services.study_stimuli_check(study=form.instance)
+                except UserInputError as error:
+                    services.study_status_set(study=form.instance, status=Study.Status.DRAFT)
+                    self.message_user(request, f"Kept as a draft: {error}", messages.ERROR)
 
     @admin.action(description="Open the selected studies")
     def open_studies(self, request, queryset) -> None:
         for study in queryset:
-            services.study_status_set(study=study, status=Study.Status.OPEN)
+            try:
+                services.study_status_set(study=study, status=Study.Status.OPEN)
+            except UserInputError as error:
+                self.message_user(request, str(error), messages.ERROR)
 
     @admin.action(description="Close the selected studies")
     def close_studies(self, request, queryset) -> None:

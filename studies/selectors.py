@@ -6,6 +6,7 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.core.files.storage import default_storage
 from django.db.models import Count, F
@@ -25,23 +26,93 @@ def study_get_by_slug(*, slug: str) -> Study:
     return study
 
 
+def study_admitted_count(*, study: Study) -> int:
+    """Participants who agreed to take part, finished or still in progress (pilots are not recruits)."""
+    return Participant.objects.filter(study=study, consent=Participant.Consent.GIVEN, is_pilot=False).count()
+
+
+def study_is_full(*, study: Study) -> bool:
+    """Whether the study has admitted its max_participants (never, without a cap)."""
+    return study.max_participants is not None and study_admitted_count(study=study) >= study.max_participants
+
+
+COMPLETION_OUTCOMES = ("finished", "failed_attention", "declined", "full")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a participant is given at the end for one outcome: a code to paste, and where to go ("" if nowhere)."""
+
+    outcome: str
+    code: str
+    redirect_url: str
+
+
+def study_completion(*, study: Study, outcome: str) -> Completion:
+    """The code and redirect for `outcome`, from `study.completion_codes`.
+
+    "finished" falls back to the study's completion_code and completion_redirect_url, and "failed_attention"
+    to "finished" (they did finish; a distinct code lets the researcher tell them apart). "declined" and
+    "full" have no code unless set. A code without a redirect of its own goes to the study's completion
+    redirect (Prolific's one URL) with cc=CODE.
+    """
+    if outcome not in COMPLETION_OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    configured = (study.completion_codes or {}).get(outcome) or {}
+    if outcome == "failed_attention" and not configured:
+        return study_completion(study=study, outcome="finished")
+    code = configured.get("code", "")
+    redirect_url = configured.get("redirect_url", "")
+    if outcome == "finished":
+        code = code or study.completion_code
+        redirect_url = redirect_url or study.completion_redirect_url
+    elif not redirect_url and code:
+        redirect_url = study.completion_redirect_url
+    if redirect_url and code:
+        parts = urlsplit(redirect_url)
+        query = [(key, value) for key, value in parse_qsl(parts.query) if key != "cc"]
+        redirect_url = urlunsplit(parts._replace(query=urlencode([*query, ("cc", code)])))
+    return Completion(outcome=outcome, code=code, redirect_url=redirect_url)
+
+
+def participant_failed_attention(*, participant: Participant) -> bool:
+    """Whether the participant answered an attention check other than it asked."""
+    return (
+        Response.objects.filter(participant=participant, trial__is_attention_check=True)
+        .exclude(choice=F("trial__expected_choice"))
+        .exists()
+    )
+
+
+def participant_completion(*, participant: Participant) -> Completion:
+    """The completion for a participant who declined or finished (failed attention checks or not)."""
+    if participant.consent == Participant.Consent.DECLINED:
+        outcome = "declined"
+    elif participant_failed_attention(participant=participant):
+        outcome = "failed_attention"
+    else:
+        outcome = "finished"
+    return study_completion(study=participant.study, outcome=outcome)
+
+
 RESPONSE_ROW_KEYS = (
     "participant", "external_id", "trial", "trial_index", "question", "question_text", "landmark", "prompt",
     "left_arm", "right_arm", "choice", "chosen_arm", "response_ms", "shown_at", "answered_at",
     "is_attention_check", "attention_passed", "participant_failed_attention", "participant_finished",
-    "generation_run", "left_image", "right_image", "left_seed", "right_seed", "left_rendered_prompt",
+    "participant_is_pilot", "generation_run", "left_image", "right_image", "left_seed", "right_seed", "left_rendered_prompt",
     "right_rendered_prompt",
 )  # fmt: skip
 
 
-def study_response_rows(*, study: Study) -> list[dict]:
+def study_response_rows(*, study: Study, include_pilot: bool = False) -> list[dict]:
     """One dict per response, in participant then answer order (see the keys below; analysis codes against them).
 
     participant is pseudonymous ("P0007"); question is the question's key, or "attention_check" (with the
-    instruction as question_text) for instructed-response trials.
+    instruction as question_text) for instructed-response trials. Pilots' responses only with include_pilot.
     """
+    pilot_filter = {} if include_pilot else {"participant__is_pilot": False}
     responses = list(
-        Response.objects.filter(participant__study=study)
+        Response.objects.filter(participant__study=study, **pilot_filter)
         .select_related("participant", "trial__prompt", "trial__image_a", "trial__image_b", "question")
         .order_by("participant_id", "answered_at", "id")
     )
@@ -79,6 +150,7 @@ def study_response_rows(*, study: Study) -> list[dict]:
                 else None,
                 "participant_failed_attention": participant.pk in failed,
                 "participant_finished": participant.finished_at is not None,
+                "participant_is_pilot": participant.is_pilot,
                 "generation_run": left.run_id,
                 "left_image": left.pk,
                 "right_image": right.pk,
@@ -114,6 +186,7 @@ class StudyStats:
 
     started: int
     declined: int
+    pilots: int
     finished: int
     failed_attention: int
     median_minutes: float | None
@@ -122,17 +195,22 @@ class StudyStats:
 
 
 def study_stats(*, study: Study) -> StudyStats:
-    """Participants started/declined/finished, median completion time and responses per trial."""
-    participants = list(study.participants.all())
+    """Participants started/declined/finished, median completion time and responses per trial (pilots apart)."""
+    everyone = list(study.participants.all())
+    participants = [p for p in everyone if not p.is_pilot]
     durations = [(p.finished_at - p.started_at).total_seconds() / 60 for p in participants if p.finished_at]
     counts = dict(
-        Response.objects.filter(trial__study=study).values_list("trial").annotate(n=Count("id")).order_by()
+        Response.objects.filter(trial__study=study, participant__is_pilot=False)
+        .values_list("trial")
+        .annotate(n=Count("id"))
+        .order_by()
     )
     return StudyStats(
         started=sum(p.consent == Participant.Consent.GIVEN for p in participants),
         declined=sum(p.consent == Participant.Consent.DECLINED for p in participants),
+        pilots=len(everyone) - len(participants),
         finished=len(durations),
-        failed_attention=len(participants_failed_attention(study=study)),
+        failed_attention=len(participants_failed_attention(study=study) & {p.pk for p in participants}),
         median_minutes=round(statistics.median(durations), 1) if durations else None,
         responses=sum(counts.values()),
         trials=[TrialCount(t, counts.get(t.pk, 0)) for t in study.trials.select_related("prompt")],
@@ -203,6 +281,11 @@ def media_token(*, participant: Participant, kind: str, ident: str | int) -> str
     return hmac.new(participant.study.media_secret.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 
+def study_pilot_key(*, study: Study) -> str:
+    """The key of the study's pilot link (?pilot=KEY): shown to staff only, derived from the study's secret."""
+    return hmac.new(study.media_secret.encode(), b"pilot link", hashlib.sha256).hexdigest()[:24]
+
+
 def media_source(*, participant: Participant, token: str) -> Path | str:
     """The file behind a participant's media token (an absolute path or a media storage name), or Http404."""
     contents = study_contents(study=participant.study)
@@ -212,10 +295,14 @@ def media_source(*, participant: Participant, token: str) -> Path | str:
                 return contents.image_names[image]
         for reference in trial.prompt.reference_images:
             if hmac.compare_digest(media_token(participant=participant, kind="reference", ident=reference), token):
-                # Imported references live in media storage; a rendered run may list absolute paths.
-                path = Path(reference)
-                return path if path.is_absolute() else reference
+                return reference_source(reference)
     raise Http404("no such image")
+
+
+def reference_source(reference: str) -> Path | str:
+    """Where a prompt's reference image lives: imported ones in media storage, older rows may hold paths."""
+    path = Path(reference)
+    return path if path.is_absolute() else reference
 
 
 def media_read(*, source: Path | str) -> bytes:

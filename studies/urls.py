@@ -11,4 +11,6 @@ urlpatterns = [
     path("<slug:slug>/p/<slug:code>/", views.participant_page, name="page"),
     path("<slug:slug>/p/<slug:code>/m/<slug:token>.png", views.media, name="media"),
     path("<slug:slug>/dashboard/", views.dashboard, name="dashboard"),
+    path("<slug:slug>/preview/", views.preview, name="preview"),
+    path("<slug:slug>/preview/<int:seed>/m/<slug:token>.png", views.preview_media, name="preview_media"),
 ]

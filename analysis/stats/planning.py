@@ -55,17 +55,18 @@ def exact_power(n: np.ndarray, preference: float, alpha: float) -> np.ndarray:
 def clustered_power(
     participants: np.ndarray, preference: float, alpha: float, votes: float, icc: float
 ) -> np.ndarray:
-    """Approximate power of the headline GEE test: the Wald z on the logit with the design effect.
+    """Power of the headline's t test over participants' own shares (n - 1 df), from the noncentral t.
 
-    The bias-reduced sandwich inflates the standard error by about n / (n - 1), which is included.
+    A participant's share of m votes varies by p (1 - p)(1 + (m - 1) ICC) / m (the design effect over m),
+    and the test is unbiased there (no n / (n - 1) inflation: the t reference already pays for n).
     """
     n = np.asarray(participants, dtype=float)
-    effect = abs(math.log(preference / (1 - preference)))
-    design_effect = 1 + (votes - 1) * icc
+    sd = math.sqrt(preference * (1 - preference) * (1 + (votes - 1) * icc) / votes)
     with np.errstate(divide="ignore", invalid="ignore"):
-        se = np.sqrt(design_effect / (n * votes * preference * (1 - preference))) * n / (n - 1)
-        z = stats.norm.ppf(1 - alpha / 2)
-        power = stats.norm.cdf(effect / se - z) + stats.norm.cdf(-effect / se - z)
+        df = n - 1
+        noncentrality = abs(preference - 0.5) * np.sqrt(n) / sd
+        critical = stats.t.ppf(1 - alpha / 2, df)
+        power = stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality)
     return np.where(n >= 2, power, 0.0)
 
 
@@ -82,8 +83,9 @@ def plan_sample_size(
     """The fewest participants from which the headline test's power stays at or above `power`.
 
     One vote each: the exact binomial test, whose power zig-zags with n (so the answer is the n after the
-    last one below target, not the first one above it). Several votes each: the GEE test, whose power
-    depends on the intra-participant correlation `icc` through the design effect 1 + (m - 1) x ICC.
+    last one below target, not the first one above it). Several votes each: the t test over participants'
+    own shares, whose power depends on the intra-participant correlation `icc` through the design effect
+    1 + (m - 1) x ICC, with m the expected decisive votes (votes x decisive_share).
     """
     if not 0 < preference < 1 or preference == 0.5:
         raise UserInputError(f"preference must be in (0, 1) and not 0.5, got {preference}; e.g. 0.65")
@@ -91,8 +93,8 @@ def plan_sample_size(
         raise UserInputError(f"alpha and power must be in (0, 1), got alpha={alpha}, power={power}")
     if not 0 < decisive_share <= 1 or votes_per_participant < 1:
         raise UserInputError("decisive_share must be in (0, 1] and votes per participant at least 1")
-    if not 0 <= icc < 1:
-        raise UserInputError(f"the intra-participant correlation must be in [0, 1), got {icc}; e.g. 0.2")
+    if not 0 <= icc <= 1:
+        raise UserInputError(f"the intra-participant correlation must be in [0, 1], got {icc}; e.g. 0.2")
     votes = votes_per_participant * decisive_share
     decisive = np.arange(1, max_participants + 1)
     if votes_per_participant == 1:
@@ -100,7 +102,7 @@ def plan_sample_size(
         icc, method = 0.0, "exact binomial power"
     else:
         achieved = clustered_power(decisive, preference, alpha, votes, icc)
-        method = "GEE Wald power with the design effect (normal approximation)"
+        method = "noncentral t power of the t test over participants' shares"
     below = np.flatnonzero(achieved < power)
     if len(below) and below[-1] == len(achieved) - 1:
         raise UserInputError(
@@ -129,14 +131,34 @@ def plan_sample_size(
 
 
 def plan_from_report(
-    report: StudyReport, *, votes_per_participant: int, icc: float | None, **plan: Any
+    report: StudyReport,
+    *,
+    votes_per_participant: int,
+    icc: float | None,
+    decisive_share: float | None = None,
+    **plan: Any,
 ) -> SampleSizePlan:
-    """Plan with the given ICC, or else the largest one the report (a pilot) measured on its headline rows."""
+    """Plan from a pilot: the given ICC and decisive share, or else the pilot's own, erring large.
+
+    The ICC is the largest 80 % one-sided upper confidence bound on the pilot's headline rows (a small
+    pilot's point estimate is often far too low, and planning from it leaves the study underpowered); the
+    decisive share is the smallest share of non-tie votes among them (1 when the pilot has no votes).
+    """
+    rows = [row for row in report.headline.rows if row.votes]
     if icc is None:
-        measured = [row.icc for row in report.headline.rows if not math.isnan(row.icc)]
+        measured = [row.icc_upper for row in rows if not math.isnan(row.icc_upper)]
         if votes_per_participant > 1 and not measured:
             raise UserInputError(
                 "this study measured no intra-participant correlation (one vote each); give --icc, e.g. 0.2"
             )
-        icc = max(measured, default=0.0)
-    return plan_sample_size(votes_per_participant=votes_per_participant, icc=icc, **plan)
+        icc = min(max(measured, default=0.0), 1.0)
+    if decisive_share is None:
+        half = report.config.ties_as_half
+        shares = [
+            (row.votes - row.ties if half else row.votes) / (row.votes + (0 if half else row.ties))
+            for row in rows
+        ]
+        decisive_share = min(shares, default=1.0)
+    return plan_sample_size(
+        votes_per_participant=votes_per_participant, icc=max(icc, 0.0), decisive_share=decisive_share, **plan
+    )

@@ -130,6 +130,9 @@ class Headline:
     icc: float
     design_effect: float
     reading: str
+    df: float = math.nan
+    icc_upper: float = math.nan
+    caution: str = ""
     anytime: Anytime | None = None
 
 
@@ -300,8 +303,9 @@ def analyze_responses(frame: pd.DataFrame, config: AnalysisConfig | None = None)
                 f"{int(headline['p_value'].notna().sum())} tests only). "
                 + ("Ties count as half a vote for each arm." if config.ties_as_half else "Ties excluded.")
             ),
-            hidden=("reading", "anytime"),
-            lines=[row.reading for row in headline_rows],
+            hidden=("reading", "caution", "anytime"),
+            lines=[row.reading for row in headline_rows]
+            + [row.caution for row in headline_rows if row.caution],
         ),
         anytime=ResultTable(
             f"Anytime-valid: {1 - alpha:.0%} confidence sequences and e-values against 0.5 (valid at every look)",
@@ -475,6 +479,7 @@ def _pair_results(data: pd.DataFrame, keys: list[str], config: AnalysisConfig) -
     wins_a = tallies["wins_a"].to_numpy(float)
     votes = wins_a + tallies["wins_b"].to_numpy(float) + ties
     voted = votes > 0
+    participant_names = tallies["participant"].astype(str).to_numpy()[voted]
     result = clustered_share_tests(
         cell[voted],
         (wins_a + ties / 2)[voted] if config.ties_as_half else wins_a[voted],
@@ -483,6 +488,7 @@ def _pair_results(data: pd.DataFrame, keys: list[str], config: AnalysisConfig) -
         config.confidence,
         wins_squared=(wins_a + ties / 4)[voted] if config.ties_as_half else None,
     )
+    pivot = result.pivot_row
     return out.assign(
         participants=result.participants.astype(int),
         votes=result.votes,
@@ -493,6 +499,10 @@ def _pair_results(data: pd.DataFrame, keys: list[str], config: AnalysisConfig) -
         method=result.method,
         icc=result.icc,
         design_effect=result.design_effect,
+        df=result.df,
+        icc_upper=result.icc_upper,
+        pivot=np.where(pivot >= 0, participant_names[np.maximum(pivot, 0)], ""),
+        pivot_p=result.pivot_p,
     )
 
 
@@ -513,8 +523,36 @@ def _headline(r: Any) -> Headline:
         icc=float(r.icc),
         design_effect=float(r.design_effect),
         reading="",
+        df=float(r.df),
+        icc_upper=float(r.icc_upper),
     )
-    return replace(row, reading=plain_reading(row))
+    return replace(row, reading=plain_reading(row), caution=caution(row, str(r.pivot), float(r.pivot_p)))
+
+
+# The fewest participants with which an exact sign test over participants can reach p < 0.05 (2 / 2^n).
+MIN_PARTICIPANTS = 6
+
+
+def caution(row: Headline, pivot: str, pivot_p: float) -> str:
+    """Why this row's test should not be trusted ('' when nothing calls for caution).
+
+    Under MIN_PARTICIPANTS no test makes sense without assuming how participants' shares are spread
+    (a unanimous sign test cannot reach 0.05); from there, a verdict that one participant's removal
+    reverses turns on that participant.
+    """
+    label = f"{row.arm_a} vs {row.arm_b} for {row.question}"
+    if 0 < row.participants < MIN_PARTICIPANTS:
+        return (
+            f"Caution, {label}: only {row.participants} participant(s), too few for any test to be trusted "
+            f"(even if all leaned one way, an exact sign test over participants gives p = "
+            f"{2 * 0.5**row.participants:.2g}); recruit at least {MIN_PARTICIPANTS}."
+        )
+    if pivot and not math.isnan(pivot_p) and (pivot_p < 0.05) != (row.p_value < 0.05):
+        return (
+            f"Caution, {label}: the verdict turns on participant {pivot}, who carries the most weight: "
+            f"without them p = {pivot_p:.2g} (with them {row.p_value:.2g})."
+        )
+    return ""
 
 
 def plain_reading(row: Headline) -> str:

@@ -28,6 +28,7 @@ RESPONSE_COLUMNS = (
     "attention_passed",
     "participant_failed_attention",
     "participant_finished",
+    "participant_is_pilot",
     "generation_run",
     "left_image",
     "right_image",
@@ -61,7 +62,7 @@ def prepare_responses(frame: pd.DataFrame) -> pd.DataFrame:
     for column in ("participant", "question", "landmark", "prompt", "left_arm", "right_arm", "choice"):
         if not isinstance(frame[column].dtype, pd.CategoricalDtype):
             frame[column] = frame[column].fillna("").astype(str).astype("category")
-    for column in ("is_attention_check", "participant_failed_attention", "participant_finished"):
+    for column in ("is_attention_check", "participant_failed_attention", "participant_finished", "participant_is_pilot"):
         if column in frame.columns:
             frame[column] = _bool_column(frame[column])
     bad = sorted(set(frame["choice"].cat.categories) - set(CHOICES))

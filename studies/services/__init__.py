@@ -1,4 +1,5 @@
-"""Studies' writes, by concern: `setup` (stimuli, studies, questions, trials) and `participants` (the walk).
+"""Studies' writes, by concern: `setup` (stimuli, studies, questions, trials), `stimuli` (the check before a
+study opens) and `participants` (the walk).
 
 Import from here (`from studies.services import study_create_from_generation`): the names below are the
 package's public writes.
@@ -9,8 +10,8 @@ from studies.services.participants import (
     MTURK_PREVIEW_ASSIGNMENT,
     ExternalIds,
     Page,
+    StudyFull,
     StudyStopped,
-    completion_url,
     feedback_normalize,
     participant_answer_all,
     participant_find,
@@ -18,14 +19,18 @@ from studies.services.participants import (
     participant_instructions_read,
     participant_page_shown,
     participant_pages,
+    participant_preview,
     participant_start,
     response_record,
 )
+from studies.services.preregistration import study_plan_guard, study_plan_store
 from studies.services.setup import (
     DEFAULT_CONSENT,
     DEFAULT_INSTRUCTIONS,
     REFERENCE_QUESTIONS,
     arms_validate,
+    completion_codes_parse,
+    completion_codes_validate,
     questions_load,
     stimuli_import,
     study_contents_build,
@@ -33,6 +38,7 @@ from studies.services.setup import (
     study_status_set,
     study_trials_build,
 )
+from studies.services.stimuli import study_stimuli_check
 
 __all__ = [
     "DEFAULT_CONSENT",
@@ -42,9 +48,11 @@ __all__ = [
     "REFERENCE_QUESTIONS",
     "ExternalIds",
     "Page",
+    "StudyFull",
     "StudyStopped",
     "arms_validate",
-    "completion_url",
+    "completion_codes_parse",
+    "completion_codes_validate",
     "feedback_normalize",
     "participant_answer_all",
     "participant_find",
@@ -52,12 +60,16 @@ __all__ = [
     "participant_instructions_read",
     "participant_page_shown",
     "participant_pages",
+    "participant_preview",
     "participant_start",
     "questions_load",
     "response_record",
     "stimuli_import",
     "study_contents_build",
     "study_create_from_generation",
+    "study_plan_guard",
+    "study_plan_store",
     "study_status_set",
+    "study_stimuli_check",
     "study_trials_build",
 ]

@@ -9,7 +9,6 @@ import secrets
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -28,8 +27,12 @@ MTURK_SUBMIT_ORIGINS = ("https://www.mturk.com", "https://workersandbox.mturk.co
 FEEDBACK_MAX_CHARS = 5000
 
 
-class StudyStopped(UserInputError):
-    """The study's stopping rule has been met: it admits nobody new (those in progress may finish)."""
+class StudyFull(Exception):
+    """The study has admitted its `max_participants` (in progress included): nobody else may start."""
+
+
+class StudyStopped(Exception):
+    """The study's preregistered stopping rule has been met: nobody new may start (those in progress finish)."""
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,14 @@ class ExternalIds:
 
     def __post_init__(self) -> None:
         if self.source not in Participant.Source.values:
-            raise UserInputError(f"unknown participant source {self.source!r}; use one of {Participant.Source.values}.")
+            raise UserInputError(
+                f"unknown participant source {self.source!r}; use one of {Participant.Source.values}."
+            )
         for value in (self.external_id, self.study_id, self.session_id, self.turk_submit_to):
             if any(ord(character) < 32 or ord(character) == 127 for character in value):
-                raise UserInputError("the link's participant ids contain control characters; use the link as given.")
+                raise UserInputError(
+                    "the link's participant ids contain control characters; use the link as given."
+                )
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> "ExternalIds":
@@ -172,12 +179,20 @@ def participant_find(*, study: Study, ids: ExternalIds, session_code: str | None
 
 
 def participant_start(
-    *, study: Study, ids: ExternalIds, consent_given: bool, entry_nonce: str = "", user_agent: str = ""
+    *,
+    study: Study,
+    ids: ExternalIds,
+    consent_given: bool,
+    entry_nonce: str = "",
+    user_agent: str = "",
+    is_pilot: bool = False,
 ) -> Participant:
     """Record a consent decision: a new participant, or the one already made by the same external id or form.
 
     entry_nonce: the consent form's one-time value, so a double-clicked consent without an external id (two
-    posts at the same instant from one browser) makes one participant.
+    posts at the same instant from one browser) makes one participant. Raises StudyFull when agreeing would
+    admit more than the study's max_participants; declining is always recorded. A pilot (is_pilot) is
+    never counted against the cap and is left out of analyses.
     """
     if ids.preview:
         raise UserInputError("MTurk preview: accept the HIT before starting.")
@@ -194,8 +209,8 @@ def participant_start(
         "sides": sides,
         "consent": Participant.Consent.GIVEN if consent_given else Participant.Consent.DECLINED,
         "user_agent": user_agent[:300],
+        "is_pilot": is_pilot,
     }
-    # A double-clicked consent or a second tab: a unique constraint makes one row win, the other post finds it.
     if ids.external_id:
         key = {"external_id": ids.external_id}
     elif entry_nonce:
@@ -203,15 +218,31 @@ def participant_start(
     else:
         key = {}
     with transaction.atomic():
-        # The study's row lock orders every admission against analysis.stopping setting stopped_at: nobody
-        # is admitted once the stop has committed.
-        stopped = Study.objects.select_for_update().values_list("stopped_at", flat=True).get(pk=study.pk)
-        if stopped and not (key and Participant.objects.filter(study=study, **key).exists()):
-            raise StudyStopped("this study has all the answers it needs and admits nobody new.")
+        if consent_given and not is_pilot:
+            # One admission at a time per study: the row lock makes "count, then insert" atomic, so concurrent
+            # consents can never admit more than the cap (the count alone would let them all through), and it
+            # orders every admission against analysis.stopping setting stopped_at: nobody is admitted after.
+            locked = Study.objects.select_for_update().only("max_participants", "stopped_at").get(pk=study.pk)
+            existing = Participant.objects.filter(study=study, **key).first() if key else None
+            if existing is not None:
+                return existing
+            if locked.stopped_at is not None:
+                raise StudyStopped(f"study {study.slug} has met its stopping rule and admits nobody new")
+            if locked.max_participants is not None and (
+                selectors.study_admitted_count(study=study) >= locked.max_participants
+            ):
+                raise StudyFull(f"study {study.slug} has admitted its {locked.max_participants} participants")
         if not key:
             return Participant.objects.create(study=study, **defaults)
+        # A double-clicked consent or a second tab: a unique constraint makes one row win, the other post finds it.
         participant, _ = Participant.objects.get_or_create(study=study, **key, defaults=defaults)
-    return participant
+        return participant
+
+
+def participant_preview(*, study: Study, seed: int = 0) -> Participant:
+    """An unsaved participant drawn from `seed`, for staff to walk the study's pages without recording anything."""
+    order, sides = _draw_order(study, seed)
+    return Participant(study=study, code=f"preview-{seed}", seed=seed, trial_order=order, sides=sides)
 
 
 @dataclass(frozen=True)
@@ -363,11 +394,3 @@ def participant_answer_all(
             participant_finish(participant=participant, step=step, feedback=feedback)
     participant.refresh_from_db()
     return participant
-
-
-def completion_url(*, study: Study) -> str:
-    """The study's completion redirect with cc=<completion code> set (Prolific's convention)."""
-    parts = urlsplit(study.completion_redirect_url)
-    query = [(key, value) for key, value in parse_qsl(parts.query) if key != "cc"]
-    query.append(("cc", study.completion_code))
-    return urlunsplit(parts._replace(query=urlencode(query)))

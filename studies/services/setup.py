@@ -6,12 +6,13 @@ import json
 import random
 import secrets
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.core.validators import URLValidator
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -20,6 +21,9 @@ from generation.models import GeneratedImage, GenerationRun, Prompt, PromptSet
 from generation.pngs import png_clean
 from peftlab.errors import UserInputError
 from studies.models import Question, Study, Trial, study_contents_changed
+from studies.selectors import COMPLETION_OUTCOMES
+from studies.services.preregistration import study_plan_guard
+from studies.services.stimuli import study_stimuli_check
 
 REFERENCE_QUESTIONS: list[dict] = [
     {
@@ -49,8 +53,8 @@ DEFAULT_CONSENT = (
     "not ask for your name. You may stop at any time."
 )
 DEFAULT_INSTRUCTIONS = (
-    "Each page shows two images side by side (one above the other on a phone) and asks one question. Choose "
-    "the image on the left or the one on the right by clicking it, or press the \u2190 or \u2192 key. Some "
+    "Each page shows two images side by side and asks one question. Choose the image on the left or the one "
+    "on the right by clicking or tapping it (on a keyboard, the \u2190 or \u2192 key works too). Some "
     "questions also offer \u201cBoth equally\u201d or \u201cNeither\u201d. There are no right or wrong "
     "answers, except on a few pages that tell you exactly what to choose: they check that you are reading."
 )
@@ -210,8 +214,22 @@ def arms_validate(*, run: GenerationRun, arms: list) -> None:
         raise UserInputError(f"arm(s) {absent} have no images in run {run.pk}; it has {run_arms}.")
 
 
-def study_trials_build(*, study: Study, seed: int | None = None, attention_checks: int = 2) -> list[Trial]:
-    """Build a trial for every prompt x pair of the study's arms, plus `attention_checks` instructed trials."""
+def study_trials_build(
+    *, study: Study, seed: int | None = None, attention_checks: int = 2, deviate: str = ""
+) -> list[Trial]:
+    """Build a trial for every prompt x pair of the study's arms, plus `attention_checks` instructed trials.
+
+    A study with a locked analysis plan refuses, unless `deviate` gives the reason to record as a deviation.
+    """
+    study_plan_guard(
+        study=study,
+        change=f"building trials for arms {study.arms} with {attention_checks} attention check(s)",
+        deviate=deviate,
+    )
+    return _trials_build(study=study, seed=seed, attention_checks=attention_checks)
+
+
+def _trials_build(*, study: Study, seed: int | None, attention_checks: int) -> list[Trial]:
     run = study.generation_run
     arms_validate(run=run, arms=study.arms)
     images = list(run.images.select_related("prompt"))
@@ -263,6 +281,41 @@ def study_trials_build(*, study: Study, seed: int | None = None, attention_check
     return created
 
 
+def completion_codes_parse(*, codes: Iterable[str] = (), redirects: Iterable[str] = ()) -> dict[str, dict]:
+    """Study.completion_codes from "OUTCOME=CODE" and "OUTCOME=URL" strings (create_study's options), checked."""
+    parsed: dict[str, dict] = {}
+    for field, items in (("code", codes), ("redirect_url", redirects)):
+        for item in items:
+            outcome, sep, value = item.partition("=")
+            if not sep:
+                raise UserInputError(f"{item!r} is not OUTCOME=VALUE; e.g. full=C1A2B3 or declined=https://...")
+            parsed.setdefault(outcome.strip(), {})[field] = value.strip()
+    return completion_codes_validate(codes=parsed)
+
+
+def completion_codes_validate(*, codes: Mapping) -> dict[str, dict]:
+    """The completion codes as stored, or a UserInputError naming the bad outcome, code or URL."""
+    cleaned: dict[str, dict] = {}
+    for outcome, entry in codes.items():
+        if outcome not in COMPLETION_OUTCOMES:
+            raise UserInputError(f"unknown outcome {outcome!r}; use one of {', '.join(COMPLETION_OUTCOMES)}.")
+        if not isinstance(entry, Mapping) or set(entry) - {"code", "redirect_url"}:
+            raise UserInputError(f"completion for {outcome!r} must be {{\"code\": ..., \"redirect_url\": ...}}.")
+        code, url = str(entry.get("code", "")), str(entry.get("redirect_url", ""))
+        # Codes travel in URLs and are pasted by participants: letters, digits, - and _ only.
+        if code and (len(code) > 50 or not code.replace("-", "").replace("_", "").isalnum() or not code.isascii()):
+            raise UserInputError(f"completion code {code!r} for {outcome}: use up to 50 letters, digits, - or _.")
+        if url:
+            try:
+                URLValidator(schemes=["https", "http"])(url)
+            except ValidationError:
+                raise UserInputError(f"completion redirect for {outcome} is not an http(s) URL: {url!r}.") from None
+        if not code and not url:
+            raise UserInputError(f"completion for {outcome!r} needs a code, a redirect URL or both.")
+        cleaned[outcome] = {key: value for key, value in (("code", code), ("redirect_url", url)) if value}
+    return cleaned
+
+
 @transaction.atomic
 def study_create_from_generation(
     *,
@@ -276,10 +329,17 @@ def study_create_from_generation(
     target_participants: int = 50,
     completion_redirect_url: str = "",
     status: str = Study.Status.DRAFT,
+    max_participants: int | None = None,
+    completion_codes: Mapping | None = None,
 ) -> Study:
-    """Create a study comparing `arms` of `run`: questions ("reference", a JSON path or dicts) and all trials."""
+    """Create a study comparing `arms` of `run`: questions ("reference", a JSON path or dicts) and all trials.
+
+    max_participants caps admissions (None: no cap); completion_codes: {outcome: {"code", "redirect_url"}}.
+    """
     if attention_checks < 0:
         raise UserInputError("--attention-checks must be 0 or more.")
+    if max_participants is not None and max_participants < 1:
+        raise UserInputError(f"--max-participants must be 1 or more (got {max_participants}); omit it for no cap.")
     if slug is None:
         slug = _unique_slug(slugify(title) or "study")
     elif Study.objects.filter(slug=slug).exists():
@@ -292,6 +352,8 @@ def study_create_from_generation(
         instructions=DEFAULT_INSTRUCTIONS,
         target_participants=target_participants,
         completion_redirect_url=completion_redirect_url,
+        max_participants=max_participants,
+        completion_codes=completion_codes_validate(codes=completion_codes or {}),
         generation_run=run,
         arms=list(arms or run.arms),
     )
@@ -301,23 +363,40 @@ def study_create_from_generation(
         raise UserInputError(f"the study is invalid: {'; '.join(error.messages)}") from None
     study.save()
     study_contents_build(study=study, questions=questions, seed=seed, attention_checks=attention_checks)
+    if study.status == Study.Status.OPEN:
+        study_stimuli_check(study=study)  # raising rolls the whole study back
     return study
 
 
 @transaction.atomic
 def study_contents_build(
-    *, study: Study, questions: str | list[dict] = "reference", seed: int | None = None, attention_checks: int = 2
+    *,
+    study: Study,
+    questions: str | list[dict] = "reference",
+    seed: int | None = None,
+    attention_checks: int = 2,
+    deviate: str = "",
 ) -> None:
-    """Give a saved study without trials its questions (unless it has some) and its trials."""
+    """Give a saved study without trials its questions (unless it has some) and its trials.
+
+    A study with a locked analysis plan refuses, unless `deviate` gives the reason to record as a deviation.
+    """
+    study_plan_guard(
+        study=study,
+        change=f"building questions and trials (arms {study.arms}, {attention_checks} attention check(s))",
+        deviate=deviate,
+    )
     if not study.questions.exists():
         specs = questions_load(spec=questions) if isinstance(questions, str) else questions
         for position, spec in enumerate(specs):
             _question_add(study=study, position=position, spec=spec)
-    study_trials_build(study=study, seed=seed, attention_checks=attention_checks)
+    _trials_build(study=study, seed=seed, attention_checks=attention_checks)
 
 
 def study_status_set(*, study: Study, status: str) -> Study:
-    """Open, close or return a study to draft."""
+    """Open, close or return a study to draft; a study opens only when every image it serves can be read."""
+    if status == Study.Status.OPEN:
+        study_stimuli_check(study=study)
     study.status = status
     study.full_clean()
     study.save(update_fields=["status"])

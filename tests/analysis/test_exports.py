@@ -46,10 +46,10 @@ def test_analyze_study_opens_with_the_headline_then_exclusions(answered_study):
     style = [r for r in data["headline"] if r["question"] == "style"][0]
     # 10 analysed participants x 5 landmarks; participants 1 and 6 prefer TI: 40 of 50 votes, 8 of 10 people.
     assert (style["votes"], style["participants"], style["share_a"]) == (50, 10, 0.8)
-    assert style["method"].startswith("GEE")
+    assert style["method"].startswith("t test over participants")
     # The pilot's own correlation plans the next study, in participants.
-    assert data["plan"]["icc"] == max(r["icc"] for r in data["headline"] if r["icc"] is not None)
-    assert data["plan"]["participants"] > 0
+    assert data["sample_size"]["icc"] == max(r["icc"] for r in data["headline"] if r["icc"] is not None)
+    assert data["sample_size"]["participants"] > 0
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
@@ -64,8 +64,12 @@ def test_export_then_reanalyse_gives_the_reports_numbers(answered_study, tmp_pat
     summary = json.loads((tmp_path / f"responses.{fmt}.summary.json").read_text())
     assert summary["report"] == from_db
     assert not summary["external_ids_included"]
-    text = run("analyze_study", "--file", str(output), "--json", "--bootstrap", "50")
-    assert json.loads(text) == json.loads(json.dumps(from_db))
+    from_file_json = json.loads(run("analyze_study", "--file", str(output), "--json", "--bootstrap", "50"))
+    # The export carries the design too: the Methods and Results read from the file are the study's own.
+    assert from_file_json == json.loads(run("analyze_study", "seed", "--json", "--bootstrap", "50"))
+    assert from_file_json["plan"] is None
+    tables = {k: v for k, v in from_file_json.items() if k not in ("methods", "results", "plan")}
+    assert tables == json.loads(json.dumps(from_db))
 
 
 def test_exports_in_every_format_keep_their_own_summary_and_name_the_images(answered_study, tmp_path):

@@ -26,22 +26,31 @@ def test_report_and_downloads_are_closed_to_anonymous_and_non_staff(answered_stu
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
 
 
-def test_staff_see_tables_charts_and_download_links(answered_study, staff_client):
+def test_staff_see_the_forest_plot_first_then_results_methods_and_readable_tables(
+    answered_study, staff_client
+):
+    answered_study.arm_labels = {"lora": "LoRA (rank 8)", "ti": "Textual Inversion"}
+    answered_study.save()
+    answered_study.questions.filter(key="style").update(label="Style match")
     response = staff_client.get("/analysis/seed/")
     assert response.status_code == 200
     page = response.content.decode()
-    assert page.index("Headline") < page.index("participants_excluded")
-    assert "lora not clearly preferred over ti for style: 80%" in page
-    for text in (
-        "Exploratory: preference per landmark",
-        "position bias",
-        "Inter-rater agreement",
-        "participants_excluded",
-    ):
-        assert text in page
-    for name in ("preferences", "landmarks", "position-bias", "bradley-terry"):
-        assert f"/analysis/seed/charts/{name}.svg" in page
+    body = page[page.index("<main>") :]
+    # The forest plot is the first thing on the page after the title and downloads, embedded as SVG.
+    assert body.index('id="forest-plot"') < body.index('id="results"') < body.index('id="methods"')
+    assert body.index('id="forest-plot"') < body.index("<table")
+    assert 'src="data:image/svg+xml;base64,' in body
+    assert "12 took part, 2 excluded (2 failed an attention check), 10 analysed." in body
+    assert "On Style match, neither LoRA (rank 8) nor Textual Inversion was clearly preferred" in body
+    assert "Holm" in body and "GEE" in body and "Not preregistered" in body
+    for raw in ("share_a", "p_holm", "design_effect", "participants_excluded"):
+        assert raw not in body
+    assert "First arm&#x27;s share" in body and "p (Holm)" in body and "80.0%" in body
+    # Two arms: one line says why there is no Bradley-Terry leaderboard.
+    assert "No Bradley-Terry leaderboard: it ranks three or more arms, and this study compares 2" in body
+    for name in ("forest", "preferences", "landmarks", "position-bias", "bradley-terry"):
         assert f"/analysis/seed/charts/{name}.png?download=1" in page
+        assert f"/analysis/seed/charts/{name}.svg?download=1" in page
     assert "/analysis/seed/responses.parquet" in page
 
 

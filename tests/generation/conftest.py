@@ -125,6 +125,9 @@ def adapters(tiny_model_dir: Path, tmp_path_factory) -> dict[str, Path]:
     save_file({"<n>": initializer + 1e-6}, root / "ti_nudged.safetensors", metadata=started_from)
     paths["ti_nudged"] = root / "ti_nudged.safetensors"
     save_file({"<u>": torch.randn(32) * 3}, root / "ti_unknown.safetensors")
+    # Trained elsewhere, its start unknown, and still next to a row of the table: an untrained copy.
+    save_file({"<f>": initializer + 1e-4}, root / "ti_foreign_copy.safetensors")
+    paths["ti_foreign_copy"] = root / "ti_foreign_copy.safetensors"
     paths["ti_unknown"] = root / "ti_unknown.safetensors"
     save_file({"<wide>": torch.randn(768)}, root / "wide.safetensors")
     paths["ti_wide"] = root / "wide.safetensors"

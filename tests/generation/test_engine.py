@@ -110,7 +110,10 @@ def ti_config(model: Path, path: Path, token: str, **settings) -> GenerationConf
             "had no visible effect: its probe render differs from the same adapter with its "
             "initializer's vector by 0.000",
         ),
-        ("ti_unknown", "does not say which token it was initialised from; give --ti-initializer WORD"),
+        (
+            "ti_foreign_copy",
+            "ti_foreign_copy.safetensors vector 0 lies within 0.00056",
+        ),
     ],
 )
 def test_untrained_embeddings_are_refused_before_any_image(tiny_model_dir, adapters, adapter, message):
@@ -119,6 +122,18 @@ def test_untrained_embeddings_are_refused_before_any_image(tiny_model_dir, adapt
     with pytest.raises(UserInputError, match=re.escape(message)):
         generate(ti_config(tiny_model_dir, adapters[adapter], "<t>"), PROMPTS, handed_out.append)
     assert handed_out == []
+
+
+@pytest.mark.slow
+def test_foreign_embedding_is_checked_against_the_whole_table(tiny_model_dir, adapters, caplog):
+    """A downloaded embedding names no initializer: its reference is each vector's nearest row."""
+    images = []
+    with caplog.at_level("INFO", logger="generation.engine_adapters"):
+        result = generate(
+            ti_config(tiny_model_dir, adapters["ti_unknown"], "<t>"), PROMPTS[:1], images.append
+        )
+    assert result.effects["ti"] > 0.5 and len(images) == 2
+    assert re.search(r"ti_unknown.safetensors vector 0: nearest token '.+' at distance \d", caplog.text)
 
 
 @pytest.mark.slow
@@ -270,3 +285,180 @@ def test_lora_that_loads_only_in_part_is_refused(tiny_model_dir, adapters):
     config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), lora=str(adapters["mixed"]))
     with pytest.raises(UserInputError, match=r"loaded only 8 of its 40 modules into this model"):
         Renderer(config)
+
+
+def lora_file_variant(adapters, tmp_path, name: str, change) -> Path:
+    """A copy of the diffusers test LoRA (header kept) with `change(state)` applied to its tensors."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    source = adapters["diffusers"] / "pytorch_lora_weights.safetensors"
+    with safe_open(source, framework="pt") as handle:
+        metadata = handle.metadata()
+    state = load_file(source)
+    change(state)
+    folder = tmp_path / name
+    folder.mkdir()
+    save_file(state, folder / "pytorch_lora_weights.safetensors", metadata=metadata)
+    return folder
+
+
+def last_up_key(state) -> str:
+    """The up matrix of the module that sorts last: a check that looks at the first module misses it."""
+    return sorted(key for key in state if key.endswith("lora.up.weight"))[-1]
+
+
+def refused_line(config: GenerationConfig, match: str) -> str:
+    """The one-line refusal of loading `config`'s adapters."""
+    from generation.engine import Renderer
+
+    with pytest.raises(UserInputError, match=match) as error:
+        Renderer(config)
+    assert "\n" not in str(error.value)
+    return str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "vector"),
+    [
+        ("one NaN", 0),
+        ("all NaN", 0),
+        ("one Inf", 1),
+        ("all 1e30", 1),
+    ],
+)
+def test_non_finite_embeddings_are_refused_as_not_finite(tiny_model_dir, tmp_path, values, vector):
+    """A NaN sum compares true and 1e30 squared overflows: neither may reach a study as black images."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    vectors = torch.randn(2, 32) * 3
+    if values == "one NaN":
+        vectors[0, 5] = float("nan")
+    elif values == "all NaN":
+        vectors[0] = float("nan")
+    elif values == "one Inf":
+        vectors[1, 7] = float("inf")
+    else:
+        vectors[1] = 1e30
+    path = tmp_path / "bad.safetensors"
+    save_file({"emb_params": vectors}, path, metadata={"initializer_token": "style"})
+    line = refused_line(ti_config(tiny_model_dir, path, "<t>"), "bad.safetensors is not finite")
+    assert f"vector {vector}" in line
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_lora_is_refused_naming_the_tensor(tiny_model_dir, adapters, tmp_path, value):
+    def poison(state):
+        state[last_up_key(state)][3, 1] = value
+
+    from safetensors.torch import load_file
+
+    folder = lora_file_variant(adapters, tmp_path, "poisoned", poison)
+    key = last_up_key(load_file(folder / "pytorch_lora_weights.safetensors"))
+    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), lora=str(folder))
+    refused_line(config, re.escape(f"is not finite: tensor {key} holds 1 NaN or Inf values"))
+
+
+def test_lora_without_one_up_matrix_is_refused_before_loading(tiny_model_dir, adapters, tmp_path):
+    """Stock diffusers leaves the missing matrix on the meta device and the UNet computes NaN."""
+    folder = lora_file_variant(adapters, tmp_path, "half", lambda state: state.pop(last_up_key(state)))
+    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), lora=str(folder))
+    refused_line(
+        config,
+        r"half/pytorch_lora_weights.safetensors is incomplete: module unet\.up_blocks\.1\..*attn2\.to_v has its down \(A\) matrix but no up "
+        r"\(B\) matrix",
+    )
+
+
+def test_parameter_left_on_the_meta_device_is_refused(tiny_model_dir, adapters, tmp_path):
+    """Whatever the file check lets through, a load that leaves a parameter without values is refused."""
+    from diffusers import StableDiffusionPipeline
+
+    from trainer.engine.proof import refuse_meta_parameters
+
+    folder = lora_file_variant(adapters, tmp_path, "half", lambda state: state.pop(last_up_key(state)))
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_model_dir, safety_checker=None)
+    pipe.load_lora_weights(folder, adapter_name="lora")
+    with pytest.raises(
+        UserInputError, match=r"left unet\.up_blocks\.1\..*to_v\.lora_B\.lora\.weight without values"
+    ):
+        refuse_meta_parameters(pipe, folder)
+
+
+def test_lora_of_another_rank_than_its_header_names_the_shapes(tiny_model_dir, adapters, tmp_path):
+    """torch's message starts `Error(s) in loading state_dict`; the shapes are on the lines below it."""
+    import torch
+
+    def double_rank(state):
+        for key, value in state.items():
+            state[key] = torch.cat([value, value], dim=0 if ".down." in key else 1)
+
+    folder = lora_file_variant(adapters, tmp_path, "rank8", double_rank)
+    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), lora=str(folder))
+    refused_line(
+        config,
+        r"does not fit this model: size mismatch for .*: copying a param with shape torch\.Size\(\[8, 32\]\) "
+        r"from checkpoint, the shape in current model is torch\.Size\(\[4, 32\]\)",
+    )
+
+
+def test_peft_folder_of_another_rank_names_the_shapes(tiny_model_dir, adapters, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "peft"
+    shutil.copytree(adapters["peft"], folder)
+    config_file = folder / "adapter_config.json"
+    config_file.write_text(json.dumps(json.loads(config_file.read_text()) | {"r": 8}))
+    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), lora=str(folder))
+    refused_line(config, r"does not fit this model's UNet: size mismatch for .*torch\.Size\(\[4, 32\]\)")
+
+
+@pytest.mark.slow
+def test_lora_whose_product_overflows_renders_no_image(tiny_model_dir, adapters, tmp_path):
+    """Every value finite, but 1e30 x 1e30 is Inf in float32: the render is NaN, which PIL would make black."""
+
+    def huge(state):
+        for value in state.values():
+            value.fill_(1e30)
+
+    folder = lora_file_variant(adapters, tmp_path, "huge", huge)
+    config = GenerationConfig(
+        model=str(tiny_model_dir), arms=("base", "lora"), lora=str(folder), steps=2, width=64, height=64
+    )
+    handed_out = []
+    with pytest.raises(
+        UserInputError, match=r"the lora arm with LoRA .*huge rendered non-finite \(NaN or Inf\)"
+    ):
+        generate(config, PROMPTS, handed_out.append)
+    assert handed_out == []
+
+
+@pytest.mark.slow
+def test_flat_probe_is_not_counted_as_an_effect(tiny_model_dir, adapters, monkeypatch):
+    """A black probe differs from any picture by a lot; that is a broken adapter, not what it learned."""
+    from PIL import Image
+
+    from generation.engine import Renderer
+
+    render_batch = Renderer.render_batch
+
+    def black_when_trained(self, arm, texts, negatives, seeds, untrained=False):
+        images, flags = render_batch(self, arm, texts, negatives, seeds, untrained)
+        if arm == "lora" and not untrained:
+            images = [Image.new("RGB", image.size) for image in images]
+        return images, flags
+
+    monkeypatch.setattr(Renderer, "render_batch", black_when_trained)
+    config = GenerationConfig(
+        model=str(tiny_model_dir),
+        arms=("base", "lora"),
+        lora=str(adapters["diffusers"]),
+        steps=2,
+        width=64,
+        height=64,
+    )
+    with pytest.raises(UserInputError, match="renders the probe as one flat colour"):
+        generate(config, PROMPTS, lambda image: None)

@@ -1,7 +1,9 @@
-"""Fixtures for studies: a small generation run built directly (tiny PNGs), a study over it, a bot client."""
+"""Fixtures for studies: a small generation run built directly (tiny PNGs), a study over it, a bot client, and
+Debian's Chromium through Playwright."""
 
 import io
 import re
+from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
@@ -13,6 +15,7 @@ from generation.models import GeneratedImage, GenerationRun, Prompt, PromptSet
 from studies.models import Study
 from studies.services import study_create_from_generation
 
+CHROMIUM = Path("/usr/bin/chromium")
 ARMS = ["base", "lora", "ti"]
 COLORS = {"base": (200, 40, 40), "lora": (40, 200, 40), "ti": (40, 40, 200)}
 
@@ -141,3 +144,21 @@ def choose_attentively(html: str) -> str:
 @pytest.fixture
 def bot_class():
     return Bot
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for browser tests")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (as .ci/run does) for browser tests")
+    # Playwright's sync API keeps an event loop running in this thread; Django's ORM calls here stay sync.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        yield browser
+        browser.close()

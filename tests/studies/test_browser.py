@@ -1,7 +1,6 @@
 """A real browser (Playwright + Debian's Chromium) completes the seed study with the keyboard and with clicks."""
 
 import re
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -9,30 +8,11 @@ from django.core.management import call_command
 from generation.models import GenerationRun
 from studies.models import Participant, Study
 
-CHROMIUM = Path("/usr/bin/chromium")
 LEFT_IMAGE_LOADED = """() => {
   const image = document.querySelector('img[alt="Image on the left"]');
   return image !== null && image.complete && image.naturalWidth > 0;
 }"""
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for browser tests")
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (as .ci/run does) for browser tests")
-    # Playwright's sync API keeps an event loop running in this thread; Django's ORM calls here stay sync.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
-        yield browser
-        browser.close()
 
 
 @pytest.mark.parametrize("use_keyboard", [True, False], ids=["keyboard", "clicks"])

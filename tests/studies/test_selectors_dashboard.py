@@ -20,7 +20,7 @@ ROW_KEYS = {
     "participant", "external_id", "trial", "trial_index", "question", "question_text", "landmark", "prompt",
     "left_arm", "right_arm", "choice", "chosen_arm", "response_ms", "shown_at", "answered_at",
     "is_attention_check", "attention_passed", "participant_failed_attention", "participant_finished",
-    "generation_run", "left_image", "right_image", "left_seed", "right_seed", "left_rendered_prompt",
+    "participant_is_pilot", "generation_run", "left_image", "right_image", "left_seed", "right_seed", "left_rendered_prompt",
     "right_rendered_prompt",
 }  # fmt: skip
 
@@ -85,7 +85,11 @@ def test_the_dashboard_downloads_the_one_pseudonymous_export(study):
     staff.force_login(User.objects.create_user("r", is_staff=True))
     html = staff.get(f"/studies/{study.slug}/dashboard/").content.decode()
     links = re.findall(r'href="([^"]*responses\.csv[^"]*)"', html.replace("&amp;", "&"))
-    assert links == ["/analysis/pictures/responses.csv", "/analysis/pictures/responses.csv?external_ids=1"]
+    assert links == [
+        "/analysis/pictures/responses.csv",
+        "/analysis/pictures/responses.csv?external_ids=1",
+        "/analysis/pictures/responses.csv?pilot=1",
+    ]
     assert staff.get(f"/studies/{study.slug}/responses.csv").status_code == 404  # no second export
     pseudonymous = staff.get(links[0]).content.decode()
     rows = list(csv.DictReader(io.StringIO(pseudonymous)))

@@ -82,9 +82,9 @@ def test_the_rule_waits_for_min_participants_and_stops_at_the_maximum_while_thos
     assert study.stopped_reason.startswith("reached the preregistered maximum of 3 finished participants")
     assert "undecided:" in study.stopped_reason
     assert participant_answer_all(participant=in_progress, choose=splits_evenly).finished_at is not None
-    # The entry page is a polite page, not a consent form.
+    # The entry page is the polite "full" page, not a consent form.
     html = Client().get(f"/studies/{study.slug}/?PROLIFIC_PID=late").content.decode()
-    assert "has all the answers it needs" in html and 'name="decision"' not in html
+    assert "This study is full" in html and 'name="decision"' not in html
 
 
 def test_a_futility_band_settles_rows_with_practically_no_preference(study):
@@ -125,7 +125,7 @@ def test_a_study_without_a_rule_never_stops_and_the_dashboard_says_why_and_when_
     assert "at most 3 finished participants" in html
     # The report page shows the anytime-valid table beside the headline.
     report = staff.get(f"/analysis/{study.slug}/").content.decode()
-    assert "Anytime-valid" in report and "decided_at" in report and "cs_low" in report
+    assert 'id="anytime-table"' in report and "Decided at (participants)" in report
 
 
 @pytest.mark.postgres
@@ -156,7 +156,7 @@ def test_on_postgresql_concurrent_finishes_and_arrivals_stop_once_and_admit_nobo
         try:
             barrier.wait()
             response = bot.client.post(bot.entry, {**form, "decision": "agree"})
-            if response.status_code == 302:  # admitted; 200 is the polite "stopped" page
+            if response.status_code == 302:  # admitted; 200 is the polite "full" page
                 bot.url = response["Location"]
             return response.status_code == 302
         finally:
@@ -174,7 +174,7 @@ def test_on_postgresql_concurrent_finishes_and_arrivals_stop_once_and_admit_nobo
     # Once stopped, nobody new gets in however many arrive at once; those admitted can still finish.
     with ThreadPoolExecutor(4) as pool:
         pages = list(pool.map(_late_entry, [Bot(study, f"PROLIFIC_PID=late{number}") for number in range(4)]))
-    assert all("has all the answers it needs" in page for page in pages)
+    assert all("This study is full" in page for page in pages)
     assert Participant.objects.filter(study=study).count() == 4 + sum(admitted)
     for bot in [bot for bot, was_admitted in zip(arrivals, admitted, strict=True) if was_admitted]:
         bot.finish(choose_attentively)
@@ -186,3 +186,25 @@ def _late_entry(bot: Bot) -> str:
         return bot.client.get(bot.entry).content.decode()
     finally:
         connections.close_all()
+
+
+def test_lock_plan_preregisters_a_checked_stopping_rule_and_refuses_a_bad_one(study):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="not valid JSON"):
+        call_command("lock_plan", study.slug, "--stopping", "{rule: anytime}", stdout=StringIO())
+    with pytest.raises(CommandError, match="min_participants <= max_participants"):
+        call_command("lock_plan", study.slug, "--stopping", '{"min_participants": 50, "max_participants": 10}', stdout=StringIO())  # fmt: skip
+    assert Study.objects.get(pk=study.pk).plan is None  # nothing half-written
+    call_command("lock_plan", study.slug, "--stopping", '{"rule": "anytime", "max_participants": 80}', stdout=StringIO())  # fmt: skip
+    plan = Study.objects.get(pk=study.pk).plan
+    assert plan["stopping"] == {
+        "rule": "anytime",
+        "alpha": 0.05,
+        "min_participants": 10,
+        "max_participants": 80,
+        "futility": None,
+        "adaptive": False,
+    }

@@ -136,3 +136,42 @@ def test_ti_files_load_back_and_a_changed_vector_is_refused(tiny_model_dir, tmp_
         UserInputError, match="changed.safetensors did not load back: the vectors of '<proof>'"
     ):
         LoadProof(str(tiny_model_dir)).textual_inversion(tmp_path / "changed.safetensors", "<proof>", learned)
+
+
+def test_proof_compares_every_module_not_only_the_first(tiny_model_dir, tmp_path):
+    """The module altered sorts last: a proof that stopped after the first module would pass it."""
+    method, unet = lora_method_with_weights(tiny_model_dir, TARGET_CHOICES[1])
+    method.save(unet, tmp_path)
+    expected = trained_lora_deltas(unet, 2.0)
+    last = sorted(expected)[-1]
+    assert last != sorted(expected)[0]
+    proof = LoadProof(str(tiny_model_dir))
+    state = load_file(tmp_path / LORA_WEIGHTS)
+    (up,) = [key for key in state if key.startswith(f"unet.{last}.") and "lora_B" in key]
+    altered = dict(state) | {up: state[up] * 2}
+    (tmp_path / "altered").mkdir()
+    with safe_open(tmp_path / LORA_WEIGHTS, framework="pt") as handle:
+        header = handle.metadata()  # alpha travels in it
+    save_file(altered, tmp_path / "altered" / LORA_WEIGHTS, metadata=header)
+    with pytest.raises(UserInputError, match=f"module {last} differs from the trained weights"):
+        proof.lora(tmp_path / "altered" / LORA_WEIGHTS, expected)
+    kohya = load_file(tmp_path / KOHYA_WEIGHTS)
+    name = sorted(key.removesuffix(".alpha") for key in kohya if key.endswith(".alpha"))[-1]
+    kohya[f"{name}.alpha"] = kohya[f"{name}.alpha"] * 2
+    save_file(kohya, tmp_path / "altered.safetensors")
+    with pytest.raises(UserInputError, match=f"module {name} differs from the trained weights"):
+        proof.kohya(tmp_path / "altered.safetensors", expected)
+
+
+def test_proof_refuses_a_file_that_leaves_a_matrix_unloaded(tiny_model_dir, tmp_path):
+    """Without one module's lora_B, stock loading leaves it on the meta device and raises nothing."""
+    method, unet = lora_method_with_weights(tiny_model_dir, TARGET_CHOICES[0])
+    method.save(unet, tmp_path)
+    state = load_file(tmp_path / LORA_WEIGHTS)
+    last_up = sorted(key for key in state if "lora_B" in key)[-1]
+    (tmp_path / "half").mkdir()
+    save_file(
+        {key: value for key, value in state.items() if key != last_up}, tmp_path / "half" / LORA_WEIGHTS
+    )
+    with pytest.raises(UserInputError, match=r"left unet\..*lora_B\.peftlab_proof\.weight without values"):
+        LoadProof(str(tiny_model_dir)).lora(tmp_path / "half" / LORA_WEIGHTS, trained_lora_deltas(unet, 2.0))

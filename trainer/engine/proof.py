@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from peftlab.errors import UserInputError
+from peftlab.errors import UserInputError, error_line
 
 PROOF_ADAPTER = "peftlab_proof"
 # Float32 files compared with float32 weights; kohya's loader folds alpha into the factors (rounding only).
@@ -86,6 +86,18 @@ def keeps_training_rng(check: Callable[..., None]) -> Callable[..., None]:
     return wrapped
 
 
+def refuse_meta_parameters(pipe: Any, path: Path) -> None:
+    """Refuse a load that left a parameter without values (on torch's `meta` device): stock diffusers does
+    that, silently, for a LoRA module whose file lacks one matrix, and the model then computes NaN."""
+    for component in ("unet", "text_encoder"):
+        for name, parameter in getattr(pipe, component).named_parameters():
+            if parameter.device.type == "meta":
+                raise UserInputError(
+                    f"LoRA {path} left {component}.{name} without values after loading (the file lacks it); "
+                    "the file is incomplete."
+                )
+
+
 class LoadProof:
     """A fresh base pipeline (loaded on first use, on the CPU in float32) that written adapters are loaded into."""
 
@@ -112,10 +124,9 @@ class LoadProof:
         try:
             pipe.load_lora_weights(path.parent, weight_name=path.name, adapter_name=PROOF_ADAPTER)
         except (ValueError, KeyError, RuntimeError) as error:
-            raise UserInputError(
-                f"{path} did not load back into the pipeline: {error}".splitlines()[0]
-            ) from None
+            raise UserInputError(f"{path} did not load back into the pipeline: {error_line(error)}") from None
         try:
+            refuse_meta_parameters(pipe, path)
             loaded = {
                 name: lora_delta(
                     module.lora_A[PROOF_ADAPTER].weight,
@@ -150,9 +161,7 @@ class LoadProof:
         try:
             pipe.load_textual_inversion(str(path), token=token)
         except (ValueError, KeyError, RuntimeError) as error:
-            raise UserInputError(
-                f"{path} did not load back into the pipeline: {error}".splitlines()[0]
-            ) from None
+            raise UserInputError(f"{path} did not load back into the pipeline: {error_line(error)}") from None
         try:
             names = [token] + [f"{token}_{index}" for index in range(1, len(learned))]
             ids = pipe.tokenizer.convert_tokens_to_ids(names)

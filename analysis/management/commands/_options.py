@@ -20,6 +20,11 @@ def add_analysis_options(parser: ArgumentParser) -> None:
         "--bootstrap", type=int, default=1000, help="Bradley-Terry bootstrap resamples (0: off)."
     )
     parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed.")
+    parser.add_argument(
+        "--include-pilot",
+        action="store_true",
+        help="Include pilot participants (staff and the pilot link; left out by default).",
+    )
 
 
 def analysis_config(options: dict[str, Any]) -> AnalysisConfig:

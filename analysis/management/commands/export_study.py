@@ -30,6 +30,7 @@ class Command(PeftlabCommand):
             fmt=options["fmt"],
             include_external_ids=options["include_external_ids"],
             config=analysis_config(options),
+            include_pilot=options["include_pilot"],
         )
         self.stdout.write(
             f"wrote {files.rows} responses to {files.responses} and the summary to {files.summary}"

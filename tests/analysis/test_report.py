@@ -1,0 +1,139 @@
+"""The report that goes into a paper: the self-contained report.html, Methods/Results, leaderboard and exclusions."""
+
+import json
+import re
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from analysis.charts import leaderboard_reason
+from analysis.stats import analyze_responses
+from analysis.stats.display import DisplayNames, p_value, readable_rows
+from analysis.stats.paragraphs import PlanStatus, design_from_frame, exclusions_line, methods_paragraph
+from tests.analysis.test_forest import NAMES, three_arm_frame
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def assert_self_contained(html: str) -> None:
+    """Nothing in the page is fetched from elsewhere: every image is a data URI, no links, no scripts."""
+    assert "<script" not in html and "<link" not in html and "href=" not in html
+    assert "url(" not in html and "@import" not in html
+    sources = re.findall(r'src="([^"]*)"', html)
+    assert sources and all(source.startswith("data:image/svg+xml;base64,") for source in sources)
+
+
+@pytest.mark.django_db
+def test_report_dir_from_a_study_is_self_contained_with_every_figure(answered_study, tmp_path):
+    data = json.loads(
+        run("analyze_study", "seed", "--json", "--bootstrap", "0", "--report", str(tmp_path / "out"))
+    )
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert_self_contained(html)
+    for name in ("forest", "preferences", "landmarks", "position-bias", "bradley-terry"):
+        assert (tmp_path / "out" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (tmp_path / "out" / f"{name}.svg").read_bytes().startswith(b"<?xml")
+    assert html.index('id="forest-plot"') < html.index('id="results"') < html.index('id="methods"')
+    # The paragraphs on the page are the ones --json prints (one source of numbers).
+    assert data["methods"].replace("'", "&#x27;") in html and data["results"].replace("'", "&#x27;") in html
+    assert data["plan"] is None
+    assert "12 took part, 2 excluded (2 failed an attention check), 10 analysed." in data["results"]
+    assert "GEE" in data["methods"] and "Holm" in data["methods"] and "not preregistered" in data["methods"]
+    assert "statsmodels " in data["methods"] and "Python 3." in data["methods"]
+
+
+@pytest.mark.django_db
+def test_report_dir_from_a_file_with_three_arms_has_a_leaderboard(tmp_path):
+    three_arm_frame().to_csv(tmp_path / "three.csv", index=False)
+    run(
+        "analyze_study",
+        "--file",
+        str(tmp_path / "three.csv"),
+        "--bootstrap",
+        "200",
+        "--report",
+        str(tmp_path / "r"),
+    )
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert_self_contained(html)
+    assert html.count('class="readable leaderboard"') == 2 and 'id="leaderboard-reason"' not in html
+    assert "Bradley–Terry strengths on style" in html
+
+
+@pytest.mark.django_db
+def test_report_dir_refuses_a_file_in_one_line_and_writes_nothing(answered_study, tmp_path):
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(CommandError, match="is a file; --report needs a folder"):
+        run("analyze_study", "seed", "--bootstrap", "0", "--report", str(tmp_path / "taken"))
+    with pytest.raises(CommandError, match="does not exist"):
+        run("analyze_study", "seed", "--bootstrap", "0", "--report", str(tmp_path / "no" / "dir"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_three_arms_not_estimable_says_why_not_that_arms_are_missing():
+    frame = three_arm_frame()
+    # Arm a wins every vote it is in: its strength runs off to infinity, so Bradley-Terry cannot be estimated.
+    frame.loc[frame["left_arm"].eq("a") | frame["right_arm"].eq("a"), "choice"] = (
+        frame["left_arm"].eq("a").map({True: "left", False: "right"})
+    )
+    report = analyze_responses(frame)
+    reason = leaderboard_reason(report, NAMES)
+    assert "three or more arms" not in reason and "not estimable" in reason
+
+
+def test_two_arms_leaderboard_reason_names_the_arms():
+    report = analyze_responses(three_arm_frame().query("left_arm != 'c' and right_arm != 'c'"))
+    assert leaderboard_reason(report, NAMES).startswith(
+        "No Bradley-Terry leaderboard: it ranks three or more arms, and this study compares 2 (Base, LoRA (r8))"
+    )
+
+
+def test_exclusions_line_counts_who_took_part_was_excluded_and_why_and_who_was_analysed():
+    frame = three_arm_frame()
+    failed = frame["participant"].isin(["style-ab-0", "style-ab-1", "artwork-bc-3"])
+    frame.loc[failed, "participant_failed_attention"] = True
+    report = analyze_responses(frame)
+    assert (
+        exclusions_line(report.exclusions)
+        == "120 took part, 3 excluded (3 failed an attention check), 117 analysed."
+    )
+
+
+def test_methods_names_each_test_and_the_preregistration_with_its_deviations():
+    frame = three_arm_frame()
+    report = analyze_responses(
+        frame,
+    )
+    design = design_from_frame(frame)
+    text = methods_paragraph(report, design, NAMES)
+    assert "3 arms (Base, LoRA (r8) and Textual Inversion)" in text
+    assert "exact two-sided binomial test against 50%, because each participant gave one vote" in text
+    assert "The 6 headline tests form one confirmatory family, corrected by Holm's step-down method" in text
+    assert "Bradley–Terry model" in text and "not preregistered" in text
+    locked = PlanStatus(sha256="ab" * 32, locked_at="2026-12-01T10:00:00+00:00")
+    text = methods_paragraph(report, design.__class__(**{**design.__dict__, "plan": locked}), NAMES)
+    assert f"preregistered (sha256 {'ab' * 32}, locked 2026-12-01T10:00:00+00:00), no deviations." in text
+    deviated = PlanStatus(
+        sha256="cd" * 32,
+        locked_at="2026-12-01T10:00:00+00:00",
+        deviations=[{"at": "2026-12-02T09:00:00+00:00", "change": "arms changed", "reason": "TI run failed"}],
+    )
+    text = methods_paragraph(report, design.__class__(**{**design.__dict__, "plan": deviated}), NAMES)
+    assert "with 1 deviation: arms changed (2026-12-02T09:00:00+00:00): TI run failed." in text
+
+
+def test_readable_rows_name_and_format_every_column():
+    report = analyze_responses(three_arm_frame())
+    headings, rows = readable_rows(report.headline.row_dicts(), NAMES, 0.95)
+    assert headings[:3] == ["Question", "Comparison (first vs second arm)", "Participants"]
+    assert "95% CI" in headings and "p (Holm)" in headings and "share_a" not in headings
+    first = dict(zip(headings, rows[0], strict=True))
+    assert first["Comparison (first vs second arm)"] == "Base vs LoRA (r8)"
+    assert first["First arm's share"] == "45.0%"
+    assert p_value(0.0004) == "p < .001" and p_value(0.0123) == "p = .012"
+    assert DisplayNames().arm("both") == "both equally"
