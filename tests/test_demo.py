@@ -26,6 +26,7 @@ def test_demo_pipeline_runs_end_to_end(tmp_path, client):
         assert set(GeneratedImage.objects.values_list("arm", flat=True)) == {"base", "lora", "ti"}
         study = Study.objects.get()
         assert study.status == Study.Status.OPEN
+        assert study.plan["stopping"]["rule"] == "anytime" and study.plan_sha256
         assert Participant.objects.filter(study=study, finished_at__isnull=False).count() == 12
         assert (tmp_path / "demo" / "report" / "report.json").is_file()
         # What the demo prints is what a person then opens: the participant page and, logged in, the report.
