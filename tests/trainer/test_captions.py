@@ -1,4 +1,4 @@
-"""Long captions: counted with the model's own tokenizer, and chunked as A1111 and kohya do when asked."""
+"""Long captions: counted with the model's own tokenizer, and chunked as docs/training.md says when asked."""
 
 import pytest
 import torch
@@ -45,6 +45,19 @@ def test_chunks_are_framed_by_bos_and_eos_and_keep_the_caption_in_order(parts, s
             [caption, "a tower"], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
         )
         assert torch.equal(ids, pipeline.input_ids)
+
+
+def test_chunks_break_at_75_tokens_even_next_to_a_comma(parts):
+    """No A1111 comma backtrack: a chunk holds exactly 75 caption tokens wherever the commas are."""
+    tokenizer, encoder = parts
+    caption = ", ".join(f"w{index} x{index}" for index in range(60))
+    caption_ids = tokenizer(caption, add_special_tokens=False).input_ids
+    comma = tokenizer.convert_tokens_to_ids(",</w>")
+    assert comma in caption_ids[55:75]  # A1111 would end the first chunk at this comma
+    ids = tokenize(tokenizer, [caption], 225)
+    assert ids.view(3, 77)[:, 1:-1].flatten().tolist()[:150] == caption_ids[:150]
+    with torch.no_grad():  # every chunk's BOS and EOS states kept: 231 positions, not kohya's 227
+        assert encode_text(encoder, ids, 77).shape == (1, 231, 32)
 
 
 def test_chunked_encoding_is_each_window_encoded_alone_then_concatenated(parts):

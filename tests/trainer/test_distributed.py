@@ -42,6 +42,28 @@ def test_a_launch_whose_processes_did_not_join_one_group_is_refused():
     check_process_group(1, {})  # no launcher: one process
 
 
+def test_make_accelerator_refuses_processes_that_did_not_join(monkeypatch):
+    """The check runs on the Accelerator every training builds, not only when called by hand."""
+    import accelerate
+
+    from trainer.engine.distributed import make_accelerator
+
+    class OneProcessGroup:
+        """An Accelerator whose group holds this process only, as when the launcher's rendezvous failed."""
+
+        num_processes = 1
+
+        def __init__(self, cpu: bool, mixed_precision: str) -> None:
+            self.cpu = cpu
+
+    monkeypatch.setattr(accelerate, "Accelerator", OneProcessGroup)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserInputError, match="started 2 processes but 1 joined the process group"):
+        make_accelerator("no")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert make_accelerator("no").num_processes == 1
+
+
 def test_only_rank_zero_is_the_main_process_whatever_the_launcher():
     assert is_main_process({}) and is_main_process({"RANK": "0", "WORLD_SIZE": "2"})
     assert not is_main_process({"RANK": "1", "WORLD_SIZE": "2"})
@@ -67,7 +89,7 @@ def test_training_in_another_precision_in_the_same_process_is_refused(tmp_path, 
     bf16 = build_config("lora", **{**fast_options, "epochs": 1, "mixed_precision": "bf16"})
     with pytest.raises(UserInputError, match="Accelerate keeps one per process; train in a new process"):
         engine_train(dataset_dir, tmp_path / "bf16", bf16)
-    assert not any((tmp_path / "bf16").iterdir())
+    assert not (tmp_path / "bf16").exists()  # no folder left by the failed start
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,13 @@
 """Bad input to train_lora and train_ti: one line, non-zero exit, no traceback, nothing half-written."""
 
+import re
 import shutil
 
 import pytest
+import torch
 from django.core.management import CommandError, call_command
 
+from peftlab.errors import UserInputError
 from trainer.engine.config import LoraTrainingConfig, build_config, read_config_file
 from trainer.models import TrainingRun
 
@@ -13,11 +16,11 @@ TI = {"placeholder_token": "<gv-style>", "initializer_token": "style"}
 
 
 def assert_refused(command, match, output, **options):
-    """The command fails with one line matching `match` and leaves no file in `output`."""
+    """The command fails with one line matching `match` and leaves no output folder (not even an empty one)."""
     with pytest.raises(CommandError, match=match) as error:
         call_command(command, output=output, **options)
     assert "\n" not in str(error.value)
-    assert not output.exists() or not any(path.is_file() for path in output.rglob("*"))
+    assert not output.exists()
     assert not TrainingRun.objects.filter(
         output_path=str(output.resolve()), status=TrainingRun.Status.FINISHED
     )
@@ -70,8 +73,31 @@ def test_invalid_options(tmp_path, prepared_dir, fast_options, command, options,
     assert_refused(command, match, tmp_path / "out", data=prepared_dir, **fast_options, **options)
 
 
-def test_unloadable_model(tmp_path, prepared_dir, fast_options):
+def test_missing_model_folder_is_named_as_missing(tmp_path, prepared_dir, fast_options):
+    """Not Hugging Face's "Repo id must be in the form ...": the user gave a folder."""
     options = {**fast_options, "model": str(tmp_path / "no-model")}
+    assert_refused(
+        "train_lora",
+        f"--model {tmp_path / 'no-model'}: the folder does not exist; give a local diffusers folder",
+        tmp_path / "out",
+        data=prepared_dir,
+        **options,
+    )
+    assert not TrainingRun.objects.exists()  # refused before a run is queued
+
+
+def test_missing_model_is_refused_by_the_loader_too(tmp_path):
+    """A queued run whose model folder went away before it started says the same."""
+    from trainer.engine.data import load_components
+
+    with pytest.raises(UserInputError, match="the folder does not exist"):
+        load_components(str(tmp_path / "gone"))
+
+
+def test_unloadable_model(tmp_path, prepared_dir, fast_options):
+    model = tmp_path / "not-a-model"
+    model.mkdir()
+    options = {**fast_options, "model": str(model)}
     assert_refused(
         "train_lora",
         "cannot load the model .*downloads need network access",
@@ -79,6 +105,57 @@ def test_unloadable_model(tmp_path, prepared_dir, fast_options):
         data=prepared_dir,
         **options,
     )
+
+
+@pytest.mark.slow
+def test_target_module_matching_nothing_is_named(tmp_path, prepared_dir, fast_options):
+    """PEFT adapts to_q alone and says nothing of foo; run.json would record "to_q,foo"."""
+    assert_refused(
+        "train_lora",
+        "--target-modules names 'foo', which matches no module of the UNet",
+        tmp_path / "out",
+        data=prepared_dir,
+        **fast_options,
+        target_modules="to_q,foo",
+    )
+
+
+def test_checkpoint_of_another_rank_names_both_shapes(tiny_model_dir):
+    from trainer.engine.data import load_components
+    from trainer.engine.methods import make_method
+
+    method = make_method(build_config("lora", model=str(tiny_model_dir), rank=4))
+    parts = load_components(str(tiny_model_dir))
+    method.setup(parts)
+    state = method.trainable_state(parts.unet)
+    name = sorted(state)[-1]
+    state[name] = (
+        torch.zeros(state[name].shape[0], 8) if "lora_B" in name else torch.zeros(8, state[name].shape[1])
+    )
+    with pytest.raises(
+        UserInputError,
+        match=rf"checkpoint's {re.escape(name)} has shape \((\d+, 8|8, \d+)\) but this run's has shape",
+    ):
+        method.load_trainable_state(parts.unet, state)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("existed", [False, True])
+def test_failed_proof_leaves_no_staging_folder(tmp_path, prepared_dir, fast_options, monkeypatch, existed):
+    """The proof fails at the first save: no `.best-staging/`, and no output folder the run made."""
+    from trainer.engine.loop import train
+    from trainer.engine.proof import LoadProof
+
+    def refuse(self, path, expected):
+        raise UserInputError(f"{path} did not load back")
+
+    monkeypatch.setattr(LoadProof, "lora", refuse)
+    output = tmp_path / "out"
+    if existed:
+        output.mkdir()
+    with pytest.raises(UserInputError, match="did not load back"):
+        train(prepared_dir, output, build_config("lora", **fast_options))
+    assert (list(output.iterdir()) == []) if existed else not output.exists()
 
 
 def test_sample_prediction_model_is_refused(tmp_path, prepared_dir, fast_options, tiny_model_dir):

@@ -62,7 +62,8 @@ class TrainingConfig:
     max_caption_tokens: int = option(
         77,
         "Caption tokens the text encoder sees: 77 (one window; longer captions are cut), or 150 / 225 "
-        "(75-token chunks encoded separately and concatenated, as A1111 and kohya).",
+        "(75-token chunks, each framed by BOS/EOS, encoded separately and concatenated: 154 / 231 positions; "
+        "see docs/training.md for how this differs from A1111 and kohya).",
         choices=CAPTION_TOKENS,
     )
     cache: bool = option(True, "Cache VAE latents (and frozen text-encoder outputs) on disk and reuse them.")

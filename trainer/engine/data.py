@@ -31,6 +31,16 @@ class Components:
     fingerprint: dict[str, str]  # per part, a hash that changes when its weights change
 
 
+def check_model_exists(model: str) -> None:
+    """Refuse a --model that reads as a local path (not an `owner/name` hub id) and does not exist."""
+    path = Path(model).expanduser()
+    if not path.exists() and (model.startswith((".", "/", "~")) or model.count("/") != 1):
+        raise UserInputError(
+            f"--model {model}: the folder does not exist; give a local diffusers folder (with "
+            "model_index.json) or a hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5."
+        )
+
+
 def load_components(
     model: str, dtype: torch.dtype = torch.float32, text_encoder_dtype: torch.dtype = torch.float32
 ) -> Components:
@@ -38,6 +48,7 @@ def load_components(
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    check_model_exists(model)
     try:
         parts = Components(
             tokenizer=CLIPTokenizer.from_pretrained(model, subfolder="tokenizer"),
@@ -193,7 +204,7 @@ def cached_latent_moments(
     return torch.stack([found[key] for key in keys])
 
 
-CAPTION_CHUNKS = {77: 1, 150: 2, 225: 3}  # --max-caption-tokens -> 75-token chunks, as A1111 and kohya count
+CAPTION_CHUNKS = {77: 1, 150: 2, 225: 3}  # --max-caption-tokens -> 75-token chunks
 
 
 def caption_token_counts(tokenizer: Any, captions: list[str]) -> list[int]:
@@ -208,7 +219,8 @@ def caption_capacity(tokenizer: Any, max_caption_tokens: int) -> int:
 
 def tokenize(tokenizer: Any, captions: list[str], max_caption_tokens: int = 77) -> torch.Tensor:
     """Token ids [n, chunks x window]: one window padded as the pipeline does at inference, or (for longer
-    captions) 75-token chunks each framed by BOS and EOS, as A1111 and kohya do."""
+    captions) 75-token chunks each framed by BOS and EOS and kept whole: A1111's layout without its comma
+    backtrack; kohya's v1 form drops the inner BOS/EOS states after encoding (docs/training.md)."""
     window = tokenizer.model_max_length
     chunks = CAPTION_CHUNKS[max_caption_tokens]
     # Tokenized to chunks x 75 caption tokens between one BOS and one EOS, padded; then cut into chunks.

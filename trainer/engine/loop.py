@@ -33,6 +33,7 @@ from trainer.engine.data import (
     cached_text_states,
     caption_capacity,
     caption_token_counts,
+    check_model_exists,
     encode_text,
     load_components,
     load_pixels,
@@ -78,17 +79,8 @@ def check_inputs(dataset: Path, output: Path, config: TrainingConfig, resume: bo
         raise UserInputError(f"{manifest} is missing; prepare the dataset with `manage.py prepare_dataset`.")
     if output.exists() and not output.is_dir():
         raise UserInputError(f"output {output} is a file; give a folder path.")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        # A name per process: the processes of one launch check the same folder at the same moment.
-        probe = output / f".write-test-{os.getpid()}"
-        with open(probe, "w", encoding="utf-8"):
-            pass
-        os.remove(probe)
-    except OSError as error:
-        raise UserInputError(
-            f"cannot write to the output folder {output} ({error.strerror}); choose another."
-        ) from None
+    check_writable(output)
+    check_model_exists(config.model)
     has_checkpoint = (output / CHECKPOINT).is_file()
     if resume and not has_checkpoint:
         raise UserInputError(
@@ -99,6 +91,34 @@ def check_inputs(dataset: Path, output: Path, config: TrainingConfig, resume: bo
             f"{output} already holds a run; pass --resume to continue it or choose a new --output."
         )
     return hashlib.sha256(manifest.read_bytes()).hexdigest()
+
+
+def check_writable(output: Path) -> None:
+    """Refuse an output folder that cannot be written, without creating it (a failed start leaves nothing)."""
+    existing = output
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserInputError(
+            f"cannot write to the output folder {output} ({existing} is a file); choose another."
+        )
+    if existing != output:
+        # The folder is made by the first save; its parent must let us make it.
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UserInputError(
+                f"cannot write to the output folder {output} ({existing} is not writable); choose another."
+            )
+        return
+    try:
+        # A name per process: the processes of one launch check the same folder at the same moment.
+        probe = output / f".write-test-{os.getpid()}"
+        with open(probe, "w", encoding="utf-8"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise UserInputError(
+            f"cannot write to the output folder {output} ({error.strerror}); choose another."
+        ) from None
 
 
 def train(
@@ -129,6 +149,7 @@ class Trainer:
         self.dataset, self.output, self.config, self.resume = dataset, output, config, resume
         self.progress, self.on_epoch = progress, on_epoch or (lambda _: None)
         self.manifest_sha256 = check_inputs(dataset, output, config, resume)
+        self.output_existed = output.exists()
         self.method: Method = make_method(config)
         self.seconds = {phase: 0.0 for phase in ("load", "cache", "train", "validate", "save")}
         self.history: list[EpochResult] = []
@@ -154,6 +175,17 @@ class Trainer:
             self.seconds[name] += time.perf_counter() - start
 
     def run(self) -> TrainingResult:
+        """Train, or on failure leave no output folder this run made and wrote nothing into."""
+        try:
+            return self.train_all()
+        except BaseException:
+            if not self.output_existed and self.output.is_dir():
+                if not any(path.is_file() for path in self.output.rglob("*")):
+                    shutil.rmtree(self.output, ignore_errors=True)
+            raise
+
+    def train_all(self) -> TrainingResult:
+        """The loop: load, cache, train epochs, validate, save, finish."""
         from accelerate.utils import set_seed
         from diffusers.optimization import get_scheduler
 
@@ -522,7 +554,12 @@ class Trainer:
         staging = folder.with_name(f".{folder.name}-staging")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        self.method.save(self.accelerator.unwrap_model(self.module), staging)
+        try:
+            self.method.save(self.accelerator.unwrap_model(self.module), staging)
+        except BaseException:
+            # A failed proof leaves the previous weights in place and no half-written staging folder.
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         swap_folder(staging, folder)
 
     def save_checkpoint(self, epochs_done: int) -> None:

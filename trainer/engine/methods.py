@@ -49,6 +49,8 @@ class Method:
     def load_trainable_state(self, module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
         """Put checkpointed trainable tensors back."""
         parameters = dict(module.named_parameters())
+        for name, value in state.items():
+            check_checkpoint_shape(name, value, parameters.get(name))
         with torch.no_grad():
             for name, value in state.items():
                 parameters[name].copy_(value)
@@ -66,6 +68,17 @@ class Method:
     def proof(self) -> LoadProof:
         """The fresh pipeline that every written file is loaded back into."""
         return LoadProof(self.config.model)
+
+
+def check_checkpoint_shape(name: str, saved: torch.Tensor, current: torch.Tensor | None) -> None:
+    """Refuse a checkpointed tensor that the model lacks or that has another shape (another rank, say)."""
+    if current is None or saved.shape != current.shape:
+        shape = "no such parameter" if current is None else f"shape {tuple(current.shape)}"
+        raise UserInputError(
+            f"the checkpoint's {name} has shape {tuple(saved.shape)} but this run's has {shape}; it was "
+            "written with another --rank, --target-modules or --num-vectors: resume with those, or train into "
+            "a new --output."
+        )
 
 
 class LoraMethod(Method):
@@ -89,6 +102,14 @@ class LoraMethod(Method):
 
     def setup(self, components: Components) -> None:
         components.unet.requires_grad_(False)
+        # PEFT adapts the modules whose path ends in a listed name and says nothing of a name matching none.
+        paths = [path for path, _ in components.unet.named_modules()]
+        for target in self.config.target_module_list:
+            if not any(path == target or path.endswith(f".{target}") for path in paths):
+                raise UserInputError(
+                    f"--target-modules names {target!r}, which matches no module of the UNet; use names such as "
+                    "to_q,to_k,to_v,to_out.0 (also proj_in, proj_out, ff.net.0.proj, ff.net.2)."
+                )
         try:
             components.unet.add_adapter(self.peft_config())
         except ValueError as error:
@@ -217,6 +238,7 @@ class TextualInversionMethod(Method):
 
     def load_trainable_state(self, module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
         embeddings = module.get_input_embeddings()
+        check_checkpoint_shape("embeddings", state["embeddings"], embeddings.weight)
         with torch.no_grad():
             embeddings.rows.copy_(state["embeddings"][self.token_ids])
 
