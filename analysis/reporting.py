@@ -8,6 +8,7 @@ out), which `analyze_study --report DIR` writes and which opens offline.
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +79,8 @@ def report_context(
     for question in dict.fromkeys(row["question"] for row in data["bradley_terry"]["rows"]):
         rows = sorted(
             (row for row in data["bradley_terry"]["rows"] if row["question"] == question),
-            key=lambda r: r["rank"],
+            # Not estimable (e.g. unanimous votes): no ranks at all; keep the rows' order.
+            key=lambda r: math.inf if r["rank"] is None else r["rank"],
         )
         if rows[0]["strength"] is not None:
             leaderboard.append(

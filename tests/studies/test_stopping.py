@@ -67,6 +67,11 @@ def test_the_study_stops_once_every_headline_row_is_decided_and_admits_nobody_ne
     # A returning participant is still let back in (their consent is found, nothing new is admitted).
     assert arrive(study, 3).finished_at is not None
     assert Participant.objects.filter(study=study).count() == 10
+    # The report page of such a unanimous study (Bradley-Terry not estimable: no ranks) shows every row decided.
+    staff = Client()
+    staff.force_login(User.objects.create_user("r", is_staff=True))
+    report = staff.get(f"/analysis/{study.slug}/")
+    assert report.status_code == 200 and b'id="anytime-table"' in report.content
 
 
 def test_the_rule_waits_for_min_participants_and_stops_at_the_maximum_while_those_in_progress_finish(study):
