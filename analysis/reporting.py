@@ -17,7 +17,13 @@ from django.template.loader import render_to_string
 from analysis.charts import CHARTS, leaderboard_reason, render_chart
 from analysis.stats import StudyReport
 from analysis.stats.display import DisplayNames, readable_rows
-from analysis.stats.paragraphs import StudyDesign, exclusions_line, methods_paragraph, results_paragraph
+from analysis.stats.paragraphs import (
+    StudyDesign,
+    exclusions_line,
+    methods_paragraph,
+    results_paragraph,
+    row_caution,
+)
 
 # Captions of the figures, in the order the report shows them (the forest plot first).
 CAPTIONS = {
@@ -95,11 +101,18 @@ def report_context(
         "title": title,
         "figures": figures,
         "forest": figures[0],
-        "other_figures": figures[1:],
+        # Without strengths the Bradley-Terry figure would only repeat the leaderboard's one line.
+        "other_figures": [f for f in figures[1:] if f.name != "bradley-terry" or leaderboard],
         "exclusions_line": exclusions_line(report.exclusions),
         "methods": methods_paragraph(report, design, names),
         "results": results_paragraph(report, design, names),
-        "headline": _table(data["headline"], names, confidence, drop=("reading", "anytime")),
+        # Cautions are sentences: they go under the table, each with its row's display names.
+        "headline": _table(data["headline"], names, confidence, drop=("reading", "caution", "anytime")),
+        "cautions": [
+            f"{names.question(row.question)}, {names.pair(row.arm_a, row.arm_b)}: {row_caution(row)}"
+            for row in report.headline.rows
+            if row.caution
+        ],
         "anytime": {
             "title": data["anytime"]["title"],
             "note": data["anytime"]["note"],

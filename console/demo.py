@@ -90,9 +90,14 @@ def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: in
 
     log("4/6 Opening a blind study over every pair of arms, its plan and stopping rule preregistered")
     study = study_create_from_generation(
-        run=generation, arms=["base", "lora", "ti"], title="peftlab demo study", status=Study.Status.OPEN
+        run=generation,
+        arms=["base", "lora", "ti"],
+        arm_labels={"base": "Base model", "lora": "LoRA", "ti": "Textual Inversion"},
+        title="peftlab demo study",
+        status=Study.Status.OPEN,
     )
-    # Stop admitting once every comparison is decided (anytime-valid), or at 60; pairs allocated adaptively.
+    # Preregistered before any answer, as a real study should be: the report then quotes the plan's hash. The
+    # rule stops admission once every comparison is decided (anytime-valid), or at 60; pairs are adaptive.
     study = study_plan_lock(study=study, stopping=DEMO_STOPPING)
 
     log(f"5/6 Piloting it with {pilot_participants} simulated participants")

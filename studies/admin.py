@@ -49,6 +49,8 @@ class StudyAdminForm(forms.ModelForm):
             "generation_run", "arms",
         ]  # fmt: skip
         help_texts = {
+            # Django shows help texts as HTML: the angle brackets are written as entities to be seen.
+            "slug": "The entry URL is /studies/&lt;slug&gt;/.",
             "completion_codes": 'Per outcome (finished, failed_attention, declined, full), e.g. {"full": {"code": '
             '"FULL01"}, "failed_attention": {"code": "NOPAY1"}}; a code without "redirect_url" goes to the '
             "completion redirect URL above with cc=CODE.",

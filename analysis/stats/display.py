@@ -79,6 +79,8 @@ HEADINGS = {
     "p_holm": "p (Holm)",
     "method": "Test",
     "icc": "ICC",
+    "icc_upper": "ICC (80% upper bound)",
+    "df": "df",
     "design_effect": "Design effect",
     "count": "Chosen",
     "n": "Answers",

@@ -693,7 +693,12 @@ def _bradley_terry(data: pd.DataFrame, config: AnalysisConfig) -> list[Strength]
         if len(present) < 3:
             continue
         count = len(per_participant)
-        reason = not_estimable(total, arms, count)
+        # Judged on the decisive votes: a tie counted as half a win each way is no evidence of which arm is
+        # stronger, yet it would make an arm that won every decisive comparison look estimable.
+        decisive = _participant_wins(group, len(arms), False).sum(axis=0)
+        reason = not_estimable(decisive, arms, count)
+        if reason and config.ties_as_half and not not_estimable(total, arms, count):
+            reason += " in the decisive votes; ties counted as half do not make it finite"
         strength = np.full(len(arms), np.nan) if reason else bradley_terry(total)
         low = high = np.full(len(arms), np.nan)
         status = f"not estimable: {reason}" if reason else ""

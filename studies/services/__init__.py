@@ -6,6 +6,7 @@ package's public writes.
 """
 
 from studies.services.participants import (
+    CLIENT_MS_MAX,
     FEEDBACK_MAX_CHARS,
     MTURK_PREVIEW_ASSIGNMENT,
     ExternalIds,
@@ -28,13 +29,16 @@ from studies.services.setup import (
     DEFAULT_CONSENT,
     DEFAULT_INSTRUCTIONS,
     REFERENCE_QUESTIONS,
+    arm_labels_clean,
     arms_validate,
     completion_codes_parse,
     completion_codes_validate,
+    generation_run_ready_check,
     questions_load,
     stimuli_import,
     study_contents_build,
     study_create_from_generation,
+    study_settings_update,
     study_status_set,
     study_trials_build,
 )
@@ -43,6 +47,7 @@ from studies.services.stimuli import study_stimuli_check
 __all__ = [
     "DEFAULT_CONSENT",
     "DEFAULT_INSTRUCTIONS",
+    "CLIENT_MS_MAX",
     "FEEDBACK_MAX_CHARS",
     "MTURK_PREVIEW_ASSIGNMENT",
     "REFERENCE_QUESTIONS",
@@ -50,10 +55,12 @@ __all__ = [
     "Page",
     "StudyFull",
     "StudyStopped",
+    "arm_labels_clean",
     "arms_validate",
     "completion_codes_parse",
     "completion_codes_validate",
     "feedback_normalize",
+    "generation_run_ready_check",
     "participant_answer_all",
     "participant_find",
     "participant_finish",
@@ -69,6 +76,7 @@ __all__ = [
     "study_create_from_generation",
     "study_plan_guard",
     "study_plan_store",
+    "study_settings_update",
     "study_status_set",
     "study_stimuli_check",
     "study_trials_build",

@@ -16,6 +16,7 @@ from django.utils import timezone
 from peftlab.errors import UserInputError
 from studies import selectors
 from studies.allocation import allocate_trials
+from studies.browsers import browser_parse
 from studies.models import Participant, Question, Response, Study, Trial
 from studies.signals import participant_finished
 from studies.stopping import StoppingRule
@@ -25,6 +26,8 @@ MTURK_PREVIEW_ASSIGNMENT = "ASSIGNMENT_ID_NOT_AVAILABLE"
 # disagrees with browsers ("https://evil.example\\@www.mturk.com" goes to evil.example in Chromium).
 MTURK_SUBMIT_ORIGINS = ("https://www.mturk.com", "https://workersandbox.mturk.com")
 FEEDBACK_MAX_CHARS = 5000
+# A browser's time on one page beyond a day is a clock gone wrong, not an answer time: it is not stored.
+CLIENT_MS_MAX = 24 * 3600 * 1000
 
 
 class StudyFull(Exception):
@@ -48,14 +51,10 @@ class ExternalIds:
 
     def __post_init__(self) -> None:
         if self.source not in Participant.Source.values:
-            raise UserInputError(
-                f"unknown participant source {self.source!r}; use one of {Participant.Source.values}."
-            )
+            raise UserInputError(f"unknown participant source {self.source!r}; use one of {Participant.Source.values}.")
         for value in (self.external_id, self.study_id, self.session_id, self.turk_submit_to):
             if any(ord(character) < 32 or ord(character) == 127 for character in value):
-                raise UserInputError(
-                    "the link's participant ids contain control characters; use the link as given."
-                )
+                raise UserInputError("the link's participant ids contain control characters; use the link as given.")
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> "ExternalIds":
@@ -186,18 +185,23 @@ def participant_start(
     entry_nonce: str = "",
     user_agent: str = "",
     is_pilot: bool = False,
+    viewport: tuple[int, int] | None = None,
+    is_touch: bool | None = None,
 ) -> Participant:
     """Record a consent decision: a new participant, or the one already made by the same external id or form.
 
     entry_nonce: the consent form's one-time value, so a double-clicked consent without an external id (two
     posts at the same instant from one browser) makes one participant. Raises StudyFull when agreeing would
     admit more than the study's max_participants; declining is always recorded. A pilot (is_pilot) is
-    never counted against the cap and is left out of analyses.
+    never counted against the cap and is left out of analyses. viewport (width, height in CSS pixels) and
+    is_touch are what the consent page's browser reported; the browser's family and version come from
+    `user_agent`.
     """
     if ids.preview:
         raise UserInputError("MTurk preview: accept the HIT before starting.")
     seed = secrets.randbits(48)
     order, sides = _draw_order(study, seed)
+    browser = browser_parse(user_agent)
     defaults = {
         "external_source": ids.source,
         "external_study_id": ids.study_id,
@@ -210,6 +214,11 @@ def participant_start(
         "consent": Participant.Consent.GIVEN if consent_given else Participant.Consent.DECLINED,
         "user_agent": user_agent[:300],
         "is_pilot": is_pilot,
+        "viewport_width": viewport[0] if viewport else None,
+        "viewport_height": viewport[1] if viewport else None,
+        "is_touch": is_touch,
+        "browser_family": browser.family,
+        "browser_version": browser.version,
     }
     if ids.external_id:
         key = {"external_id": ids.external_id}
@@ -318,8 +327,11 @@ def participant_instructions_read(*, participant: Participant, step: int) -> boo
 
 
 @transaction.atomic
-def response_record(*, participant: Participant, step: int, choice: str) -> bool:
-    """Store the answer to the current page and move on; False (nothing stored) if `step` is stale."""
+def response_record(*, participant: Participant, step: int, choice: str, client_ms: int | None = None) -> bool:
+    """Store the answer to the current page and move on; False (nothing stored) if `step` is stale.
+
+    client_ms: the time on the page as the browser measured it (None when it sent none, or nonsense).
+    """
     current = _lock_page(participant, step, "question")
     if current is None:
         return False
@@ -340,6 +352,7 @@ def response_record(*, participant: Participant, step: int, choice: str) -> bool
                 choice=choice,
                 chosen_arm=shown.arm(choice),
                 response_ms=round((answered_at - shown_at).total_seconds() * 1000),
+                client_ms=client_ms if client_ms is not None and 0 <= client_ms <= CLIENT_MS_MAX else None,
                 shown_at=shown_at,
                 answered_at=answered_at,
             )
