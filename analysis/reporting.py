@@ -8,6 +8,7 @@ out), which `analyze_study --report DIR` writes and which opens offline.
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +85,8 @@ def report_context(
     for question in dict.fromkeys(row["question"] for row in data["bradley_terry"]["rows"]):
         rows = sorted(
             (row for row in data["bradley_terry"]["rows"] if row["question"] == question),
-            key=lambda r: (r["rank"] is None, r["rank"] or 0),  # not estimable: no rank
+            # Not estimable (e.g. unanimous votes): no ranks at all; keep the rows' order.
+            key=lambda r: math.inf if r["rank"] is None else r["rank"],
         )
         if rows[0]["strength"] is not None:
             leaderboard.append(
@@ -105,12 +107,17 @@ def report_context(
         "methods": methods_paragraph(report, design, names),
         "results": results_paragraph(report, design, names),
         # Cautions are sentences: they go under the table, each with its row's display names.
-        "headline": _table(data["headline"], names, confidence, drop=("reading", "caution")),
+        "headline": _table(data["headline"], names, confidence, drop=("reading", "caution", "anytime")),
         "cautions": [
             f"{names.question(row.question)}, {names.pair(row.arm_a, row.arm_b)}: {row_caution(row)}"
             for row in report.headline.rows
             if row.caution
         ],
+        "anytime": {
+            "title": data["anytime"]["title"],
+            "note": data["anytime"]["note"],
+            **_table(data["anytime"]["rows"], names, confidence),
+        },
         "headline_title": report.headline.title,
         "headline_note": report.headline.note.replace("p_holm", "p (Holm)"),
         "leaderboard": leaderboard,

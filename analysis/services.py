@@ -21,6 +21,7 @@ from peftlab.progress import ProgressCallback, ignore_progress
 from studies.models import Study
 from studies.selectors import PARTICIPANT_ROW_KEYS, study_participant_rows, study_response_rows
 from studies.services import study_plan_store
+from studies.stopping import StoppingRule
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,14 @@ def report_folder_write(
 def study_plan_lock(
     *, study: Study, config: AnalysisConfig | None = None, alpha: float = 0.05, stopping: dict | None = None
 ) -> Study:
-    """Freeze the study's analysis plan before data arrive; returns the study with plan and plan_sha256 set."""
+    """Freeze the study's analysis plan before data arrive; returns the study with plan and plan_sha256 set.
+
+    stopping: the preregistered stopping rule (checked by studies.stopping.StoppingRule.from_plan, stored with
+    every field filled in), or None.
+    """
     config = config or AnalysisConfig()
+    if stopping is not None:
+        stopping = StoppingRule.from_plan(stopping).to_plan()
     questions = [
         {"key": q.key, "text": q.text, "label": q.label, "options": list(q.options)}
         for q in study.questions.all()

@@ -34,6 +34,7 @@ from trainer.services import dataset_prepare, tiny_model_build, training_run_cre
 
 DEMO_TOKEN = "<demo-style>"
 DEMO_RESEARCHER = "researcher"
+DEMO_STOPPING = {"rule": "anytime", "alpha": 0.05, "min_participants": 10, "max_participants": 60, "adaptive": True}
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: in
         name="demo: base vs LoRA vs TI",
     )
 
-    log("4/6 Opening a blind study over every pair of arms, its analysis plan locked")
+    log("4/6 Opening a blind study over every pair of arms, its plan and stopping rule preregistered")
     study = study_create_from_generation(
         run=generation,
         arms=["base", "lora", "ti"],
@@ -95,8 +96,9 @@ def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: in
         title="peftlab demo study",
         status=Study.Status.OPEN,
     )
-    # Preregistered before any answer, as a real study should be: the report then quotes the plan's hash.
-    study = study_plan_lock(study=study)
+    # Preregistered before any answer, as a real study should be: the report then quotes the plan's hash. The
+    # rule stops admission once every comparison is decided (anytime-valid), or at 60; pairs are adaptive.
+    study = study_plan_lock(study=study, stopping=DEMO_STOPPING)
 
     log(f"5/6 Piloting it with {pilot_participants} simulated participants")
     simulate_participants(study=study, count=pilot_participants, preferred_arm="lora", seed=0)

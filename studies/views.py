@@ -24,6 +24,7 @@ from peftlab.security import participant_view
 from studies import selectors, services
 from studies.forms import ConsentForm, FeedbackForm
 from studies.models import Participant, Study
+from studies.stopping import StoppingRule
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +68,9 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
     if ids.preview:
         return render(request, "studies/preview.html", {"study": study})
     # Checked before showing the consent form, so nobody reads it for a study they cannot join; a consent post
-    # is checked by the service under a lock (this count alone would let simultaneous consents through).
-    if request.method != "POST" and not is_pilot and selectors.study_is_full(study=study):
+    # is checked by the service under a lock (this count alone would let simultaneous consents through). A
+    # study stopped by its preregistered rule is full too (those in progress finish).
+    if request.method != "POST" and not is_pilot and (study.stopped_at or selectors.study_is_full(study=study)):
         return _full(request, study, ids)
     form = ConsentForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -84,7 +86,7 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
                 viewport=viewport,
                 is_touch=is_touch,
             )
-        except services.StudyFull:
+        except (services.StudyFull, services.StudyStopped):  # filled or stopped while they read the form
             return _full(request, study, ids)
         request.session[_session_key(study)] = participant.code
         return redirect("studies:page", slug=study.slug, code=participant.code)
@@ -309,6 +311,14 @@ def _query_int(request: HttpRequest, name: str, default: int) -> int:
         return default
 
 
+def _stopping_rule(study: Study) -> dict:
+    """The study's preregistered stopping rule (None if it has none), or what is wrong with the plan's rule."""
+    try:
+        return {"stopping": StoppingRule.from_study(study)}
+    except UserInputError as error:
+        return {"stopping": None, "stopping_error": str(error)}
+
+
 @staff_member_required
 def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     """Staff overview: status, participants, median time, responses per trial, links."""
@@ -317,6 +327,7 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     context = {
         "study": study,
         "stats": selectors.study_stats(study=study),
+        **_stopping_rule(study),
         "audit": selectors.study_randomisation_audit(study=study),
         "entry_url": entry_url,
         "pilot_url": f"{entry_url}?pilot={selectors.study_pilot_key(study=study)}",

@@ -27,6 +27,7 @@ def test_demo_pipeline_runs_end_to_end(tmp_path, client):
         assert set(GeneratedImage.objects.values_list("arm", flat=True)) == {"base", "lora", "ti"}
         study = Study.objects.get()
         assert study.status == Study.Status.OPEN
+        assert study.plan["stopping"]["rule"] == "anytime" and study.plan_sha256
         assert Participant.objects.filter(study=study, finished_at__isnull=False).count() == 12
         assert (tmp_path / "demo" / "report" / "report.json").is_file()
         # The demo preregisters before its pilot; the self-contained report quotes the plan's hash.

@@ -67,9 +67,11 @@ def format_float(value: float) -> str:
 
 
 def jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    """The dict with numpy scalars as Python ones and NaN/inf as None (strict JSON)."""
+    """The dict (and the dicts in it) with numpy scalars as Python ones and NaN/inf as None (strict JSON)."""
     out: dict[str, Any] = {}
     for key, value in row.items():
+        if isinstance(value, dict):
+            value = jsonable(value)
         if isinstance(value, np.generic):
             value = value.item()
         if isinstance(value, float) and not math.isfinite(value):

@@ -15,8 +15,11 @@ from django.utils import timezone
 
 from peftlab.errors import UserInputError
 from studies import selectors
+from studies.allocation import allocate_trials
 from studies.browsers import browser_parse
 from studies.models import Participant, Question, Response, Study, Trial
+from studies.signals import participant_finished
+from studies.stopping import StoppingRule
 
 MTURK_PREVIEW_ASSIGNMENT = "ASSIGNMENT_ID_NOT_AVAILABLE"
 # Where MTurk may tell us to post the assignment, by exact origin: parsing a host out of an arbitrary URL
@@ -29,6 +32,10 @@ CLIENT_MS_MAX = 24 * 3600 * 1000
 
 class StudyFull(Exception):
     """The study has admitted its `max_participants` (in progress included): nobody else may start."""
+
+
+class StudyStopped(Exception):
+    """The study's preregistered stopping rule has been met: nobody new may start (those in progress finish)."""
 
 
 @dataclass(frozen=True)
@@ -132,12 +139,24 @@ def _balanced_sides(trials: list[Trial], rng: random.Random) -> dict[str, str]:
     return sides
 
 
+def _allocates(study: Study) -> bool:
+    """Whether the study's preregistered rule allocates pairs adaptively (an unreadable rule shows all pairs;
+    the dashboard says what is wrong with it)."""
+    try:
+        rule = StoppingRule.from_study(study)
+    except UserInputError:
+        return False
+    return rule is not None and rule.allocates(study.arms)
+
+
 def _draw_order(study: Study, seed: int) -> tuple[list[int], dict[str, str]]:
     """A participant's trial order and sides, drawn from their seed."""
     rng = random.Random(seed)
     trials = list(selectors.study_contents(study=study).trials.values())
     regular = [t for t in trials if not t.is_attention_check]
     checks = [t for t in trials if t.is_attention_check]
+    if _allocates(study):
+        regular = allocate_trials(regular, study.pair_weights or {}, rng)
     rng.shuffle(regular)
     order = [t.pk for t in regular]
     # Spread the checks evenly, never first, so they interrupt the real trials.
@@ -208,13 +227,16 @@ def participant_start(
     else:
         key = {}
     with transaction.atomic():
-        if consent_given and not is_pilot and study.max_participants is not None:
+        if consent_given and not is_pilot:
             # One admission at a time per study: the row lock makes "count, then insert" atomic, so concurrent
-            # consents can never admit more than the cap (the count alone would let them all through).
-            locked = Study.objects.select_for_update().only("max_participants").get(pk=study.pk)
+            # consents can never admit more than the cap (the count alone would let them all through), and it
+            # orders every admission against analysis.stopping setting stopped_at: nobody is admitted after.
+            locked = Study.objects.select_for_update().only("max_participants", "stopped_at").get(pk=study.pk)
             existing = Participant.objects.filter(study=study, **key).first() if key else None
             if existing is not None:
                 return existing
+            if locked.stopped_at is not None:
+                raise StudyStopped(f"study {study.slug} has met its stopping rule and admits nobody new")
             if locked.max_participants is not None and (
                 selectors.study_admitted_count(study=study) >= locked.max_participants
             ):
@@ -364,6 +386,10 @@ def participant_finish(*, participant: Participant, step: int, feedback: str = "
     locked.finished_at = timezone.now()
     locked.position += 1
     locked.save(update_fields=["feedback", "finished_at", "position"])
+    # robust: a listener's error (e.g. the stopping check) is logged, never shown to the participant.
+    transaction.on_commit(
+        lambda: participant_finished.send(sender=Participant, participant=locked), robust=True
+    )
     return True
 
 
