@@ -105,7 +105,12 @@ def forest_rows(report: StudyReport, names: DisplayNames) -> list[ForestRow]:
 def forest_chart(report: StudyReport, names: DisplayNames) -> Figure:
     """The headline as a forest plot: the first arm's share with its interval per question x pair, against 50 %."""
     rows = forest_rows(report, names)
-    figure = Figure(figsize=(8, 1.2 + 0.45 * max(len(rows), 1)), layout="constrained")
+    margins = [f"{percent(r.share_a)} {interval(r.ci_low, r.ci_high)}, n = {r.participants}" for r in rows]
+    # Wide enough that long display names leave the plot itself at least about 4 inches.
+    text = max((len(r.label) for r in rows), default=0) + max((len(m) for m in margins), default=0)
+    figure = Figure(
+        figsize=(max(8.0, 4.5 + 0.075 * text), 1.2 + 0.45 * max(len(rows), 1)), layout="constrained"
+    )
     if not rows:
         return _empty(figure, "no headline results yet: no decisive votes")
     ax = figure.add_subplot()
@@ -130,9 +135,7 @@ def forest_chart(report: StudyReport, names: DisplayNames) -> Figure:
     ax.set_yticks(y, [row.label for row in rows])
     # n participants on the right, outside the axes, one per row.
     right = ax.secondary_yaxis("right")
-    right.set_yticks(
-        y, [f"{percent(r.share_a)} {interval(r.ci_low, r.ci_high)}, n = {r.participants}" for r in rows]
-    )
+    right.set_yticks(y, margins)
     right.tick_params(length=0)
     ax.set_xlabel(
         f"first arm's share of decisive votes ({report.config.confidence:.0%} interval); 50% = no preference"

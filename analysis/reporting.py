@@ -8,6 +8,7 @@ out), which `analyze_study --report DIR` writes and which opens offline.
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,13 @@ from django.template.loader import render_to_string
 from analysis.charts import CHARTS, leaderboard_reason, render_chart
 from analysis.stats import StudyReport
 from analysis.stats.display import DisplayNames, readable_rows
-from analysis.stats.paragraphs import StudyDesign, exclusions_line, methods_paragraph, results_paragraph
+from analysis.stats.paragraphs import (
+    StudyDesign,
+    exclusions_line,
+    methods_paragraph,
+    results_paragraph,
+    row_caution,
+)
 
 # Captions of the figures, in the order the report shows them (the forest plot first).
 CAPTIONS = {
@@ -78,7 +85,8 @@ def report_context(
     for question in dict.fromkeys(row["question"] for row in data["bradley_terry"]["rows"]):
         rows = sorted(
             (row for row in data["bradley_terry"]["rows"] if row["question"] == question),
-            key=lambda r: r["rank"],
+            # Not estimable (e.g. unanimous votes): no ranks at all; keep the rows' order.
+            key=lambda r: math.inf if r["rank"] is None else r["rank"],
         )
         if rows[0]["strength"] is not None:
             leaderboard.append(
@@ -93,11 +101,23 @@ def report_context(
         "title": title,
         "figures": figures,
         "forest": figures[0],
-        "other_figures": figures[1:],
+        # Without strengths the Bradley-Terry figure would only repeat the leaderboard's one line.
+        "other_figures": [f for f in figures[1:] if f.name != "bradley-terry" or leaderboard],
         "exclusions_line": exclusions_line(report.exclusions),
         "methods": methods_paragraph(report, design, names),
         "results": results_paragraph(report, design, names),
-        "headline": _table(data["headline"], names, confidence, drop=("reading",)),
+        # Cautions are sentences: they go under the table, each with its row's display names.
+        "headline": _table(data["headline"], names, confidence, drop=("reading", "caution", "anytime")),
+        "cautions": [
+            f"{names.question(row.question)}, {names.pair(row.arm_a, row.arm_b)}: {row_caution(row)}"
+            for row in report.headline.rows
+            if row.caution
+        ],
+        "anytime": {
+            "title": data["anytime"]["title"],
+            "note": data["anytime"]["note"],
+            **_table(data["anytime"]["rows"], names, confidence),
+        },
         "headline_title": report.headline.title,
         "headline_note": report.headline.note.replace("p_holm", "p (Holm)"),
         "leaderboard": leaderboard,

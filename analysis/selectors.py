@@ -1,5 +1,7 @@
 """Analysis's reads: a study's responses as a frame, and its report."""
 
+from dataclasses import replace
+
 import pandas as pd
 from django.core.cache import cache
 from django.db.models import Count, Max
@@ -7,28 +9,53 @@ from django.db.models import Count, Max
 from analysis.stats import RESPONSE_COLUMNS, AnalysisConfig, StudyReport, analyze_responses
 from analysis.stats.display import DisplayNames
 from analysis.stats.paragraphs import PlanStatus, StudyDesign
-from studies.models import Response, Study
+from studies.models import Participant, Response, Study
 from studies.selectors import study_response_rows
+from studies.stopping import StoppingRule
 
 
 def study_responses_frame(*, study: Study, include_pilot: bool = False) -> pd.DataFrame:
-    """One row per response of the study (the columns of analysis.stats.RESPONSE_COLUMNS); pilots when asked."""
+    """One row per response (the columns of analysis.stats.RESPONSE_COLUMNS) and when its participant finished.
+
+    Pilots only when asked. `participant_finished_at` orders participants for the anytime-valid results
+    (empty while in progress).
+    """
     rows = study_response_rows(study=study, include_pilot=include_pilot)
-    return pd.DataFrame(rows, columns=list(RESPONSE_COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(RESPONSE_COLUMNS))
+    finished = {
+        participant.label: participant.finished_at.isoformat() if participant.finished_at else None
+        for participant in Participant.objects.filter(study=study).only("pk", "finished_at")
+    }
+    return frame.assign(participant_finished_at=frame["participant"].map(finished))
+
+
+def study_analysis_config(*, study: Study, config: AnalysisConfig | None = None) -> AnalysisConfig:
+    """The config, with the anytime-valid level taken from the study's preregistered stopping rule if it has one."""
+    config = config or AnalysisConfig()
+    rule = StoppingRule.from_study(study)
+    if rule is not None and config.anytime_alpha is None:
+        config = replace(config, anytime_alpha=rule.alpha)
+    return config
 
 
 def study_report(
     *, study: Study, config: AnalysisConfig | None = None, include_pilot: bool = False
 ) -> StudyReport:
     """The full statistical report of the study's responses (pilots left out unless include_pilot)."""
-    return analyze_responses(study_responses_frame(study=study, include_pilot=include_pilot), config)
+    return analyze_responses(
+        study_responses_frame(study=study, include_pilot=include_pilot),
+        study_analysis_config(study=study, config=config),
+    )
 
 
 def study_report_cached(*, study: Study) -> StudyReport:
-    """The default report, cached until a response is added or removed (the page and its charts share it)."""
-    state = Response.objects.filter(participant__study=study, participant__is_pilot=False).aggregate(count=Count("id"), last=Max("id"))
-    # v2: the report's layout changed (headline first); a report cached by the old code must not be reused.
-    key = f"analysis:report:v2:{study.pk}:{state['count']}:{state['last']}"
+    """The default report, cached until a response is added or removed or a participant finishes."""
+    state = Response.objects.filter(participant__study=study, participant__is_pilot=False).aggregate(
+        count=Count("id"), last=Max("id")
+    )
+    finished = Participant.objects.filter(study=study, finished_at__isnull=False, is_pilot=False).count()
+    # v3: the report gained its anytime-valid results; a report cached by older code must not be reused.
+    key = f"analysis:report:v3:{study.pk}:{state['count']}:{state['last']}:{finished}"
     report = cache.get(key)
     if report is None:
         report = study_report(study=study)

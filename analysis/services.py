@@ -19,16 +19,19 @@ from peftlab.errors import UserInputError
 from peftlab.files import write_bytes_atomic
 from peftlab.progress import ProgressCallback, ignore_progress
 from studies.models import Study
-from studies.selectors import study_response_rows
+from studies.selectors import PARTICIPANT_ROW_KEYS, study_participant_rows, study_response_rows
 from studies.services import study_plan_store
+from studies.stopping import StoppingRule
 
 
 @dataclass(frozen=True)
 class ExportFiles:
-    """What an export wrote: the responses file, the summary beside it, and the number of rows."""
+    """What an export wrote: the responses file, the summary and the participants file beside it, and the number
+    of response rows."""
 
     responses: Path
     summary: Path
+    participants: Path
     rows: int
 
 
@@ -40,6 +43,11 @@ def summary_path(responses: Path) -> Path:
     return responses.with_name(f"{responses.name}.summary.json")
 
 
+def participants_path(responses: Path) -> Path:
+    """Where the participants file of an export lives: beside it, `<stem>.participants<suffix>`."""
+    return responses.with_name(f"{responses.stem}.participants{responses.suffix}")
+
+
 def study_export(
     *,
     study: Study,
@@ -49,9 +57,10 @@ def study_export(
     config: AnalysisConfig | None = None,
     include_pilot: bool = False,
 ) -> ExportFiles:
-    """Write one row per response to `output` (csv/json/parquet) and the report as a summary beside it.
+    """Write one row per response to `output` (csv/json/parquet), the report as a summary beside it, and one row
+    per participant (outcome, screen, browser, feedback) as `participants_path(output)`.
 
-    Pilots' responses are left out unless include_pilot.
+    Pilots are left out unless include_pilot.
     """
     if fmt not in EXPORT_FORMATS:
         raise UserInputError(f"unknown format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
@@ -73,11 +82,20 @@ def study_export(
         "pilots_included": include_pilot,
         "report": report.to_dict(),
     }
-    summary_file = summary_path(output)
-    write_bytes_atomic(
-        {output: export_bytes(frame, fmt), summary_file: json.dumps(summary, indent=2).encode()}
+    summary_file, participants_file = summary_path(output), participants_path(output)
+    participants = export_frame(
+        study_participant_rows(study=study, include_pilot=include_pilot),
+        include_external_ids=include_external_ids,
+        columns=PARTICIPANT_ROW_KEYS,
     )
-    return ExportFiles(responses=output, summary=summary_file, rows=len(frame))
+    write_bytes_atomic(
+        {
+            output: export_bytes(frame, fmt),
+            summary_file: json.dumps(summary, indent=2).encode(),
+            participants_file: export_bytes(participants, fmt),
+        }
+    )
+    return ExportFiles(responses=output, summary=summary_file, participants=participants_file, rows=len(frame))
 
 
 def study_report_write(*, study: Study, output_dir: Path, config: AnalysisConfig | None = None) -> list[Path]:
@@ -103,7 +121,7 @@ def study_report_write(*, study: Study, output_dir: Path, config: AnalysisConfig
         output_dir / "report.json": json.dumps(data, indent=2).encode(),
     }
     write_bytes_atomic(files)
-    return [export.responses, export.summary, *written, *files]
+    return [export.responses, export.summary, export.participants, *written, *files]
 
 
 def report_folder_write(
@@ -137,8 +155,14 @@ def report_folder_write(
 def study_plan_lock(
     *, study: Study, config: AnalysisConfig | None = None, alpha: float = 0.05, stopping: dict | None = None
 ) -> Study:
-    """Freeze the study's analysis plan before data arrive; returns the study with plan and plan_sha256 set."""
+    """Freeze the study's analysis plan before data arrive; returns the study with plan and plan_sha256 set.
+
+    stopping: the preregistered stopping rule (checked by studies.stopping.StoppingRule.from_plan, stored with
+    every field filled in), or None.
+    """
     config = config or AnalysisConfig()
+    if stopping is not None:
+        stopping = StoppingRule.from_plan(stopping).to_plan()
     questions = [
         {"key": q.key, "text": q.text, "label": q.label, "options": list(q.options)}
         for q in study.questions.all()

@@ -12,7 +12,7 @@ Prints per design: the headline test's false-positive rate at alpha = 0.05 (and,
 exact binomial test that counts votes as independent), the coverage of its 95 % share interval under the
 null and under a 65 % preference, its power there, and the coverage of the 95 % Bradley-Terry intervals
 (and, for contrast, of plain percentile bootstrap intervals). Run:
-    .venv/bin/python benchmarks/calibration.py [--studies 1000] [--resamples 200]
+    .venv/bin/python benchmarks/calibration.py [--studies 1000] [--bt-studies N] [--resamples 200]
 """
 
 from __future__ import annotations
@@ -150,10 +150,17 @@ def main() -> None:
     parser.add_argument(
         "--resamples", type=int, default=200, help="Bootstrap resamples per Bradley-Terry study."
     )
+    parser.add_argument(
+        "--bt-studies", type=int, help="Simulated studies per Bradley-Terry design (default: --studies)."
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    print(f"{args.studies} studies per design; alpha = {ALPHA}; Bradley-Terry: {args.resamples} resamples")
+    bt_studies = args.bt_studies or args.studies
+    print(
+        f"{args.studies} studies per design; alpha = {ALPHA}; "
+        f"Bradley-Terry: {bt_studies} studies, {args.resamples} resamples"
+    )
     print(
         f"{'design':<24}  false-pos  (votes as independent)  coverage null  coverage 65%  power@65%"
         "  BT coverage  (percentile)  BT not estimable  headline method"
@@ -164,15 +171,16 @@ def main() -> None:
         votes = set(design.votes)
         # Bradley-Terry: for the plain designs (equal votes, varied taste, no ties) with intervals.
         plain = len(votes) == 1 and not design.same_taste and not design.ties
-        coverage, percentile, skipped = (
-            bradley_terry_coverage(len(design.votes), votes.pop(), args.studies, args.resamples, rng)
+        bradley = (
+            bradley_terry_coverage(len(design.votes), votes.pop(), bt_studies, args.resamples, rng)
             if plain and len(design.votes) >= MIN_PARTICIPANTS_FOR_INTERVALS
-            else (float("nan"),) * 3
+            else None
         )
+        coverage, percentile, skipped = (f"{x:.1%}" for x in bradley) if bradley else ("-",) * 3
         print(
             f"{design.name:<24}  {rates['null']:>8.1%}  {rates['naive']:>22.1%}  {rates['coverage_null']:>13.1%}"
             f"  {rates['coverage_power']:>12.1%}  {rates['power']:>9.1%}"
-            f"  {coverage:>11.1%}  {percentile:>12.1%}  {skipped:>16.1%}  {rates['method']}"
+            f"  {coverage:>11}  {percentile:>12}  {skipped:>16}  {rates['method']}"
             f"  ({time.perf_counter() - start:.0f} s)"
         )
 

@@ -1,9 +1,10 @@
 """Benchmark: N participants walk one study at once over HTTP, against gunicorn on PostgreSQL (all on 127.0.0.1).
 
-Each participant (a locust user) opens the study link, consents, reads the instructions, answers every page
-after an exponential think time (mean --think seconds), sends a share of answers twice at the same instant
-(a double click), fetches each image as a browser would (once per URL: the server marks them cacheable),
-leaves feedback and finishes. Printed: p50/p95/p99 per kind of request, errors, answers accepted (the page
+Each participant (a locust user) opens the study link, consents (reporting a phone's or a laptop's viewport and
+touch, with that browser's User-Agent), reads the instructions, answers every page after an exponential think
+time (mean --think seconds) with the browser's time on the page (client_ms), sends a share of answers twice at
+the same instant (a double click), fetches each image as a browser would (once per URL: the server marks them
+cacheable), leaves feedback and finishes. The study is capped at --participants (the admission lock runs). Printed: p50/p95/p99 per kind of request, errors, answers accepted (the page
 moved on) vs stored (rows in the database), duplicates, and the server's worker RSS and first request.
 
     .venv/bin/python benchmarks/participants.py --participants 200 --think 3
@@ -37,6 +38,13 @@ REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # never anything else: the benchmark loads a machine, it must be this one
 SLUG = "bench"
 KINDS = ("entry", "consent", "page", "answer", "image", "finish")
+# What the participants' browsers report at consent: (viewport, touch, User-Agent).
+DEVICES = (
+    ("390x844", "1", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
+     "Gecko) Version/17.4 Mobile/15E148 Safari/604.1"),
+    ("1280x800", "0", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+     "Chrome/124.0.0.0 Safari/537.36"),
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------- in a Django subprocess
@@ -50,8 +58,8 @@ def django_setup() -> None:
     django.setup()
 
 
-def prepare(prompts: int) -> None:
-    """Build the study: `prompts` prompts x base/lora/ti, 512 px stimuli, the reference questions, open."""
+def prepare(prompts: int, max_participants: int | None = None) -> None:
+    """Build the study: `prompts` prompts x base/lora/ti, 512 px stimuli, the reference questions, open, capped."""
     django_setup()
     import io
 
@@ -81,7 +89,9 @@ def prepare(prompts: int) -> None:
             image.image.save("x.png", ContentFile(buffer.getvalue()), save=False)
             image.width = image.height = 512
             image.save()
-    study_create_from_generation(run=run, arms=arms, slug=SLUG, status=Study.Status.OPEN)
+    study_create_from_generation(
+        run=run, arms=arms, slug=SLUG, status=Study.Status.OPEN, max_participants=max_participants
+    )
 
 
 def stimulus(rng: random.Random):
@@ -122,6 +132,8 @@ def count() -> None:
                 "finished": participants.filter(finished_at__isnull=False).count(),
                 "stored": responses.count(),
                 "duplicates": duplicates,
+                "client_ms": responses.filter(client_ms__isnull=False).count(),
+                "devices": participants.exclude(viewport_width=None).exclude(browser_family="").count(),
             }
         )
     )
@@ -292,15 +304,19 @@ def run_participants(args: argparse.Namespace, base: str) -> tuple[dict, dict, i
         def fields(self, html: str) -> dict[str, str]:
             return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', html))
 
-        def think(self) -> None:
-            gevent.sleep(min(random.expovariate(1 / args.think), 10 * args.think) if args.think else 0)
+        def think(self) -> float:
+            seconds = min(random.expovariate(1 / args.think), 10 * args.think) if args.think else 0
+            gevent.sleep(seconds)
+            return seconds
 
         @task
         def walk(self) -> None:
             entry = f"/studies/{SLUG}/?PROLIFIC_PID=bench{secrets.token_hex(6)}&STUDY_ID=s&SESSION_ID=x"
             html = self.expect("GET", entry, "entry", 200).text
             self.think()
-            url = self.expect("POST", entry, "consent", 302, data={**self.fields(html), "decision": "agree"})
+            device = random.choice(DEVICES)
+            consent = {**self.fields(html), "decision": "agree", "viewport": device[0], "touch": device[1]}
+            url = self.expect("POST", entry, "consent", 302, data=consent, headers={"User-Agent": device[2]})
             url = url.headers.get("Location", "")
             seen: set[str] = set()
             answered_step = None  # the step of the answer just posted, to see whether the page moved on
@@ -316,10 +332,11 @@ def run_participants(args: argparse.Namespace, base: str) -> tuple[dict, dict, i
                         self.expect("GET", src, "image", 200)
                 if "step" not in fields:
                     break
-                self.think()
+                thought = self.think()
                 if 'id="trial-form"' in html:
                     check = re.search(r"choose the image on the (left|right)", html)
                     data = {**fields, "choice": check.group(1) if check else random.choice(["left", "right"])}
+                    data["client_ms"] = str(round(thought * 1000))
                     kind, answered_step = "answer", fields["step"]
                 elif 'name="feedback"' in html:
                     data, kind = {**fields, "feedback": "fine\r\nthanks"}, "finish"
@@ -372,7 +389,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=0, help="profile: print cProfile's top N functions")
     args = parser.parse_args()
     if args.mode == "prepare":
-        return prepare(args.prompts)
+        return prepare(args.prompts, args.participants)
     if args.mode == "count":
         return count()
 
@@ -390,7 +407,10 @@ def main() -> None:
     os.environ.update(env)
     load_before = os.getloadavg()
     database_reset(env["DATABASE_URL"])
-    subprocess.run([sys.executable, __file__, "prepare", "--prompts", str(args.prompts)], check=True)
+    subprocess.run(
+        [sys.executable, __file__, "prepare", "--prompts", str(args.prompts), "--participants", str(args.participants)],
+        check=True,
+    )
     if args.mode == "profile":
         try:
             return profile(args.walks, args.top)
@@ -433,7 +453,8 @@ def main() -> None:
         f"errors {counters['errors']}; participants {stored['participants']} started, {stored['finished']} finished "
         f"(client saw {counters['finished']}); answers accepted {counters['accepted']}, stored {stored['stored']} "
         f"(expected {question_pages} x finished = {question_pages * stored['finished']}), "
-        f"duplicates {stored['duplicates']}, double clicks sent {counters['double_clicks']}"
+        f"duplicates {stored['duplicates']}, double clicks sent {counters['double_clicks']}; recorded: client_ms on "
+        f"{stored['client_ms']} answers, viewport and browser of {stored['devices']} participants"
     )
     print(
         f"gunicorn answered /healthz {first_seconds:.2f} s after start; the first participant page then took "

@@ -14,7 +14,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from analysis.services import study_report_write
+from analysis.services import study_plan_lock, study_report_write
 from generation.engine import GenerationConfig
 from generation.services import generation_run_render, prompt_set_install_builtin
 from studies.models import Participant, Study
@@ -34,6 +34,7 @@ from trainer.services import dataset_prepare, tiny_model_build, training_run_cre
 
 DEMO_TOKEN = "<demo-style>"
 DEMO_RESEARCHER = "researcher"
+DEMO_STOPPING = {"rule": "anytime", "alpha": 0.05, "min_participants": 10, "max_participants": 60, "adaptive": True}
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,17 @@ def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: in
         name="demo: base vs LoRA vs TI",
     )
 
-    log("4/6 Opening a blind study over every pair of arms")
+    log("4/6 Opening a blind study over every pair of arms, its plan and stopping rule preregistered")
     study = study_create_from_generation(
-        run=generation, arms=["base", "lora", "ti"], title="peftlab demo study", status=Study.Status.OPEN
+        run=generation,
+        arms=["base", "lora", "ti"],
+        arm_labels={"base": "Base model", "lora": "LoRA", "ti": "Textual Inversion"},
+        title="peftlab demo study",
+        status=Study.Status.OPEN,
     )
+    # Preregistered before any answer, as a real study should be: the report then quotes the plan's hash. The
+    # rule stops admission once every comparison is decided (anytime-valid), or at 60; pairs are adaptive.
+    study = study_plan_lock(study=study, stopping=DEMO_STOPPING)
 
     log(f"5/6 Piloting it with {pilot_participants} simulated participants")
     simulate_participants(study=study, count=pilot_participants, preferred_arm="lora", seed=0)

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import Count, Model, Q, QuerySet
+from django.utils.timesince import timeuntil
 
-from generation.models import GenerationRun
+from generation.models import GenerationRun, PromptSet
 from generation.selectors import generation_run_list
 from peftlab.models import Job
 from studies.models import Participant, Study
+from studies.selectors import study_pilot_key
 from trainer.models import TrainingRun
 from trainer.selectors import epoch_metric_list, training_run_list
 
@@ -40,6 +42,11 @@ class RunRow:
         return self.run.status in ACTIVE_RUN_STATUSES or bool(self.job and self.job.is_active)
 
 
+def job_eta(job: Job) -> str:
+    """ "about 4 minutes left" for an active job with an estimate, else ""."""
+    return f"about {timeuntil(job.eta_at)} left" if job.is_active and job.eta_at else ""
+
+
 def job_summary(job: Job) -> dict:
     """What the runs list shows of a job, as JSON for the polling script."""
     return {
@@ -52,6 +59,8 @@ def job_summary(job: Job) -> dict:
         "total": job.total,
         "metrics": job.metrics,
         "active": job.is_active,
+        "eta_at": job.eta_at.isoformat() if job.eta_at else None,
+        "eta": job_eta(job),
     }
 
 
@@ -154,9 +163,47 @@ def loss_chart_path(run: TrainingRun) -> Path | None:
     return Path(path) if path and Path(path).is_file() else None
 
 
-def study_list(*, limit: int = RECENT) -> QuerySet[Study]:
-    """The newest studies with their generation run and participants started (consented) and finished."""
-    return Study.objects.select_related("generation_run").annotate(
-        started=Count("participants", filter=Q(participants__consent=Participant.Consent.GIVEN)),
-        finished=Count("participants", filter=Q(participants__finished_at__isnull=False)),
-    )[:limit]
+def arm_names(study: Study) -> list[str]:
+    """The study's arms as the console shows them: `lora “LoRA rank 8”` where a display name is set."""
+    return [f"{arm} “{study.arm_labels[arm]}”" if study.arm_labels.get(arm) else arm for arm in study.arms]
+
+
+def study_list(*, limit: int = RECENT) -> list[Study]:
+    """The newest studies with their generation run, participants started (consented) and finished, arm names."""
+    studies = list(
+        Study.objects.select_related("generation_run").annotate(
+            started=Count("participants", filter=Q(participants__consent=Participant.Consent.GIVEN)),
+            finished=Count("participants", filter=Q(participants__finished_at__isnull=False)),
+        )[:limit]
+    )
+    for study in studies:
+        study.arm_names = arm_names(study)
+    return studies
+
+
+def study_summary(*, study: Study) -> dict:
+    """What a study's console page shows besides the study: questions, trial counts and participants."""
+    trials = study.trials.aggregate(
+        regular=Count("id", filter=Q(is_attention_check=False)),
+        checks=Count("id", filter=Q(is_attention_check=True)),
+    )
+    participants = study.participants.aggregate(
+        started=Count("id", filter=Q(consent=Participant.Consent.GIVEN)),
+        finished=Count("id", filter=Q(finished_at__isnull=False)),
+    )
+    return {
+        "questions": list(study.questions.all()),
+        "trials": trials["regular"],
+        "attention_checks": trials["checks"],
+        "started": participants["started"],
+        "finished": participants["finished"],
+        "arm_names": arm_names(study),
+        "pilot_key": study_pilot_key(study=study),
+    }
+
+
+def prompt_set_list() -> QuerySet[PromptSet]:
+    """Every prompt set with its number of prompts and of generation runs."""
+    return PromptSet.objects.annotate(
+        prompt_count=Count("prompts", distinct=True), run_count=Count("runs", distinct=True)
+    )

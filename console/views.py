@@ -1,5 +1,6 @@
 """The researcher console: every run and study, start jobs, watch their progress, read errors in full (staff only)."""
 
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -7,18 +8,30 @@ from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from console import selectors
-from console.forms import DatasetPrepareForm, GenerationStartForm, StudyCreateForm, TrainingStartForm
+from console.forms import (
+    DatasetPrepareForm,
+    GenerationStartForm,
+    PromptSetUploadForm,
+    StudyBuildForm,
+    StudyRunForm,
+    StudySettingsForm,
+    TrainingStartForm,
+)
 from generation.jobs import generation_job_enqueue
 from generation.models import GenerationRun
+from generation.services import prompt_set_install_builtin, prompt_set_upload
 from peftlab.errors import UserInputError
 from peftlab.jobs import DEFAULT_QUEUE, job_cancel, job_enqueue, job_retry
 from peftlab.models import Job
-from studies.jobs import study_job_enqueue
+from studies.models import Study
+from studies.services import study_create_from_generation, study_settings_update, study_status_set
 from trainer.jobs import dataset_prepare_job, training_job_enqueue
 from trainer.models import TrainingRun
+from trainer.selectors import training_run_adapters_zip
 
 
 def run_context(run: TrainingRun | GenerationRun | None) -> dict:
@@ -65,6 +78,23 @@ def training_run_loss_chart(request: HttpRequest, pk: int) -> FileResponse:
     if path is None:
         raise Http404(f"training run {pk} has no loss.png yet: it is drawn when the run ends.")
     return FileResponse(path.open("rb"), content_type="image/png")
+
+
+@staff_member_required
+def training_run_adapters(request: HttpRequest, pk: int) -> FileResponse:
+    """A finished run's adapters as a zip: diffusers, kohya and A1111 files, run.json and a README."""
+    run = get_object_or_404(TrainingRun, pk=pk)
+    # A temporary file rather than memory: a LoRA of a large model is hundreds of megabytes.
+    stream = tempfile.TemporaryFile()
+    try:
+        training_run_adapters_zip(run=run, stream=stream)
+    except UserInputError as error:
+        stream.close()
+        raise Http404(str(error)) from None
+    stream.seek(0)
+    return FileResponse(
+        stream, as_attachment=True, filename=f"training-run-{run.pk}-{run.method}-adapters.zip"
+    )
 
 
 @staff_member_required
@@ -125,7 +155,7 @@ def start_form(request: HttpRequest, form_class: type, template_title: str, star
         except UserInputError as error:
             form.add_error(None, str(error))
         else:
-            messages.success(request, f"Job {job.pk} queued.")
+            messages.success(request, f"Job {job.pk} queued. {getattr(form, 'notice', '')}".strip())
             return redirect("console:job_detail", pk=job.pk)
     return render(request, "console/form.html", {"form": form, "title": template_title})
 
@@ -176,17 +206,78 @@ def generation_new(request: HttpRequest) -> HttpResponse:
 
 
 @staff_member_required
+def prompt_sets(request: HttpRequest) -> HttpResponse:
+    """Every prompt set; upload a new one (JSON or CSV with reference images), or add the built-in set."""
+    form = PromptSetUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            prompt_set = prompt_set_upload(**form.upload_kwargs())
+        except UserInputError as error:
+            form.add_error(None, str(error))
+        else:
+            count = prompt_set.prompts.count()
+            messages.success(
+                request, f"Prompt set {prompt_set.name}: {count} prompt{'s' * (count != 1)} loaded."
+            )
+            return redirect(f"{reverse('console:generation_new')}?prompt_set={prompt_set.pk}")
+    context = {"form": form, "prompt_sets": selectors.prompt_set_list()}
+    return render(request, "console/prompt_sets.html", context)
+
+
+@staff_member_required
+@require_POST
+def prompt_set_builtin(request: HttpRequest) -> HttpResponse:
+    """Add (or complete) the built-in landmark prompt set."""
+    prompt_set = prompt_set_install_builtin()
+    messages.success(request, f"The built-in set {prompt_set.name} has {prompt_set.prompts.count()} prompts.")
+    return redirect("console:prompt_sets")
+
+
+@staff_member_required
 def study_new(request: HttpRequest) -> HttpResponse:
-    """Create a draft study from a finished generation run (a light job)."""
-    return start_form(
-        request,
-        StudyCreateForm,
-        "Create a study",
-        lambda form: study_job_enqueue(
-            run=form.cleaned_data["generation_run"],
-            title=form.cleaned_data["title"],
-            slug=form.cleaned_data["slug"],
-            attention_checks=form.cleaned_data["attention_checks"],
-            target_participants=form.cleaned_data["target_participants"],
-        ),
-    )
+    """The study builder: pick a finished generation run, then arms, questions, checks, recruitment, completion."""
+    picker = StudyRunForm(request.GET if "generation_run" in request.GET else None)
+    if not picker.is_bound or not picker.is_valid():
+        return render(request, "console/study_new.html", {"picker": picker})
+    run = picker.cleaned_data["generation_run"]
+    form = StudyBuildForm(request.POST or None, run=run)
+    if request.method == "POST" and form.is_valid():
+        try:
+            study = study_create_from_generation(**form.study_options())
+        except UserInputError as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, f"Study {study.slug} created as a draft: preview it, then open it.")
+            return redirect("console:study_detail", slug=study.slug)
+    return render(request, "console/study_new.html", {"picker": picker, "form": form, "run": run})
+
+
+@staff_member_required
+def study_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    """One study: its arms, questions and settings (editable), links, and the buttons that open and close it."""
+    study = get_object_or_404(Study.objects.select_related("generation_run"), slug=slug)
+    form = StudySettingsForm(request.POST or None, study=study)
+    if request.method == "POST" and form.is_valid():
+        try:
+            study_settings_update(**form.settings())
+        except UserInputError as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, "Settings saved.")
+            return redirect("console:study_detail", slug=study.slug)
+    context = {"study": study, "form": form} | selectors.study_summary(study=study)
+    return render(request, "console/study_detail.html", context)
+
+
+@staff_member_required
+@require_POST
+def study_status(request: HttpRequest, slug: str) -> HttpResponse:
+    """Open, close, or return a study to draft (the buttons on its page)."""
+    study = get_object_or_404(Study, slug=slug)
+    try:
+        study_status_set(study=study, status=request.POST.get("status", ""))
+    except UserInputError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Study {study.slug} is {study.status}.")
+    return redirect("console:study_detail", slug=study.slug)

@@ -264,7 +264,7 @@ class Renderer:
         self.config = config
         self.progress = progress
         self.device, self.dtype = resolve_device_dtype(config.device, config.dtype)
-        progress(Progress("load model", 0, 1))
+        progress(Progress("load model", 0, 1, overall=0.0))
         self.pipe = load_pipeline(config, self.device, self.dtype)
         self.safety_checker = "off" if self.pipe.safety_checker is None else "on"
         self.lora_format: LoraFormat | None = None
@@ -281,7 +281,7 @@ class Renderer:
             )
             if initializer is None:
                 self.ti_reference = "at its nearest vocabulary rows"
-        progress(Progress("load model", 1, 1))
+        progress(Progress("load model", 1, 1, overall=0.0))
 
     @contextlib.contextmanager
     def initializer_rows(self) -> Iterator[None]:
@@ -375,7 +375,7 @@ class Renderer:
         adapter_arms = [arm for arm in self.config.arms if arm != "base"]
         if not adapter_arms:
             return {}
-        self.progress(Progress("effect check", 0, len(adapter_arms)))
+        self.progress(Progress("effect check", 0, len(adapter_arms), overall=0.0))
         if "lora" in adapter_arms:
             self.use_arm("lora")
             if lora_layer_count(self.pipe) == 0:
@@ -412,7 +412,9 @@ class Renderer:
                     f"adapter {untrained} by {effects[arm]:.3f} (mean |pixel difference|, threshold "
                     f"{self.config.effect_threshold}); it did not learn, or did not load."
                 )
-            self.progress(Progress("effect check", done, len(adapter_arms), metrics=dict(effects)))
+            self.progress(
+                Progress("effect check", done, len(adapter_arms), metrics=dict(effects), overall=0.0)
+            )
         return effects
 
     def check_token(self, probe: PromptItem) -> None:
@@ -461,7 +463,10 @@ class Renderer:
         """Every prompt x seed of `arm`, in batches of `batch_size`."""
         items = [(prompt, seed) for prompt in prompts for seed in self.config.seeds]
         parameters = self.parameters(arm)
-        self.progress(Progress(f"render {arm}", 0, len(items)))
+        # The whole run's share: arms render one after another, each the same number of images.
+        before = self.config.arms.index(arm) * len(items)
+        whole = len(self.config.arms) * len(items)
+        self.progress(Progress(f"render {arm}", 0, len(items), overall=before / whole))
         for start in range(0, len(items), self.config.batch_size):
             batch = items[start : start + self.config.batch_size]
             images, flags = self.render_batch(
@@ -480,7 +485,8 @@ class Renderer:
                     parameters=parameters
                     | {"negative_prompt": prompt.negative_prompt, "nsfw_content_detected": flagged},
                 )
-            self.progress(Progress(f"render {arm}", start + len(batch), len(items)))
+            done = start + len(batch)
+            self.progress(Progress(f"render {arm}", done, len(items), overall=(before + done) / whole))
 
 
 def generate(

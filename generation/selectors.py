@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -13,6 +11,7 @@ from django.db.models import Count, QuerySet
 
 from generation.models import GeneratedImage, GenerationRun, Prompt, PromptSet
 from peftlab.errors import UserInputError
+from peftlab.spreadsheets import dict_rows_to_csv
 
 MANIFEST_COLUMNS = [
     "file",
@@ -46,6 +45,23 @@ def prompt_set_get(*, name: str) -> PromptSet:
 def generation_run_list() -> QuerySet[GenerationRun]:
     """All runs, newest first, with their prompt set and image counts."""
     return GenerationRun.objects.select_related("prompt_set").annotate(image_count=Count("images"))
+
+
+def generation_run_image_counts(*, run: GenerationRun) -> tuple[int, int]:
+    """(images stored, images the run will have): every prompt x seed for each arm."""
+    expected = run.prompt_set.prompts.count() * len(run.config.get("seeds") or [0]) * len(run.arms)
+    return run.images.count(), expected
+
+
+def generation_run_readiness(*, run: GenerationRun) -> str:
+    """Why a study cannot be built from `run` yet ("" when it is finished), e.g. "still rendering (3 of 12 images)"."""
+    if run.status == GenerationRun.Status.FINISHED:
+        return ""
+    if run.status == GenerationRun.Status.FAILED:
+        return "failed; render it again"
+    done, expected = generation_run_image_counts(run=run)
+    verb = "queued to render" if run.status == GenerationRun.Status.QUEUED else "still rendering"
+    return f"{verb} ({done} of {expected} images)"
 
 
 @dataclass(frozen=True)
@@ -95,15 +111,13 @@ def image_adapter(image: GeneratedImage) -> str:
 
 def generation_run_zip(*, run: GenerationRun, stream: BinaryIO) -> None:
     """Write the run's images (under their opaque names) and a manifest.csv describing each to `stream`."""
-    manifest = io.StringIO()
-    writer = csv.DictWriter(manifest, fieldnames=MANIFEST_COLUMNS)
-    writer.writeheader()
+    manifest = []
     with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_STORED) as archive:
         for image in run.images.select_related("prompt"):
             name = f"images/{PurePosixPath(image.image.name).name}"
             with image.image.open("rb") as handle:
                 archive.writestr(name, handle.read())
-            writer.writerow(
+            manifest.append(
                 {
                     "file": name,
                     "arm": image.arm,
@@ -123,4 +137,4 @@ def generation_run_zip(*, run: GenerationRun, stream: BinaryIO) -> None:
                     "sha256": image.sha256,
                 }
             )
-        archive.writestr("manifest.csv", manifest.getvalue())
+        archive.writestr("manifest.csv", dict_rows_to_csv(manifest, MANIFEST_COLUMNS))

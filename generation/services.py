@@ -6,7 +6,9 @@ import csv
 import hashlib
 import json
 import re
-from pathlib import Path
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path, PurePath
 from typing import Any
 
 from django.core.files.base import ContentFile
@@ -222,15 +224,8 @@ def references_copy(*, records: list[dict[str, Any]], folder: Path, file_name: s
     ]
 
 
-@transaction.atomic
-def prompt_set_load(*, path: Path, name: str | None = None) -> PromptSet:
-    """Create a prompt set from a JSON or CSV file; malformed files are refused with the line and field.
-
-    Reference images are read relative to the file's folder (absolute paths as they are) and copied into
-    media storage as clean PNGs, so studies serve them wherever the file came from.
-    """
-    path = Path(path)
-    header, records = read_prompt_file(path)
+def prompt_set_new(*, name: str | None, header: dict[str, Any], path: Path) -> PromptSet:
+    """An unsaved, validated prompt set named `name`, the file's "name", or the file's stem; taken names refused."""
     slug = slugify(name or header.get("name") or path.stem)
     if not slug:
         raise UserInputError(
@@ -240,7 +235,67 @@ def prompt_set_load(*, path: Path, name: str | None = None) -> PromptSet:
         raise UserInputError(f"a prompt set named {slug!r} already exists; choose another --name.")
     prompt_set = PromptSet(name=slug, description=header.get("description") or f"Loaded from {path.name}.")
     prompt_set.full_clean()
+    return prompt_set
+
+
+@transaction.atomic
+def prompt_set_load(*, path: Path, name: str | None = None) -> PromptSet:
+    """Create a prompt set from a JSON or CSV file; malformed files are refused with the line and field.
+
+    Reference images are read relative to the file's folder (absolute paths as they are) and copied into
+    media storage as clean PNGs, so studies serve them wherever the file came from.
+    """
+    path = Path(path)
+    header, records = read_prompt_file(path)
+    prompt_set = prompt_set_new(name=name, header=header, path=path)
     records = references_copy(records=records, folder=path.resolve().parent, file_name=path.name)
+    prompt_set.save()
+    prompts_add(prompt_set=prompt_set, records=records)
+    return prompt_set
+
+
+@transaction.atomic
+def prompt_set_upload(
+    *, file_name: str, content: bytes, images: Mapping[str, bytes], name: str | None = None
+) -> PromptSet:
+    """Create a prompt set from an uploaded JSON or CSV file and its uploaded reference images.
+
+    The file is checked by the same rules as `prompt_set_load`; each prompt's `reference_images` name uploaded
+    files (by file name; folders in the names are ignored), never files on the server.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / (PurePath(file_name).name or "prompts")
+        path.write_bytes(content)
+        header, records = read_prompt_file(path)
+    prompt_set = prompt_set_new(name=name, header=header, path=path)
+    uploaded = {PurePath(file).name: data for file, data in images.items()}
+    for number, record in enumerate(records, start=1):
+        missing = [ref for ref in record["reference_images"] if PurePath(ref).name not in uploaded]
+        if missing:
+            raise UserInputError(
+                f"{path.name} prompt {number} ({record['landmark']}): reference image {missing[0]!r} was not "
+                "uploaded; add it to the reference images."
+            )
+    named = {PurePath(reference).name for record in records for reference in record["reference_images"]}
+    unused = sorted(set(uploaded) - named)
+    if unused:
+        raise UserInputError(
+            f"reference image {unused[0]!r} is named by no prompt's reference_images; remove it or name it."
+        )
+    # Every image is checked before any is stored, so a bad one leaves nothing behind.
+    pngs = {}
+    for file, data in uploaded.items():
+        try:
+            pngs[file] = png_clean(data)
+        except UserInputError:
+            raise UserInputError(
+                f"reference image {file} is not a readable image; fix or remove it."
+            ) from None
+    stored = {file: reference_image_store(png=png) for file, png in pngs.items()}
+    records = [
+        {**record, "reference_images": [stored[PurePath(ref).name] for ref in record["reference_images"]]}
+        for record in records
+    ]
     prompt_set.save()
     prompts_add(prompt_set=prompt_set, records=records)
     return prompt_set

@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from contextlib import nullcontext
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -71,23 +71,45 @@ class JobProgress:
         self.lines: deque[str] = deque(job.log.splitlines(), maxlen=LOG_LINES)
         self._stage: str | None = None
         self._last_write = 0.0
+        self._overall: float | None = None
+        self._origin: tuple[float, float] | None = None  # (monotonic time, overall) of the first overall report
+        self._eta_at: datetime | None = None
+
+    def _estimate(self, overall: float, now: float) -> None:
+        """Keep the whole-run fraction and the ETA at the rate measured since the first such report."""
+        self._overall = min(1.0, max(0.0, overall))
+        if self._origin is None or self._overall <= self._origin[1]:
+            # Measured from the last report before any progress: loading a model says nothing of the rate.
+            self._origin = (now, self._overall)
+            return
+        started, start_fraction = self._origin
+        if self._overall > start_fraction and now > started:
+            rate = (self._overall - start_fraction) / (now - started)
+            remaining = timedelta(seconds=(1.0 - self._overall) / rate)
+            self._eta_at = timezone.now() + remaining
 
     def __call__(self, report: Progress) -> None:
         if report.message:
             self.lines.append(f"[{report.stage}] {report.message}")
         now = time.monotonic()
+        if report.overall is not None:
+            self._estimate(report.overall, now)
         stage_changed = report.stage != self._stage
         stage_done = report.total is not None and report.done >= report.total
         if not (stage_changed or stage_done or now - self._last_write >= self.interval_s):
             return
         self._stage = report.stage
         self._last_write = now
-        percent = min(100.0, 100.0 * report.done / report.total) if report.total else 0.0
+        if self._overall is not None:  # the whole run's share, once the engine has said it
+            percent = 100.0 * self._overall
+        else:
+            percent = min(100.0, 100.0 * report.done / report.total) if report.total else 0.0
         Job.objects.filter(pk=self.job_id).update(
             stage=report.stage[:100],
             done=max(0, report.done),
             total=report.total,
             percent=percent,
+            eta_at=self._eta_at,
             metrics={key: float(value) for key, value in report.metrics.items()},
             log="\n".join(self.lines),
             updated_at=timezone.now(),

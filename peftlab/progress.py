@@ -11,13 +11,18 @@ from tqdm.auto import tqdm
 
 @dataclass(frozen=True)
 class Progress:
-    """One progress report: `done` of `total` units of `stage`, with optional metrics."""
+    """One progress report: `done` of `total` units of `stage`, with optional metrics.
+
+    overall: the fraction (0 to 1) of the whole job done, where the engine knows it (epochs x steps, images
+    of every arm); a stage such as "epoch 13/40" alone would read 100 % at its end.
+    """
 
     stage: str
     done: int
     total: int | None = None
     message: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    overall: float | None = None
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -49,8 +54,11 @@ class TqdmProgress:
                 leave=False,
                 mininterval=self._mininterval,
             )
-        if report.metrics:
-            self._bar.set_postfix({k: f"{v:.4g}" for k, v in report.metrics.items()}, refresh=False)
+        postfix = {k: f"{v:.4g}" for k, v in report.metrics.items()}
+        if report.overall is not None:
+            postfix["run"] = f"{report.overall:.0%}"
+        if postfix:
+            self._bar.set_postfix(postfix, refresh=False)
         # update() rather than setting n, so tqdm's rate and time estimates stay right.
         self._bar.update(report.done - self._bar.n)
 

@@ -57,7 +57,7 @@ class SecurityHeadersMiddleware:
             response["Content-Security-Policy"] = content_security_policy(
                 nonce=request.csp_nonce,
                 frame_ancestors=getattr(response, "peftlab_frame_ancestors", None),
-                inline_scripts=request.path.startswith(tuple(settings.PEFTLAB_CSP_INLINE_SCRIPT_PATHS)),
+                inline_scripts=request.path_info.startswith(tuple(settings.PEFTLAB_CSP_INLINE_SCRIPT_PATHS)),
             )
         if "Cache-Control" not in response:
             # Staff pages and exports hold participants' data: never kept by a browser or a proxy.
@@ -90,7 +90,8 @@ def _post_origin_ok(request: HttpRequest) -> bool | None:
     """Whether an unsafe request comes from this site's own pages (None: the browser said nothing either way)."""
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None:
-        return site == "same-origin"
+        # "none": the person themselves (reloading a posted page), which no other site can cause.
+        return site in ("same-origin", "none")
     origin = request.headers.get("Origin")
     if origin is not None:
         return origin == f"{request.scheme}://{request.get_host()}" or origin in settings.CSRF_TRUSTED_ORIGINS

@@ -18,6 +18,17 @@ class QuestionInline(admin.TabularInline):
     model = Question
     extra = 0
 
+    # A preregistered study's questions are frozen (labels stay editable in the console); changes go through
+    # the services, which refuse them or record them as deviations.
+    def has_add_permission(self, request, obj=None) -> bool:
+        return not (obj and obj.plan_locked_at) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return not (obj and obj.plan_locked_at) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return not (obj and obj.plan_locked_at) and super().has_delete_permission(request, obj)
+
 
 class TrialInline(admin.TabularInline):
     model = Trial
@@ -49,6 +60,8 @@ class StudyAdminForm(forms.ModelForm):
             "generation_run", "arms",
         ]  # fmt: skip
         help_texts = {
+            # Django shows help texts as HTML: the angle brackets are written as entities to be seen.
+            "slug": "The entry URL is /studies/&lt;slug&gt;/.",
             "completion_codes": 'Per outcome (finished, failed_attention, declined, full), e.g. {"full": {"code": '
             '"FULL01"}, "failed_attention": {"code": "NOPAY1"}}; a code without "redirect_url" goes to the '
             "completion redirect URL above with cc=CODE.",
@@ -88,6 +101,11 @@ class StudyAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["title"]}
     inlines = [QuestionInline, TrialInline]
     actions = ["open_studies", "close_studies"]
+
+    def get_readonly_fields(self, request, obj=None) -> list[str]:
+        """A study with a locked analysis plan keeps the design it was preregistered with."""
+        frozen = ["generation_run", "arms", "target_participants"] if obj and obj.plan_locked_at else []
+        return [*super().get_readonly_fields(request, obj), *frozen]
 
     def get_changeform_initial_data(self, request) -> dict:
         return {

@@ -1,5 +1,7 @@
 """Studies' participant forms (answers to trials are plain buttons named "choice": left/right/both/neither)."""
 
+import re
+
 from django import forms
 from django.core.validators import RegexValidator
 
@@ -11,6 +13,15 @@ class ConsentForm(forms.Form):
 
     decision = forms.ChoiceField(choices=[("agree", "I agree"), ("decline", "I do not agree")])
     entry = forms.CharField(max_length=32, validators=[RegexValidator(r"^[A-Za-z0-9_-]+$")])
+    # Filled by the page's script ("390x844", "1"/"0"); absent without JavaScript. Never a reason to refuse.
+    viewport = forms.CharField(required=False, max_length=20)
+    touch = forms.CharField(required=False, max_length=1)
+
+    def device(self) -> tuple[tuple[int, int] | None, bool | None]:
+        """The viewport (width, height) and touch input the browser reported, None where it reported nothing."""
+        match = re.fullmatch(r"(\d{1,5})x(\d{1,5})", self.cleaned_data.get("viewport", ""))
+        viewport = (int(match.group(1)), int(match.group(2))) if match else None
+        return viewport, {"1": True, "0": False}.get(self.cleaned_data.get("touch", ""))
 
 
 class FeedbackForm(forms.Form):

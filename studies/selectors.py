@@ -2,9 +2,11 @@
 
 import hashlib
 import hmac
+import math
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -97,7 +99,7 @@ def participant_completion(*, participant: Participant) -> Completion:
 
 RESPONSE_ROW_KEYS = (
     "participant", "external_id", "trial", "trial_index", "question", "question_text", "landmark", "prompt",
-    "left_arm", "right_arm", "choice", "chosen_arm", "response_ms", "shown_at", "answered_at",
+    "left_arm", "right_arm", "choice", "chosen_arm", "response_ms", "client_ms", "shown_at", "answered_at",
     "is_attention_check", "attention_passed", "participant_failed_attention", "participant_finished",
     "participant_is_pilot", "generation_run", "left_image", "right_image", "left_seed", "right_seed", "left_rendered_prompt",
     "right_rendered_prompt",
@@ -142,6 +144,7 @@ def study_response_rows(*, study: Study, include_pilot: bool = False) -> list[di
                 "choice": response.choice,
                 "chosen_arm": response.chosen_arm,
                 "response_ms": int(response.response_ms),
+                "client_ms": response.client_ms,
                 "shown_at": response.shown_at.isoformat(),
                 "answered_at": response.answered_at.isoformat(),
                 "is_attention_check": trial.is_attention_check,
@@ -170,6 +173,100 @@ def participants_failed_attention(*, study: Study) -> set[int]:
         .exclude(choice=F("trial__expected_choice"))
         .values_list("participant_id", flat=True)
     )
+
+
+PARTICIPANT_ROW_KEYS = (
+    "participant", "external_id", "external_source", "is_pilot", "consent", "outcome", "started_at",
+    "finished_at", "minutes", "responses", "viewport_width", "viewport_height", "is_touch", "browser_family",
+    "browser_version", "feedback",
+)  # fmt: skip
+
+
+def study_participant_rows(*, study: Study, include_pilot: bool = False) -> list[dict]:
+    """One dict per participant (the keys above): who they were, how it ended, their screen and browser, feedback.
+
+    outcome: finished, failed_attention, declined, or in_progress; minutes: from consent to the last page.
+    """
+    participants = study.participants.annotate(answered=Count("responses")).order_by("pk")
+    if not include_pilot:
+        participants = participants.filter(is_pilot=False)
+    failed = participants_failed_attention(study=study)
+    rows = []
+    for participant in participants:
+        if participant.consent == Participant.Consent.DECLINED:
+            outcome = "declined"
+        elif participant.pk in failed:
+            outcome = "failed_attention"
+        else:
+            outcome = "finished" if participant.finished_at else "in_progress"
+        finished = participant.finished_at
+        rows.append(
+            {
+                "participant": participant.label,
+                "external_id": participant.external_id,
+                "external_source": participant.external_source,
+                "is_pilot": participant.is_pilot,
+                "consent": participant.consent,
+                "outcome": outcome,
+                "started_at": participant.started_at.isoformat(),
+                "finished_at": finished.isoformat() if finished else None,
+                "minutes": (finished - participant.started_at).total_seconds() / 60 if finished else None,
+                "responses": participant.answered,
+                "viewport_width": participant.viewport_width,
+                "viewport_height": participant.viewport_height,
+                "is_touch": participant.is_touch,
+                "browser_family": participant.browser_family,
+                "browser_version": participant.browser_version,
+                "feedback": participant.feedback,
+            }
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """One participant's feedback as the dashboard lists it."""
+
+    participant: str
+    is_pilot: bool
+    finished_at: datetime | None
+    text: str
+
+
+def study_feedback(*, study: Study) -> list[Feedback]:
+    """Every non-empty feedback text of the study, the newest first (pilots' flagged)."""
+    participants = study.participants.exclude(feedback="").order_by("-finished_at", "-pk")
+    return [Feedback(p.label, p.is_pilot, p.finished_at, p.feedback) for p in participants]
+
+
+# A question page without a pilot to time it: a pairwise judgment takes a few seconds; consent, instructions
+# and feedback about a minute.
+SECONDS_PER_PAGE = 6
+SECONDS_AROUND = 60
+
+
+def study_question_pages(*, study: Study) -> int:
+    """How many question pages every participant answers: regular trials x questions, plus attention checks."""
+    contents = study_contents(study=study)
+    regular = sum(not trial.is_attention_check for trial in contents.trials.values())
+    return regular * len(contents.questions) + len(contents.trials) - regular
+
+
+def study_expected_minutes(*, study: Study) -> int:
+    """About how many minutes the study takes a participant (for the consent text), rounded up, at least 1.
+
+    With finished pilots: the study's question pages times the pilots' median minutes per answered page (their
+    time includes consent, instructions and feedback). Without: SECONDS_PER_PAGE per page plus SECONDS_AROUND.
+    """
+    pages = study_question_pages(study=study)
+    pilots = study.participants.filter(is_pilot=True, finished_at__isnull=False).annotate(
+        answered=Count("responses")
+    )
+    per_page = [
+        (pilot.finished_at - pilot.started_at).total_seconds() / pilot.answered for pilot in pilots if pilot.answered
+    ]
+    seconds = pages * statistics.median(per_page) if per_page else pages * SECONDS_PER_PAGE + SECONDS_AROUND
+    return max(1, math.ceil(seconds / 60))
 
 
 @dataclass(frozen=True)
@@ -225,6 +322,60 @@ def participant_sides_count(*, participant: Participant) -> dict[str, Counter]:
         counts[shown.left_arm]["left"] += 1
         counts[shown.right_arm]["right"] += 1
     return counts
+
+
+@dataclass(frozen=True)
+class ArmAudit:
+    """How the randomisation placed one arm across participants: sides, and early or late in the session.
+
+    left/right: times shown on each side; first_half/second_half: times in the first or second half of a
+    participant's regular trials; mean_position: its average place in the session (0 = first trial, 1 = last).
+    """
+
+    arm: str
+    label: str
+    left: int
+    right: int
+    first_half: int
+    second_half: int
+    mean_position: float | None
+
+    @property
+    def left_share(self) -> float | None:
+        """Share of its showings on the left (0.5 when balanced)."""
+        return self.left / (self.left + self.right) if self.left + self.right else None
+
+
+def study_randomisation_audit(*, study: Study) -> list[ArmAudit]:
+    """Per arm, the sides and session positions assigned to the participants who consented (pilots left out)."""
+    trials = {t.pk: t for t in Trial.objects.filter(study=study, is_attention_check=False)}
+    counts = {arm: Counter() for arm in study.arms}
+    positions: dict[str, list[float]] = defaultdict(list)
+    participants = study.participants.filter(consent=Participant.Consent.GIVEN, is_pilot=False).only(
+        "trial_order", "sides"
+    )
+    for participant in participants:
+        order = [pk for pk in participant.trial_order if pk in trials]
+        for index, pk in enumerate(order):
+            shown = participant.shown(trials[pk])
+            place = index / (len(order) - 1) if len(order) > 1 else 0.5
+            half = "first_half" if index < len(order) / 2 else "second_half"
+            for arm, side in ((shown.left_arm, "left"), (shown.right_arm, "right")):
+                counts.setdefault(arm, Counter()).update([side, half])
+                positions[arm].append(place)
+    labels = study.arm_labels or {}
+    return [
+        ArmAudit(
+            arm=arm,
+            label=labels.get(arm) or arm,
+            left=tally["left"],
+            right=tally["right"],
+            first_half=tally["first_half"],
+            second_half=tally["second_half"],
+            mean_position=statistics.fmean(positions[arm]) if positions[arm] else None,
+        )
+        for arm, tally in counts.items()
+    ]
 
 
 # ---------------------------------------------------------------- a study's contents, kept per process

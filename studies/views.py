@@ -24,6 +24,7 @@ from peftlab.security import participant_view
 from studies import selectors, services
 from studies.forms import ConsentForm, FeedbackForm
 from studies.models import Participant, Study
+from studies.stopping import StoppingRule
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +67,14 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
         return render(request, "studies/closed.html", {"study": study})
     if ids.preview:
         return render(request, "studies/preview.html", {"study": study})
-    # Checked before the consent form too, so nobody reads it for a study they cannot join; the service checks
-    # again under a lock (this count alone would let simultaneous consents through).
-    if not is_pilot and selectors.study_is_full(study=study):
+    # Checked before showing the consent form, so nobody reads it for a study they cannot join; a consent post
+    # is checked by the service under a lock (this count alone would let simultaneous consents through). A
+    # study stopped by its preregistered rule is full too (those in progress finish).
+    if request.method != "POST" and not is_pilot and (study.stopped_at or selectors.study_is_full(study=study)):
         return _full(request, study, ids)
     form = ConsentForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        viewport, is_touch = form.device()
         try:
             participant = services.participant_start(
                 study=study,
@@ -80,8 +83,10 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
                 entry_nonce=form.cleaned_data["entry"],
                 user_agent=request.headers.get("User-Agent", ""),
                 is_pilot=is_pilot,
+                viewport=viewport,
+                is_touch=is_touch,
             )
-        except services.StudyFull:
+        except (services.StudyFull, services.StudyStopped):  # filled or stopped while they read the form
             return _full(request, study, ids)
         request.session[_session_key(study)] = participant.code
         return redirect("studies:page", slug=study.slug, code=participant.code)
@@ -177,7 +182,12 @@ def _page_post(request: HttpRequest, participant: Participant, page: services.Pa
         if page.kind == "instructions":
             services.participant_instructions_read(participant=participant, step=step)
         elif page.kind == "question":
-            services.response_record(participant=participant, step=step, choice=request.POST.get("choice", ""))
+            services.response_record(
+                participant=participant,
+                step=step,
+                choice=request.POST.get("choice", ""),
+                client_ms=_post_int(request, "client_ms"),
+            )
         elif page.kind == "feedback":
             form = FeedbackForm(request.POST)
             if not form.is_valid():
@@ -287,11 +297,26 @@ def preview_media(request: HttpRequest, slug: str, seed: int, token: str) -> Htt
     return _media_response(request, services.participant_preview(study=study, seed=seed), token)
 
 
+def _post_int(request: HttpRequest, name: str) -> int | None:
+    try:
+        return int(request.POST.get(name, ""))
+    except ValueError:
+        return None
+
+
 def _query_int(request: HttpRequest, name: str, default: int) -> int:
     try:
         return int(request.GET.get(name, default))
     except ValueError:
         return default
+
+
+def _stopping_rule(study: Study) -> dict:
+    """The study's preregistered stopping rule (None if it has none), or what is wrong with the plan's rule."""
+    try:
+        return {"stopping": StoppingRule.from_study(study)}
+    except UserInputError as error:
+        return {"stopping": None, "stopping_error": str(error)}
 
 
 @staff_member_required
@@ -302,8 +327,12 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     context = {
         "study": study,
         "stats": selectors.study_stats(study=study),
+        **_stopping_rule(study),
+        "audit": selectors.study_randomisation_audit(study=study),
         "entry_url": entry_url,
         "pilot_url": f"{entry_url}?pilot={selectors.study_pilot_key(study=study)}",
+        "expected_minutes": selectors.study_expected_minutes(study=study),
+        "feedback": selectors.study_feedback(study=study),
         "completions": [
             selectors.study_completion(study=study, outcome=outcome) for outcome in selectors.COMPLETION_OUTCOMES
         ],

@@ -82,3 +82,19 @@ def test_cpu_benchmark_prints_ratio_and_bound_per_method(tmp_path):
             f"{unrounded['save_seconds'] / unrounded['seconds']:.3f}",
             f"{unrounded['seconds'] / unrounded['train_seconds']:.3f}",
         )
+
+
+def test_sequential_benchmark_prints_every_table_and_keeps_the_anytime_false_positive_rate():
+    """A small run end to end (the figures in docs/analysis.md come from the default sizes)."""
+    out = run(
+        sys.executable,
+        *("benchmarks/sequential.py", "--paths", "300", "--arm-paths", "2", "--participants", "60"),
+        *("--null-paths", "2"),
+        *("--max-participants", "200", "--arm-max", "100"),
+    )
+    anytime = float(re.search(r"anytime-valid \(e-value >= 20\): +(\d+\.\d)%", out).group(1))
+    peeking = float(re.search(r"fixed-n headline test, peeking: +(\d+\.\d)%", out).group(1))
+    assert anytime <= 5.0 < peeking
+    for preference in ("0.60", "0.65", "0.75"):
+        assert re.search(rf"^ +{preference} +\d+\.\d%", out, re.MULTILINE), preference
+    assert "uniform " in out and "adaptive  every pair decided" in out and "all arms equal" in out

@@ -1,5 +1,6 @@
 """The demo's pipeline, without serving: a broken `make demo` fails CI."""
 
+import json
 from io import StringIO
 
 import pytest
@@ -26,8 +27,14 @@ def test_demo_pipeline_runs_end_to_end(tmp_path, client):
         assert set(GeneratedImage.objects.values_list("arm", flat=True)) == {"base", "lora", "ti"}
         study = Study.objects.get()
         assert study.status == Study.Status.OPEN
+        assert study.plan["stopping"]["rule"] == "anytime" and study.plan_sha256
         assert Participant.objects.filter(study=study, finished_at__isnull=False).count() == 12
         assert (tmp_path / "demo" / "report" / "report.json").is_file()
+        # The demo preregisters before its pilot; the self-contained report quotes the plan's hash.
+        assert study.plan_locked_at is not None
+        methods = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())["methods"]
+        assert f"preregistered (sha256 {study.plan_sha256}" in methods and "no deviations" in methods
+        assert 'id="forest-plot"' in (tmp_path / "demo" / "report" / "report.html").read_text()
         # What the demo prints is what a person then opens: the participant page and, logged in, the report.
         participant_url = next(
             line.split()[-1] for line in text.splitlines() if line.startswith("participant")

@@ -47,6 +47,8 @@ def test_an_unhandled_error_is_logged_with_its_traceback_on_stderr(settings):
     finally:
         handler.setStream(previous)
     assert response.status_code == 500
+    # What a participant sees instead: a page of its own (no template tags, so it renders whatever broke).
+    assert b"your earlier answers are saved" in response.content
     logged = stream.getvalue()
     assert "ERROR django.request: Internal Server Error: /" in logged
     assert "Traceback (most recent call last)" in logged and "RuntimeError: the database went away" in logged

@@ -1,10 +1,23 @@
 """The trainer's reads."""
 
+import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 from django.db.models import QuerySet
 
+from peftlab.errors import UserInputError
+from trainer.engine.export import WEIGHT_SUFFIXES
+from trainer.engine.methods import KOHYA_WEIGHTS, LORA_WEIGHTS, TI_WEIGHTS
 from trainer.models import Dataset, EpochMetric, TrainingRun
+
+# What each adapter file is for, in the zip's README.txt; any other weights file is the A1111 embedding.
+ADAPTER_FORMATS = {
+    LORA_WEIGHTS: "LoRA for diffusers: pipe.load_lora_weights(folder)",
+    KOHYA_WEIGHTS: "LoRA in kohya's format: A1111 (models/Lora), ComfyUI, kohya's scripts",
+    TI_WEIGHTS: "Textual Inversion for diffusers: pipe.load_textual_inversion(file, token=...)",
+}
+A1111_EMBEDDING = "Textual Inversion for A1111 (embeddings/; its file name is the trigger word)"
 
 
 def dataset_get_by_path(*, path: Path) -> Dataset | None:
@@ -21,3 +34,32 @@ def training_run_list(*, method: str | None = None) -> QuerySet[TrainingRun]:
 def epoch_metric_list(*, run: TrainingRun) -> QuerySet[EpochMetric]:
     """A run's epochs in order."""
     return EpochMetric.objects.filter(run=run).order_by("epoch")
+
+
+def training_run_adapter_files(*, run: TrainingRun) -> list[Path]:
+    """The best epoch's adapter files a finished run copied to the top of its output folder, and its run.json."""
+    files = [Path(path) for path in (run.files or {}).values()]
+    adapters = sorted(
+        path for path in files if path.suffix in WEIGHT_SUFFIXES and path.parent == Path(run.output_path)
+    )
+    run_json = Path(run.output_path) / "run.json"
+    if run.status != TrainingRun.Status.FINISHED or not adapters or not all(p.is_file() for p in adapters):
+        raise UserInputError(
+            f"training run {run.pk} has no adapter files: they are written when a run finishes."
+        )
+    return [*adapters, *([run_json] if run_json.is_file() else [])]
+
+
+def training_run_adapters_zip(*, run: TrainingRun, stream: BinaryIO) -> None:
+    """Write the run's adapters in every format it saved (diffusers, kohya, A1111), run.json and a README."""
+    files = training_run_adapter_files(run=run)
+    folder = f"training-run-{run.pk}-{run.method}"
+    readme = [f"Training run {run.pk} ({run.get_method_display()}), best epoch {run.best_epoch}.", ""]
+    for path in files:
+        if path.suffix in WEIGHT_SUFFIXES:
+            readme.append(f"{path.name}: {ADAPTER_FORMATS.get(path.name, A1111_EMBEDDING)}")
+    readme.append("run.json: the configuration, base model, dataset, versions and every epoch's losses.")
+    with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in files:
+            archive.write(path, f"{folder}/{path.name}")
+        archive.writestr(f"{folder}/README.txt", "\n".join(readme) + "\n")

@@ -74,10 +74,13 @@ def training_run_execute(
     config = build_config(run.method, run.config)
     run.status, run.started_at, run.error = TrainingRun.Status.RUNNING, timezone.now(), ""
     run.save(update_fields=["status", "started_at", "error"])
+    run.warnings = []
+    run.save(update_fields=["warnings"])
     options = {
         "resume": run.resume,
         "progress": progress,
         "on_epoch": lambda epoch: epoch_metric_record(run=run, epoch=epoch),
+        "on_warning": lambda message: training_run_warn(run=run, message=message),
     }
     try:
         if processes > 1:
@@ -107,6 +110,13 @@ def training_run_finish(*, run: TrainingRun, result: TrainingResult) -> Training
     run.full_clean()
     run.save()
     return run
+
+
+def training_run_warn(*, run: TrainingRun, message: str) -> None:
+    """Record something the researcher should know about the run, shown on its page while it trains."""
+    if message not in run.warnings:
+        run.warnings = [*run.warnings, message]
+        run.save(update_fields=["warnings"])
 
 
 def epoch_metric_record(*, run: TrainingRun, epoch: EpochResult) -> EpochMetric:

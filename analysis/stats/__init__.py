@@ -2,7 +2,8 @@
 
 responses: the columns of a response frame and reading exports; inference: participant-level tests of a
 share; bradley_terry; agreement; planning; tables: rendering; report: `analyze_responses`, which puts them
-together into a `StudyReport`.
+together into a `StudyReport`; display: names and number formats for readers; paragraphs: the Methods and
+Results text; preregistration: the locked analysis plan and its SHA-256.
 """
 
 from analysis.stats.agreement import fleiss_kappa, krippendorff_alpha_nominal

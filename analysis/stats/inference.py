@@ -15,6 +15,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 EXACT = "exact binomial (1 vote per participant)"
+# The several-votes test (the name is historical; the Methods paragraph and preregistration key on it).
 GEE = "t test over participants' own shares"
 # The one-sided level of the ICC upper bound reported per row, which the planner plans from.
 ICC_BOUND = 0.8

@@ -18,19 +18,20 @@ from analysis.stats.report import Exclusions, Headline, StudyReport
 from peftlab.versions import package_versions
 
 SOFTWARE = ("numpy", "pandas", "scipy", "statsmodels", "matplotlib")
-# Why each headline test was chosen, by the start of its method name.
+# Why each headline test was chosen, keyed by its method name (inference's constants).
 TEST_REASONS = {
-    EXACT.split(" (")[0]: (
+    EXACT: (
         "an exact two-sided binomial test against 50%, because each participant gave one vote on this "
         "comparison, so the votes are independent"
     ),
-    GEE.split(",")[0]: (
-        "a logistic GEE with an exchangeable working correlation and bias-reduced robust (sandwich) standard "
-        "errors, because participants gave several votes each and one person's votes are correlated"
+    GEE: (
+        "a two-sided one-sample t test of participants' own shares against 50% (each participant counted "
+        "once, participants - 1 degrees of freedom), because participants gave several votes each and one "
+        "person's votes are correlated"
     ),
-    SIGN.split(" (")[0]: (
+    SIGN: (
         "an exact sign test over participants (each participant's majority), because the votes had no "
-        "spread for a GEE to fit (all one way, or identical per participant)"
+        "spread for a t test (all one way, or every participant's share the same)"
     ),
 }
 
@@ -116,10 +117,7 @@ def exclusions_line(exclusions: Exclusions) -> str:
 
 def headline_test_reason(method: str) -> str:
     """Which test a headline row used and why, in words."""
-    for prefix, reason in TEST_REASONS.items():
-        if method.startswith(prefix):
-            return reason
-    return method
+    return TEST_REASONS.get(method, method)
 
 
 def methods_paragraph(report: StudyReport, design: StudyDesign, names: DisplayNames) -> str:
@@ -205,11 +203,24 @@ def _row_sentence(row: Headline, names: DisplayNames, confidence: float) -> str:
         f"Holm-adjusted {p_value(row.p_holm)}"
     )
     if row.p_holm < 0.05:
-        return f"On {question}, {names.arm(winner)} was preferred over {names.arm(loser)} ({numbers})."
-    return (
-        f"On {question}, neither {names.arm(winner)} nor {names.arm(loser)} was clearly preferred "
-        f"({names.arm(winner)}: {numbers})."
-    )
+        sentence = f"On {question}, {names.arm(winner)} was preferred over {names.arm(loser)} ({numbers})."
+    else:
+        sentence = (
+            f"On {question}, neither {names.arm(winner)} nor {names.arm(loser)} was clearly preferred "
+            f"({names.arm(winner)}: {numbers})."
+        )
+    # The analysis's own warning (too few participants, a verdict one participant turns) stays with the row.
+    return f"{sentence} {row_caution(row)}" if row.caution else sentence
+
+
+def row_caution(row: Headline) -> str:
+    """The row's caution without its label in arm keys (the sentence around it names the row)."""
+    return row.caution.replace(f"Caution, {row.arm_a} vs {row.arm_b} for {row.question}:", "Caution:")
+
+
+def headline_sentences(report: StudyReport, names: DisplayNames) -> list[str]:
+    """One sentence per headline row, in display names."""
+    return [_row_sentence(row, names, report.config.confidence) for row in report.headline.rows]
 
 
 def results_paragraph(report: StudyReport, design: StudyDesign, names: DisplayNames) -> str:
@@ -217,7 +228,7 @@ def results_paragraph(report: StudyReport, design: StudyDesign, names: DisplayNa
     sentences = [exclusions_line(report.exclusions)]
     if not report.headline.rows:
         sentences.append("No decisive votes have been cast yet, so there is no headline result.")
-    sentences += [_row_sentence(row, names, report.config.confidence) for row in report.headline.rows]
+    sentences += headline_sentences(report, names)
     overall = next((row for row in report.position_bias.rows if row.question == "all"), None)
     if overall is not None:
         sentences.append(

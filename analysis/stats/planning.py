@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from analysis.stats.inference import EXACT, SIGN
 from analysis.stats.report import StudyReport
 from analysis.stats.tables import jsonable
 from peftlab.errors import UserInputError
@@ -130,6 +131,22 @@ def plan_sample_size(
     )
 
 
+def _no_icc_cause(report: StudyReport) -> str:
+    """Why no headline row of the report has an ICC, in the study's own terms."""
+    methods = {row.method for row in report.headline.rows if row.votes}
+    if not methods:
+        return "it has no decisive votes yet"
+    causes = []
+    if SIGN in methods:
+        causes.append(
+            "every participant's votes went the same way (all for one arm, or the same split for everyone), "
+            "so there is no spread between participants to measure it from"
+        )
+    if EXACT in methods:
+        causes.append("each participant gave one vote per comparison")
+    return "; and ".join(causes) or "no headline row has one"
+
+
 def plan_from_report(
     report: StudyReport,
     *,
@@ -149,7 +166,8 @@ def plan_from_report(
         measured = [row.icc_upper for row in rows if not math.isnan(row.icc_upper)]
         if votes_per_participant > 1 and not measured:
             raise UserInputError(
-                "this study measured no intra-participant correlation (one vote each); give --icc, e.g. 0.2"
+                f"this study measured no intra-participant correlation: {_no_icc_cause(report)}; "
+                "give --icc, e.g. 0.2"
             )
         icc = min(max(measured, default=0.0), 1.0)
     if decisive_share is None:

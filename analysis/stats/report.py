@@ -24,6 +24,7 @@ from analysis.stats.bradley_terry import (
 )
 from analysis.stats.inference import clustered_share_tests, holm_adjust
 from analysis.stats.responses import prepare_responses
+from analysis.stats.sequential import Anytime, anytime_rows
 from analysis.stats.tables import ResultTable, jsonable
 from peftlab.errors import UserInputError
 
@@ -53,6 +54,13 @@ class AnalysisConfig:
     breakdowns: tuple[str, ...] = field(
         default=BREAKDOWNS, metadata={"help": "Columns to break each question down by (landmark, prompt)."}
     )
+    anytime_alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "Level of the anytime-valid tests and confidence sequences (the plan's stopping alpha); "
+            "None: 1 - confidence."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.confidence < 1:
@@ -64,6 +72,13 @@ class AnalysisConfig:
         unknown = sorted(set(self.breakdowns) - set(BREAKDOWNS))
         if unknown:
             raise UserInputError(f"unknown breakdown(s) {unknown}; choose from {list(BREAKDOWNS)}")
+        if self.anytime_alpha is not None and not 0 < self.anytime_alpha < 1:
+            raise UserInputError(f"anytime alpha must be in (0, 1), got {self.anytime_alpha}; e.g. 0.05")
+
+    @property
+    def sequential_alpha(self) -> float:
+        """The level of the anytime-valid results."""
+        return 1 - self.confidence if self.anytime_alpha is None else self.anytime_alpha
 
 
 @dataclass(frozen=True)
@@ -118,6 +133,21 @@ class Headline:
     df: float = math.nan
     icc_upper: float = math.nan
     caution: str = ""
+    anytime: Anytime | None = None
+
+
+@dataclass(frozen=True)
+class AnytimeRow:
+    """A headline row's anytime-valid result: confidence sequence, e-value against 0.5, when it was decided."""
+
+    question: str
+    arm_a: str
+    arm_b: str
+    participants: int
+    cs_low: float
+    cs_high: float
+    e_value: float
+    decided_at: int | None
 
 
 @dataclass(frozen=True)
@@ -203,6 +233,7 @@ class StudyReport:
     config: AnalysisConfig
     exclusions: Exclusions
     headline: ResultTable[Headline]
+    anytime: ResultTable[AnytimeRow]
     shares: ResultTable[OptionShare]
     breakdowns: ResultTable[Breakdown]
     position_bias: ResultTable[PositionBias]
@@ -213,6 +244,7 @@ class StudyReport:
         """The result tables by name, in reading order."""
         return {
             "headline": self.headline,
+            "anytime": self.anytime,
             "shares": self.shares,
             "breakdowns": self.breakdowns,
             "position_bias": self.position_bias,
@@ -238,9 +270,9 @@ class StudyReport:
         return json.dumps(self.to_dict(), indent=2)
 
     def to_text(self) -> str:
-        """The report as text tables, the headline first."""
+        """The report as text tables, the headline and its anytime-valid results first."""
         tables = [table.to_text() for table in self.tables().values()]
-        return "\n".join([tables[0], self.exclusions.to_text(), *tables[1:]])
+        return "\n".join([*tables[:2], self.exclusions.to_text(), *tables[2:]])
 
 
 def analyze_responses(frame: pd.DataFrame, config: AnalysisConfig | None = None) -> StudyReport:
@@ -252,7 +284,12 @@ def analyze_responses(frame: pd.DataFrame, config: AnalysisConfig | None = None)
     level = f"{config.confidence:.0%}"
     headline = _pair_results(data, ["question"], config)
     headline["p_holm"] = holm_adjust(headline["p_value"].to_numpy())
-    headline_rows = [_headline(r) for r in headline.itertuples(index=False)]
+    anytime = anytime_results(frame, config)
+    headline_rows = [
+        replace(row, anytime=anytime.get((row.question, row.arm_a, row.arm_b)))
+        for row in (_headline(r) for r in headline.itertuples(index=False))
+    ]
+    alpha = config.sequential_alpha
     breakdowns, breakdown_note = _breakdowns(data, config)
     return StudyReport(
         config=config,
@@ -266,9 +303,23 @@ def analyze_responses(frame: pd.DataFrame, config: AnalysisConfig | None = None)
                 f"{int(headline['p_value'].notna().sum())} tests only). "
                 + ("Ties count as half a vote for each arm." if config.ties_as_half else "Ties excluded.")
             ),
-            hidden=("reading", "caution"),
+            hidden=("reading", "caution", "anytime"),
             lines=[row.reading for row in headline_rows]
             + [row.caution for row in headline_rows if row.caution],
+        ),
+        anytime=ResultTable(
+            f"Anytime-valid: {1 - alpha:.0%} confidence sequences and e-values against 0.5 (valid at every look)",
+            AnytimeRow,
+            [
+                AnytimeRow(row.question, row.arm_a, row.arm_b, **asdict(row.anytime))
+                for row in headline_rows
+                if row.anytime is not None
+            ],
+            note=(
+                "Participants in finishing order; decided_at: the participant count at which the test, "
+                f"corrected over these {len(anytime)} rows (e-Holm at {alpha:g}), first rejected 0.5 "
+                "(empty: not yet). Valid however often the results were looked at."
+            ),
         ),
         shares=ResultTable(
             f"Descriptive: choices per option ({level} participant-level intervals)",
@@ -303,6 +354,54 @@ def analyze_responses(frame: pd.DataFrame, config: AnalysisConfig | None = None)
             note="Items are trials (one image pair) rated by two or more participants; with few items it says little.",
         ),
     )
+
+
+def anytime_results(frame: pd.DataFrame, config: AnalysisConfig) -> dict[tuple[str, str, str], Anytime]:
+    """Anytime-valid results per headline row (question, arm_a, arm_b), the participant being the unit.
+
+    Each finished participant's share of decisive votes for arm_a is one observation; participants are taken
+    in finishing order (`participant_finished_at` when the frame has it, else their last `answered_at`).
+    """
+    frame = prepare_responses(frame)
+    if "participant_finished" in frame:
+        frame = frame[frame["participant_finished"].to_numpy()]
+    _, data = _exclude(frame, config)
+    data = _with_options(data)
+    order = _finishing_order(data)
+    tallies = (
+        data.groupby(["question", "arm_a", "arm_b", "participant"], observed=True, sort=True)[
+            ["wins_a", "wins_b", "ties"]
+        ]
+        .sum()
+        .reset_index()
+    )
+    ties = tallies["ties"].to_numpy(float) if config.ties_as_half else 0.0
+    wins_a = tallies["wins_a"].to_numpy(float) + ties / 2
+    votes = wins_a + tallies["wins_b"].to_numpy(float) + ties / 2
+    tallies = tallies.assign(
+        share=np.divide(wins_a, votes, out=np.zeros_like(votes), where=votes > 0),
+        look=tallies["participant"].map(order).astype(int).to_numpy(),
+    )[votes > 0].sort_values("look", kind="stable")
+    cells = list(tallies.groupby(["question", "arm_a", "arm_b"], observed=True, sort=True))
+    results = anytime_rows(
+        [group["look"].to_numpy() for _, group in cells],
+        [group["share"].to_numpy() for _, group in cells],
+        len(order),
+        config.sequential_alpha,
+    )
+    return {tuple(map(str, key)): result for (key, _), result in zip(cells, results, strict=True)}
+
+
+def _finishing_order(data: pd.DataFrame) -> pd.Series:
+    """Each analysed participant's place (1-based) in finishing order; ties keep the frame's order."""
+    participants = data.groupby("participant", observed=True, sort=False)
+    for column in ("participant_finished_at", "answered_at"):
+        if column in data and data[column].notna().all():
+            finished = pd.to_datetime(participants[column].max(), utc=True, format="ISO8601")
+            break
+    else:
+        finished = pd.Series(np.arange(participants.ngroups), index=data["participant"].unique())
+    return finished.rank(method="first").astype(int)
 
 
 def _exclude(frame: pd.DataFrame, config: AnalysisConfig) -> tuple[Exclusions, pd.DataFrame]:
@@ -594,7 +693,12 @@ def _bradley_terry(data: pd.DataFrame, config: AnalysisConfig) -> list[Strength]
         if len(present) < 3:
             continue
         count = len(per_participant)
-        reason = not_estimable(total, arms, count)
+        # Judged on the decisive votes: a tie counted as half a win each way is no evidence of which arm is
+        # stronger, yet it would make an arm that won every decisive comparison look estimable.
+        decisive = _participant_wins(group, len(arms), False).sum(axis=0)
+        reason = not_estimable(decisive, arms, count)
+        if reason and config.ties_as_half and not not_estimable(total, arms, count):
+            reason += " in the decisive votes; ties counted as half do not make it finite"
         strength = np.full(len(arms), np.nan) if reason else bradley_terry(total)
         low = high = np.full(len(arms), np.nan)
         status = f"not estimable: {reason}" if reason else ""

@@ -22,6 +22,7 @@ RESPONSE_COLUMNS = (
     "choice",
     "chosen_arm",
     "response_ms",
+    "client_ms",
     "shown_at",
     "answered_at",
     "is_attention_check",
@@ -62,7 +63,12 @@ def prepare_responses(frame: pd.DataFrame) -> pd.DataFrame:
     for column in ("participant", "question", "landmark", "prompt", "left_arm", "right_arm", "choice"):
         if not isinstance(frame[column].dtype, pd.CategoricalDtype):
             frame[column] = frame[column].fillna("").astype(str).astype("category")
-    for column in ("is_attention_check", "participant_failed_attention", "participant_finished", "participant_is_pilot"):
+    for column in (
+        "is_attention_check",
+        "participant_failed_attention",
+        "participant_finished",
+        "participant_is_pilot",
+    ):
         if column in frame.columns:
             frame[column] = _bool_column(frame[column])
     bad = sorted(set(frame["choice"].cat.categories) - set(CHOICES))

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 R = TypeVar("R")
+MISSING = "-"
 
 
 @dataclass
@@ -45,7 +46,13 @@ class ResultTable(Generic[R]):
     def to_text(self) -> str:
         """The table as aligned text under its title, then its lines and note."""
         frame = self.to_frame(shown_only=True)
-        body = frame.to_string(index=False, float_format=format_float) if self.rows else "(no data)"
+        # A missing number (an exact test's ICC, a strength that is not estimable) prints as "-", not NaN;
+        # the row's method or status column says why.
+        body = (
+            frame.to_string(index=False, float_format=format_float, na_rep=MISSING)
+            if self.rows
+            else "(no data)"
+        )
         extra = "".join(f"\n{line}" for line in [*self.lines, self.note] if line)
         return f"{self.title}\n{'=' * len(self.title)}\n{body}{extra}\n"
 
@@ -60,9 +67,11 @@ def format_float(value: float) -> str:
 
 
 def jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    """The dict with numpy scalars as Python ones and NaN/inf as None (strict JSON)."""
+    """The dict (and the dicts in it) with numpy scalars as Python ones and NaN/inf as None (strict JSON)."""
     out: dict[str, Any] = {}
     for key, value in row.items():
+        if isinstance(value, dict):
+            value = jsonable(value)
         if isinstance(value, np.generic):
             value = value.item()
         if isinstance(value, float) and not math.isfinite(value):

@@ -15,17 +15,27 @@ from django.utils import timezone
 
 from peftlab.errors import UserInputError
 from studies import selectors
+from studies.allocation import allocate_trials
+from studies.browsers import browser_parse
 from studies.models import Participant, Question, Response, Study, Trial
+from studies.signals import participant_finished
+from studies.stopping import StoppingRule
 
 MTURK_PREVIEW_ASSIGNMENT = "ASSIGNMENT_ID_NOT_AVAILABLE"
 # Where MTurk may tell us to post the assignment, by exact origin: parsing a host out of an arbitrary URL
 # disagrees with browsers ("https://evil.example\\@www.mturk.com" goes to evil.example in Chromium).
 MTURK_SUBMIT_ORIGINS = ("https://www.mturk.com", "https://workersandbox.mturk.com")
 FEEDBACK_MAX_CHARS = 5000
+# A browser's time on one page beyond a day is a clock gone wrong, not an answer time: it is not stored.
+CLIENT_MS_MAX = 24 * 3600 * 1000
 
 
 class StudyFull(Exception):
     """The study has admitted its `max_participants` (in progress included): nobody else may start."""
+
+
+class StudyStopped(Exception):
+    """The study's preregistered stopping rule has been met: nobody new may start (those in progress finish)."""
 
 
 @dataclass(frozen=True)
@@ -41,14 +51,10 @@ class ExternalIds:
 
     def __post_init__(self) -> None:
         if self.source not in Participant.Source.values:
-            raise UserInputError(
-                f"unknown participant source {self.source!r}; use one of {Participant.Source.values}."
-            )
+            raise UserInputError(f"unknown participant source {self.source!r}; use one of {Participant.Source.values}.")
         for value in (self.external_id, self.study_id, self.session_id, self.turk_submit_to):
             if any(ord(character) < 32 or ord(character) == 127 for character in value):
-                raise UserInputError(
-                    "the link's participant ids contain control characters; use the link as given."
-                )
+                raise UserInputError("the link's participant ids contain control characters; use the link as given.")
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> "ExternalIds":
@@ -133,12 +139,24 @@ def _balanced_sides(trials: list[Trial], rng: random.Random) -> dict[str, str]:
     return sides
 
 
+def _allocates(study: Study) -> bool:
+    """Whether the study's preregistered rule allocates pairs adaptively (an unreadable rule shows all pairs;
+    the dashboard says what is wrong with it)."""
+    try:
+        rule = StoppingRule.from_study(study)
+    except UserInputError:
+        return False
+    return rule is not None and rule.allocates(study.arms)
+
+
 def _draw_order(study: Study, seed: int) -> tuple[list[int], dict[str, str]]:
     """A participant's trial order and sides, drawn from their seed."""
     rng = random.Random(seed)
     trials = list(selectors.study_contents(study=study).trials.values())
     regular = [t for t in trials if not t.is_attention_check]
     checks = [t for t in trials if t.is_attention_check]
+    if _allocates(study):
+        regular = allocate_trials(regular, study.pair_weights or {}, rng)
     rng.shuffle(regular)
     order = [t.pk for t in regular]
     # Spread the checks evenly, never first, so they interrupt the real trials.
@@ -167,18 +185,23 @@ def participant_start(
     entry_nonce: str = "",
     user_agent: str = "",
     is_pilot: bool = False,
+    viewport: tuple[int, int] | None = None,
+    is_touch: bool | None = None,
 ) -> Participant:
     """Record a consent decision: a new participant, or the one already made by the same external id or form.
 
     entry_nonce: the consent form's one-time value, so a double-clicked consent without an external id (two
     posts at the same instant from one browser) makes one participant. Raises StudyFull when agreeing would
     admit more than the study's max_participants; declining is always recorded. A pilot (is_pilot) is
-    never counted against the cap and is left out of analyses.
+    never counted against the cap and is left out of analyses. viewport (width, height in CSS pixels) and
+    is_touch are what the consent page's browser reported; the browser's family and version come from
+    `user_agent`.
     """
     if ids.preview:
         raise UserInputError("MTurk preview: accept the HIT before starting.")
     seed = secrets.randbits(48)
     order, sides = _draw_order(study, seed)
+    browser = browser_parse(user_agent)
     defaults = {
         "external_source": ids.source,
         "external_study_id": ids.study_id,
@@ -191,6 +214,11 @@ def participant_start(
         "consent": Participant.Consent.GIVEN if consent_given else Participant.Consent.DECLINED,
         "user_agent": user_agent[:300],
         "is_pilot": is_pilot,
+        "viewport_width": viewport[0] if viewport else None,
+        "viewport_height": viewport[1] if viewport else None,
+        "is_touch": is_touch,
+        "browser_family": browser.family,
+        "browser_version": browser.version,
     }
     if ids.external_id:
         key = {"external_id": ids.external_id}
@@ -199,13 +227,16 @@ def participant_start(
     else:
         key = {}
     with transaction.atomic():
-        if consent_given and not is_pilot and study.max_participants is not None:
+        if consent_given and not is_pilot:
             # One admission at a time per study: the row lock makes "count, then insert" atomic, so concurrent
-            # consents can never admit more than the cap (the count alone would let them all through).
-            locked = Study.objects.select_for_update().only("max_participants").get(pk=study.pk)
+            # consents can never admit more than the cap (the count alone would let them all through), and it
+            # orders every admission against analysis.stopping setting stopped_at: nobody is admitted after.
+            locked = Study.objects.select_for_update().only("max_participants", "stopped_at").get(pk=study.pk)
             existing = Participant.objects.filter(study=study, **key).first() if key else None
             if existing is not None:
                 return existing
+            if locked.stopped_at is not None:
+                raise StudyStopped(f"study {study.slug} has met its stopping rule and admits nobody new")
             if locked.max_participants is not None and (
                 selectors.study_admitted_count(study=study) >= locked.max_participants
             ):
@@ -296,8 +327,11 @@ def participant_instructions_read(*, participant: Participant, step: int) -> boo
 
 
 @transaction.atomic
-def response_record(*, participant: Participant, step: int, choice: str) -> bool:
-    """Store the answer to the current page and move on; False (nothing stored) if `step` is stale."""
+def response_record(*, participant: Participant, step: int, choice: str, client_ms: int | None = None) -> bool:
+    """Store the answer to the current page and move on; False (nothing stored) if `step` is stale.
+
+    client_ms: the time on the page as the browser measured it (None when it sent none, or nonsense).
+    """
     current = _lock_page(participant, step, "question")
     if current is None:
         return False
@@ -318,6 +352,7 @@ def response_record(*, participant: Participant, step: int, choice: str) -> bool
                 choice=choice,
                 chosen_arm=shown.arm(choice),
                 response_ms=round((answered_at - shown_at).total_seconds() * 1000),
+                client_ms=client_ms if client_ms is not None and 0 <= client_ms <= CLIENT_MS_MAX else None,
                 shown_at=shown_at,
                 answered_at=answered_at,
             )
@@ -351,6 +386,10 @@ def participant_finish(*, participant: Participant, step: int, feedback: str = "
     locked.finished_at = timezone.now()
     locked.position += 1
     locked.save(update_fields=["feedback", "finished_at", "position"])
+    # robust: a listener's error (e.g. the stopping check) is logged, never shown to the participant.
+    transaction.on_commit(
+        lambda: participant_finished.send(sender=Participant, participant=locked), robust=True
+    )
     return True
 
 

@@ -22,8 +22,8 @@ def study_plan_guard(*, study: Study, change: str, deviate: str = "") -> None:
     if not reason:
         raise UserInputError(
             f"study {locked.slug!r} has a locked analysis plan (sha256 {locked.plan_sha256[:12]}…): {change} "
-            'would depart from it; to make the change anyway, give a reason with --deviate "reason" '
-            "(it is recorded and reported as a deviation)."
+            'would depart from it; to make the change anyway, give a reason with --deviate "reason" (in the '
+            "console: the deviation reason); it is recorded and reported as a deviation."
         )
     deviation = {"at": timezone.now().isoformat(timespec="seconds"), "change": change, "reason": reason}
     locked.plan_deviations = [*locked.plan_deviations, deviation]

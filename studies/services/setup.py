@@ -19,6 +19,7 @@ from django.utils.text import slugify
 
 from generation.models import GeneratedImage, GenerationRun, Prompt, PromptSet
 from generation.pngs import png_clean
+from generation.selectors import generation_run_readiness
 from peftlab.errors import UserInputError
 from studies.models import Question, Study, Trial, study_contents_changed
 from studies.selectors import COMPLETION_OUTCOMES
@@ -193,6 +194,7 @@ def _question_add(*, study: Study, position: int, spec: Mapping) -> Question:
         text=spec.get("text", ""),
         options=list(spec.get("options", [])),
         show_references=bool(spec.get("show_references", False)),
+        label=spec.get("label", ""),
     )
     try:
         question.full_clean()
@@ -202,6 +204,22 @@ def _question_add(*, study: Study, position: int, spec: Mapping) -> Question:
         ) from None
     question.save()
     return question
+
+
+def generation_run_ready_check(*, run: GenerationRun) -> None:
+    """Raise UserInputError unless `run` has finished: "run 2 is still rendering (3 of 12 images)"."""
+    reason = generation_run_readiness(run=run)
+    if reason:
+        raise UserInputError(f"run {run.pk} is {reason}; build the study once it has finished.")
+
+
+def arm_labels_clean(*, arms: list[str], labels: Mapping[str, str] | None) -> dict[str, str]:
+    """The non-empty display names of `arms`; a label for an arm the study lacks is refused."""
+    labels = {arm: str(label).strip() for arm, label in (labels or {}).items() if str(label).strip()}
+    unknown = sorted(set(labels) - set(arms))
+    if unknown:
+        raise UserInputError(f"display names for {unknown}, which the study does not compare ({arms}).")
+    return labels
 
 
 def arms_validate(*, run: GenerationRun, arms: list) -> None:
@@ -259,9 +277,13 @@ def _trials_build(*, study: Study, seed: int | None, attention_checks: int) -> l
             )
     regular = list(trials)
     rng = random.Random(study.pk)
-    for number in range(attention_checks):
+    # The side each check asks for: as many "left" as "right" (off by one), in an order drawn from the study's
+    # own random secret, so a participant who always picks one side fails some check wherever it falls.
+    draw = random.Random(study.media_secret)
+    sides = ["left", "right"] * (attention_checks // 2) + draw.sample(["left", "right"], attention_checks % 2)
+    draw.shuffle(sides)
+    for side in sides:
         model = rng.choice(regular)
-        side = ("left", "right")[number % 2]
         trials.append(
             Trial(
                 study=study,
@@ -331,11 +353,15 @@ def study_create_from_generation(
     status: str = Study.Status.DRAFT,
     max_participants: int | None = None,
     completion_codes: Mapping | None = None,
+    completion_code: str = "",
+    arm_labels: Mapping[str, str] | None = None,
 ) -> Study:
     """Create a study comparing `arms` of `run`: questions ("reference", a JSON path or dicts) and all trials.
 
     max_participants caps admissions (None: no cap); completion_codes: {outcome: {"code", "redirect_url"}}.
+    completion_code: the finished participants' code (empty: a random one); arm_labels: display names of arms.
     """
+    generation_run_ready_check(run=run)
     if attention_checks < 0:
         raise UserInputError("--attention-checks must be 0 or more.")
     if max_participants is not None and max_participants < 1:
@@ -357,6 +383,10 @@ def study_create_from_generation(
         generation_run=run,
         arms=list(arms or run.arms),
     )
+    study.arm_labels = arm_labels_clean(arms=study.arms, labels=arm_labels)
+    if completion_code:
+        completion_codes_validate(codes={"finished": {"code": completion_code}})  # the same rules as the others
+        study.completion_code = completion_code
     try:
         study.full_clean()
     except ValidationError as error:
@@ -395,9 +425,66 @@ def study_contents_build(
 
 def study_status_set(*, study: Study, status: str) -> Study:
     """Open, close or return a study to draft; a study opens only when every image it serves can be read."""
+    if status not in Study.Status.values:
+        raise UserInputError(f"status {status!r} is unknown; use {', '.join(Study.Status.values)}.")
     if status == Study.Status.OPEN:
+        if not study.trials.filter(is_attention_check=False).exists() or not study.questions.exists():
+            raise UserInputError(f"study {study.slug} has no trials or no questions; nothing to answer yet.")
         study_stimuli_check(study=study)
     study.status = status
     study.full_clean()
     study.save(update_fields=["status"])
+    return study
+
+
+@transaction.atomic
+def study_settings_update(
+    *,
+    study: Study,
+    title: str,
+    consent_text: str,
+    instructions: str,
+    target_participants: int,
+    max_participants: int | None,
+    completion_code: str,
+    completion_redirect_url: str,
+    completion_codes: Mapping | None,
+    arm_labels: Mapping[str, str] | None,
+    question_labels: Mapping[str, str] | None = None,
+    deviate: str = "",
+) -> Study:
+    """Change what a researcher may change at any time: texts, recruitment, completion and display names.
+
+    The planned number of participants is part of a locked analysis plan: changing it then is refused, unless
+    `deviate` gives the reason to record as a deviation.
+    """
+    if target_participants != study.target_participants:
+        study_plan_guard(
+            study=study,
+            change=f"the target participants ({study.target_participants} -> {target_participants})",
+            deviate=deviate,
+        )
+    if max_participants is not None and max_participants < 1:
+        raise UserInputError(
+            f"max participants must be 1 or more (got {max_participants}); leave it empty for no cap."
+        )
+    study.title, study.consent_text, study.instructions = title, consent_text, instructions
+    study.target_participants = target_participants
+    study.max_participants = max_participants
+    if completion_code:
+        completion_codes_validate(codes={"finished": {"code": completion_code}})  # the same rules as the others
+        study.completion_code = completion_code
+    study.completion_redirect_url = completion_redirect_url
+    study.completion_codes = completion_codes_validate(codes=completion_codes or {})
+    study.arm_labels = arm_labels_clean(arms=study.arms, labels=arm_labels)
+    try:
+        study.full_clean()
+    except ValidationError as error:
+        raise UserInputError(f"the study is invalid: {'; '.join(error.messages)}") from None
+    study.save()
+    for question in study.questions.all():
+        label = (question_labels or {}).get(question.key, question.label).strip()
+        if label != question.label:
+            question.label = label
+            question.save(update_fields=["label"])
     return study

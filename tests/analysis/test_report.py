@@ -8,6 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from analysis.charts import leaderboard_reason
+from analysis.reporting import report_context, report_figures
 from analysis.stats import analyze_responses
 from analysis.stats.display import DisplayNames, p_value, readable_rows
 from analysis.stats.paragraphs import PlanStatus, design_from_frame, exclusions_line, methods_paragraph
@@ -43,7 +44,11 @@ def test_report_dir_from_a_study_is_self_contained_with_every_figure(answered_st
     assert data["methods"].replace("'", "&#x27;") in html and data["results"].replace("'", "&#x27;") in html
     assert data["plan"] is None
     assert "12 took part, 2 excluded (2 failed an attention check), 10 analysed." in data["results"]
-    assert "GEE" in data["methods"] and "Holm" in data["methods"] and "not preregistered" in data["methods"]
+    assert (
+        "t test of participants' own shares" in data["methods"]
+        and "Holm" in data["methods"]
+        and "not preregistered" in data["methods"]
+    )
     assert "statsmodels " in data["methods"] and "Python 3." in data["methods"]
 
 
@@ -84,6 +89,15 @@ def test_three_arms_not_estimable_says_why_not_that_arms_are_missing():
     report = analyze_responses(frame)
     reason = leaderboard_reason(report, NAMES)
     assert "three or more arms" not in reason and "not estimable" in reason
+    # The page shows the reason and no leaderboard (not estimable rows carry no rank to sort by).
+    context = report_context(
+        report=report,
+        design=design_from_frame(frame),
+        names=NAMES,
+        title="t",
+        figures=report_figures(report, NAMES, png=False),
+    )
+    assert context["leaderboard"] == [] and context["leaderboard_reason"] == reason
 
 
 def test_two_arms_leaderboard_reason_names_the_arms():
@@ -137,3 +151,42 @@ def test_readable_rows_name_and_format_every_column():
     assert first["First arm's share"] == "45.0%"
     assert p_value(0.0004) == "p < .001" and p_value(0.0123) == "p = .012"
     assert DisplayNames().arm("both") == "both equally"
+
+
+def test_plan_without_an_icc_names_the_real_cause():
+    import pandas as pd
+
+    from analysis.stats import plan_from_report
+    from peftlab.errors import UserInputError
+    from tests.analysis.factories import reference_frame, response_row
+
+    one_way = pd.DataFrame(
+        [
+            response_row(
+                participant=f"p{p}", question="style", left_arm=left, right_arm=right, option="lora", trial=t
+            )
+            for p in range(8)
+            for t, (left, right) in enumerate([("lora", "ti"), ("ti", "lora")] * 3)
+        ]
+    )
+    with pytest.raises(UserInputError, match="every participant's votes went the same way") as error:
+        plan_from_report(analyze_responses(one_way), preference=0.65, votes_per_participant=10, icc=None)
+    assert "one vote" not in str(error.value)
+    with pytest.raises(UserInputError, match="each participant gave one vote per comparison; give --icc"):
+        plan_from_report(
+            analyze_responses(reference_frame()), preference=0.65, votes_per_participant=10, icc=None
+        )
+
+
+def test_a_zero_bar_is_labelled_so_it_is_seen():
+    import xml.etree.ElementTree as ET
+
+    from analysis.charts import render_chart
+    from tests.analysis.factories import reference_frame
+
+    # TI was chosen by nobody on 'buy': its bar has no height, and its label says 0%.
+    report = analyze_responses(reference_frame())
+    assert [s.share for s in report.shares.rows if s.question == "buy" and s.option == "ti"] == [0.0]
+    root = ET.fromstring(render_chart(report, "preferences", "svg"))
+    labels = [text.text for text in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert labels.count("0%") >= 2  # the y axis' 0% and the empty bar's own label

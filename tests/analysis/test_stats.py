@@ -12,6 +12,7 @@ from scipy import optimize, stats
 from statsmodels.stats.multitest import multipletests
 
 from analysis.charts import CHARTS, render_chart
+from analysis.reporting import report_context, report_figures, report_html
 from analysis.stats import (
     RESPONSE_COLUMNS,
     AnalysisConfig,
@@ -27,7 +28,9 @@ from analysis.stats import (
     plan_sample_size,
     wilson_intervals,
 )
+from analysis.stats.display import DisplayNames
 from analysis.stats.inference import EXACT, GEE, SIGN
+from analysis.stats.paragraphs import design_from_frame, row_caution
 from analysis.stats.planning import exact_power
 from peftlab.errors import UserInputError
 from tests.analysis.factories import REFERENCE_COUNTS, reference_frame, reference_rows, response_row
@@ -594,3 +597,41 @@ def test_a_headline_that_one_participant_reverses_names_that_participant():
         f"Caution, a vs b for q: the verdict turns on participant p007, who carries the most weight: "
         f"without them p = {others:.2g} (with them {row.p_value:.2g})."
     )
+
+
+def test_a_not_estimable_strength_prints_no_nan_and_one_tie_as_half_does_not_make_it_estimable():
+    rows = three_arm_rows(30, 9, agree=False, winner_takes_all=True)
+    rows.append(
+        response_row(participant="p0", question="q", left_arm="a", right_arm="b", option="both", trial=99)
+    )
+    for ties_as_half in (False, True):
+        report = analyze_responses(
+            pd.DataFrame(rows), AnalysisConfig(bootstrap=50, ties_as_half=ties_as_half)
+        )
+        frame = report.bradley_terry.to_frame()
+        assert frame["strength"].isna().all() and frame["ci_low"].isna().all()
+        assert frame["status"].str.startswith("not estimable: a won every comparison").all()
+        text = report.bradley_terry.to_text()
+        assert "NaN" not in text and "not estimable: a won every comparison" in text
+    assert frame["status"].str.endswith("ties counted as half do not make it finite").all()
+    assert "NaN" not in report.to_text()
+
+
+def test_the_report_page_shows_the_caution_under_the_headline_table():
+    frame = repeated_votes([(9, 1), (8, 2), (10, 0)])
+    report = analyze_responses(frame, AnalysisConfig(bootstrap=0))
+    names = DisplayNames()
+    context = report_context(
+        report=report,
+        design=design_from_frame(frame),
+        names=names,
+        title="t",
+        figures=report_figures(report, names, png=False),
+    )
+    row = report.headline.rows[0]
+    assert context["cautions"] == [f"q, a vs b: {row_caution(row)}"] and row.caution.endswith(row_caution(row)[9:])
+    assert "caution" not in [heading.lower() for heading in context["headline"]["headings"]]
+    html = report_html(context)
+    table_end = html.index("</table>", html.index('id="headline-table"'))
+    # Under the table (the Results paragraph above it says so too).
+    assert html.find("only 3 participant(s), too few for any test to be trusted", table_end) > table_end

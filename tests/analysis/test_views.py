@@ -42,13 +42,17 @@ def test_staff_see_the_forest_plot_first_then_results_methods_and_readable_table
     assert 'src="data:image/svg+xml;base64,' in body
     assert "12 took part, 2 excluded (2 failed an attention check), 10 analysed." in body
     assert "On Style match, neither LoRA (rank 8) nor Textual Inversion was clearly preferred" in body
-    assert "Holm" in body and "GEE" in body and "Not preregistered" in body
+    assert (
+        "Holm" in body and "t test of participants&#x27; own shares" in body and "Not preregistered" in body
+    )
     for raw in ("share_a", "p_holm", "design_effect", "participants_excluded"):
         assert raw not in body
     assert "First arm&#x27;s share" in body and "p (Holm)" in body and "80.0%" in body
     # Two arms: one line says why there is no Bradley-Terry leaderboard.
     assert "No Bradley-Terry leaderboard: it ranks three or more arms, and this study compares 2" in body
-    for name in ("forest", "preferences", "landmarks", "position-bias", "bradley-terry"):
+    # The empty Bradley-Terry figure is left out: the leaderboard's line says why there is none.
+    assert "/analysis/seed/charts/bradley-terry.png" not in page
+    for name in ("forest", "preferences", "landmarks", "position-bias"):
         assert f"/analysis/seed/charts/{name}.png?download=1" in page
         assert f"/analysis/seed/charts/{name}.svg?download=1" in page
     assert "/analysis/seed/responses.parquet" in page

@@ -3,6 +3,9 @@
 import pytest
 from django.contrib.auth import get_user_model
 
+# The studies' small generation run (two landmarks x three arms), media in a temporary folder, and Chromium.
+from tests.studies.conftest import browser, media_root, run  # noqa: F401
+
 
 @pytest.fixture
 def staff_client(client, db):

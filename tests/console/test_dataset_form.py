@@ -94,6 +94,8 @@ def test_valid_form_enqueues_a_job_that_runs_and_shows_progress(
         "total": 3,
         "metrics": {},
         "active": False,
+        "eta_at": None,
+        "eta": "",
     }
     detail = staff_client.get(reverse("console:job_detail", args=[job.pk])).content.decode()
     assert "finished" in detail and "[prepare] i2.png" in detail

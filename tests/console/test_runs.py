@@ -1,6 +1,8 @@
 """The runs page lists every training and generation run, however started, with its job's progress and links;
 a training run's page shows its metrics, its loss.png and full error; the studies page links onward."""
 
+import io
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -126,18 +128,22 @@ def test_a_run_shows_its_latest_jobs_progress_and_polls_while_active(staff_clien
         stage="train",
         done=2,
         total=5,
+        eta_at=timezone.now() + timedelta(minutes=10, seconds=30),
     )
     TrainingRun.objects.filter(pk=training.pk).update(status="running")
     page = staff_client.get(reverse("console:runs")).content.decode()
     assert f'data-job="{retry.pk}"' in page and "setTimeout(poll, 2000)" in page and "train 2/5" in page
+    assert "about 10\xa0minutes left" in page
     (row,) = staff_client.get(reverse("console:runs_json")).json()["runs"]
     assert row["active"] and row["job"]["id"] == retry.pk and row["job"]["percent"] == 40.0
+    assert row["job"]["eta"] == "about 10\xa0minutes left"
 
     detail = staff_client.get(reverse("console:training_run_detail", args=[training.pk])).content.decode()
     assert reverse("console:job_detail", args=[first.pk]) in detail and f"retry of {first.pk}" in detail
     job_page = staff_client.get(reverse("console:job_detail", args=[retry.pk])).content.decode()
     chart = reverse("console:training_run_loss_chart", args=[training.pk])
     assert reverse("console:training_run_detail", args=[training.pk]) in job_page and chart in job_page
+    assert "40.0% of the whole run" in job_page and "about 10\xa0minutes left (ETA" in job_page
 
 
 def test_training_run_detail_shows_config_metrics_curve_files_and_studies(staff_client, training, study):
@@ -209,3 +215,60 @@ def test_pages_read_job_state_and_never_reconcile(staff_client, training, settin
     page = staff_client.get(reverse("console:job_detail", args=[dead.pk])).content.decode()
     assert "Last heartbeat" in page and "1 hour ago" in page and "older than 60 s" in page
     assert jobs_reconcile() == 1
+
+
+def test_a_finished_runs_adapters_download_as_one_zip(staff_client, tmp_path):
+    output = tmp_path / "ti-run"
+    output.mkdir()
+    names = ["learned_embeds.safetensors", "ghibli.safetensors", "run.json", "metrics.csv"]
+    for name in names:
+        (output / name).write_bytes(name.encode())
+    run = TrainingRun.objects.create(
+        method="ti",
+        status="finished",
+        best_epoch=3,
+        dataset_path=str(tmp_path / "d"),
+        output_path=str(output),
+        config={},
+        files={name: str(output / name) for name in names} | {"best": str(output / "best")},
+    )
+    detail = staff_client.get(reverse("console:training_run_detail", args=[run.pk])).content.decode()
+    url = reverse("console:training_run_adapters", args=[run.pk])
+    assert url in detail
+    response = staff_client.get(url)
+    assert response["Content-Disposition"] == f'attachment; filename="training-run-{run.pk}-ti-adapters.zip"'
+    with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as archive:
+        folder = f"training-run-{run.pk}-ti/"
+        assert sorted(archive.namelist()) == sorted(
+            folder + name
+            for name in ["README.txt", "ghibli.safetensors", "learned_embeds.safetensors", "run.json"]
+        )
+        assert archive.read(folder + "ghibli.safetensors") == b"ghibli.safetensors"
+        readme = archive.read(folder + "README.txt").decode()
+    assert "ghibli.safetensors: Textual Inversion for A1111" in readme
+    assert "learned_embeds.safetensors: Textual Inversion for diffusers" in readme
+
+    TrainingRun.objects.filter(pk=run.pk).update(status="running")
+    missing = staff_client.get(url)
+    assert (
+        missing.status_code == 404
+        and url
+        not in staff_client.get(reverse("console:training_run_detail", args=[run.pk])).content.decode()
+    )
+
+
+def test_the_gallery_says_what_the_effect_check_compared(staff_client):
+    run = GenerationRun.objects.create(
+        prompt_set=PromptSet.objects.create(name="fx"),
+        arms=["base", "lora"],
+        status="finished",
+        config={"seeds": [0], "probe_seed": 3, "effect_threshold": 0.5},
+        effects={"lora": 12.25},
+    )
+    page = staff_client.get(reverse("generation:run_gallery", args=[run.pk])).content.decode()
+    note = page[page.index('id="effect-check-note"') :]
+    assert "lora: 12.25" in page
+    assert "rendered at seed 3 with the trained adapter and with the same adapter untrained" in " ".join(
+        note.split()
+    )
+    assert "without the adapter" not in page  # the old, wrong description

@@ -6,6 +6,7 @@ from PIL import Image
 
 from generation.models import PromptSet
 from peftlab.models import Job
+from studies.models import Study
 from trainer.engine.config import LoraTrainingConfig, TiTrainingConfig
 from trainer.engine.dataset import PrepareConfig
 from trainer.models import Dataset
@@ -72,15 +73,15 @@ def test_generation_form_rejects_bad_input(staff_client, tiny_model_dir, tmp_pat
     assert job.kind == "generation" and job.queue == "gpu" and job.run.arms == ["base"]
 
 
-def test_study_form_needs_a_finished_run_and_a_free_slug(staff_client):
-    page = post(
-        staff_client,
-        "study_new",
-        {"generation_run": 999, "title": "t", "slug": "s", "attention_checks": 2, "target_participants": 5},
-    )
-    assert "Select a valid choice" in page
-    assert "valid “slug”" in post(staff_client, "study_new", {"title": "t", "slug": "a b"})
-    assert not Job.objects.exists()
+def test_study_builder_needs_a_run_and_a_free_slug(staff_client, run):
+    picker = staff_client.get(reverse("console:study_new"), {"generation_run": 999}).content.decode()
+    assert "Select a valid choice" in picker and "Create the study" not in picker
+    Study.objects.create(title="t", slug="taken", generation_run=run, consent_text="c", instructions="i")
+    url = f"{reverse('console:study_new')}?generation_run={run.pk}"
+    page = staff_client.post(url, {"title": "t", "slug": "taken", "arms": ["base", "lora"]}).content.decode()
+    assert "a study with slug &#x27;taken&#x27; already exists" in page
+    assert "valid “slug”" in staff_client.post(url, {"title": "t", "slug": "a b"}).content.decode()
+    assert Study.objects.count() == 1 and not Job.objects.exists()
 
 
 @pytest.fixture
@@ -120,3 +121,40 @@ def test_training_form_without_a_learning_rate_uses_the_methods_default(
     assert response.status_code == 302, response.content.decode()[-2000:]
     expected = {"lora": LoraTrainingConfig, "ti": TiTrainingConfig}[method].learning_rate
     assert Job.objects.get().run.config["learning_rate"] == expected
+
+
+# The tiny tokenizer spells "word" in 4 tokens: 25 of them are 100 tokens, more than one 75-token window.
+@pytest.mark.parametrize(("captions", "expected"), [(["short caption"], 77), (["word " * 25], 150)])
+def test_training_form_measures_the_captions_for_max_caption_tokens(
+    staff_client, tiny_model_dir, settings, tmp_path, captions, expected
+):
+    source = tmp_path / "images"
+    source.mkdir()
+    for index in range(4):
+        Image.new("RGB", (64, 64), (60 * index, 90, 200)).save(source / f"image{index}.png")
+        (source / f"image{index}.txt").write_text(captions[0] + f" {index}", encoding="utf-8")
+    dataset_prepare(
+        source=source, output=tmp_path / "dataset", config=PrepareConfig(resolution=64, min_size=0)
+    )
+    settings.PEFTLAB_DATA_DIR = tmp_path / "data"
+    data = {
+        "dataset": Dataset.objects.get().pk,
+        "method": "lora",
+        "model": str(tiny_model_dir),
+        "output_name": "run",
+        "epochs": 1,
+        "batch_size": 1,
+        "resolution": 64,
+        "seed": 0,
+        "rank": 4,
+        "processes": 1,
+        "max_caption_tokens": "",
+    }
+    response = staff_client.post(reverse("console:training_new"), data, follow=True)
+    assert Job.objects.get().run.config["max_caption_tokens"] == expected
+    assert f"max caption tokens {expected}." in response.content.decode()
+    Job.objects.all().delete()
+    chosen = staff_client.post(
+        reverse("console:training_new"), data | {"max_caption_tokens": "225", "output_name": "b"}
+    )
+    assert chosen.status_code == 302 and Job.objects.get().run.config["max_caption_tokens"] == 225

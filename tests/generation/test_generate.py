@@ -171,3 +171,29 @@ def test_gallery_is_staff_only_and_the_zip_has_a_manifest(client, tiny_model_dir
     for row in rows:
         assert hashlib.sha256(archive.read(row["file"])).hexdigest() == row["sha256"]
     assert {row["adapter"] for row in rows if row["arm"] == "lora"} == {str(adapters["diffusers"])}
+
+
+def test_progress_reports_the_whole_runs_share_of_images(tiny_model_dir, adapters, small_set):
+    config = GenerationConfig(
+        model=str(tiny_model_dir),
+        arms=("base", "lora"),
+        lora=str(adapters["peft"]),
+        seeds=(0, 1),
+        steps=2,
+        width=64,
+        height=64,
+        batch_size=2,
+    )
+    reports = []
+    generation_run_render(prompt_set=small_set, config=config, progress=reports.append)
+    shares = [(report.stage, report.done, report.overall) for report in reports]
+    # Loading and the effect check render no study image: 0 % of the run, whatever their own stage says.
+    assert all(overall == 0.0 for stage, _, overall in shares if not stage.startswith("render"))
+    assert [share for share in shares if share[0].startswith("render")] == [
+        ("render base", 0, 0.0),
+        ("render base", 2, 0.25),
+        ("render base", 4, 0.5),
+        ("render lora", 0, 0.5),
+        ("render lora", 2, 0.75),
+        ("render lora", 4, 1.0),
+    ]

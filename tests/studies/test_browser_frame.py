@@ -2,11 +2,13 @@
 no cookie reaching our site; staff pages and other sites' frames stay refused."""
 
 import html
+import os
 import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
@@ -96,6 +98,8 @@ def test_a_worker_walks_the_study_to_the_end_inside_a_cross_site_frame(
     frame.get_by_label("Anything you would like to tell us? (optional)").fill("from a frame")
     frame.get_by_role("button", name="Finish").click()
     assert frame.locator("#completion-code").inner_text() == seed_open.completion_code
+    if os.environ.get("PEFTLAB_SHOTS_DIR"):
+        page.screenshot(path=str(Path(os.environ["PEFTLAB_SHOTS_DIR"]) / "field-a-mturk-frame-done.png"))
     frame.get_by_role("button", name="Submit the HIT").click()
     frame.get_by_text("submitted").wait_for()
     assert parse_qs(posts[0]) == {"assignmentId": ["A1"], "completion_code": [seed_open.completion_code]}
@@ -107,20 +111,20 @@ def test_a_worker_walks_the_study_to_the_end_inside_a_cross_site_frame(
     assert not any(sent_cookies)
 
 
-def frame_is_refused(page) -> bool:
-    """Whether Chromium refused to show the frame's document (it shows its own error page instead)."""
-    page.wait_for_load_state("load")
-    return page.frames[1].url.startswith("chrome-error://")
+def assert_refused(page) -> None:
+    """Chromium refused to show the frame's document: it commits its own error page in the frame instead."""
+    page.frames[1].wait_for_url(re.compile(r"^chrome-error://"), wait_until="commit")
 
 
 def test_staff_pages_and_other_sites_cannot_frame_the_study(browser, live_server, settings, seed_open, requester):
     settings.PEFTLAB_FRAME_ANCESTORS = [requester]
     page, _ = framing_page(browser, requester, f"{live_server.url}/studies/seed/")
-    assert not frame_is_refused(page)  # the control: the allowed origin frames the entry page
+    # The control: the allowed origin frames the entry page.
+    page.frame_locator("#hit").get_by_role("button", name="I agree, start the study").wait_for()
     User.objects.create_superuser("admin", "a@example.org", "pw")
     for path in ("/studies/seed/dashboard/", "/admin/login/"):
         page, _ = framing_page(browser, requester, f"{live_server.url}{path}")
-        assert frame_is_refused(page), path
+        assert_refused(page)
     with requester_site() as elsewhere:  # another origin, not in PEFTLAB_FRAME_ANCESTORS
         page, _ = framing_page(browser, elsewhere, f"{live_server.url}/studies/seed/")
-        assert frame_is_refused(page)
+        assert_refused(page)

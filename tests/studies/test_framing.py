@@ -73,6 +73,7 @@ def consent_post(client: Client, study, *, cookies: bool = True, **headers):
     "headers, allowed",
     [
         ({"Sec-Fetch-Site": "same-origin"}, True),  # inside MTurk's frame: no cookie reaches us, yet it works
+        ({"Sec-Fetch-Site": "none"}, True),  # the person reloading a posted page: no other site can send it
         ({"Origin": "http://testserver"}, True),  # a browser without Fetch metadata
         ({"Sec-Fetch-Site": "cross-site"}, False),
         ({"Sec-Fetch-Site": "same-site"}, False),

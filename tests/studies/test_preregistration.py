@@ -90,3 +90,19 @@ def test_locked_study_refuses_design_changes_or_records_a_deviation(study):
 def test_unlocked_study_reports_no_plan(study):
     data = json.loads(run("analyze_study", study.slug, "--json", "--bootstrap", "0"))
     assert data["plan"] is None and "not preregistered" in data["methods"]
+
+
+def test_the_admin_shows_a_locked_studys_design_read_only(study, admin_client):
+    url = f"/admin/studies/study/{study.pk}/change/"
+    form = admin_client.get(url).context["adminform"].form
+    assert "arms" in form.fields and "questions-TOTAL_FORMS" in admin_client.get(url).content.decode()
+    run("lock_plan", study.slug)
+    page = admin_client.get(url)
+    assert "arms" not in page.context["adminform"].form.fields
+    assert "generation_run" not in page.context["adminform"].form.fields
+    questions = next(
+        inline for inline in page.context["inline_admin_formsets"] if inline.opts.model.__name__ == "Question"
+    )
+    assert not (
+        questions.has_add_permission or questions.has_change_permission or questions.has_delete_permission
+    )

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 ROW_KEYS = {
     "participant", "external_id", "trial", "trial_index", "question", "question_text", "landmark", "prompt",
-    "left_arm", "right_arm", "choice", "chosen_arm", "response_ms", "shown_at", "answered_at",
+    "left_arm", "right_arm", "choice", "chosen_arm", "response_ms", "client_ms", "shown_at", "answered_at",
     "is_attention_check", "attention_passed", "participant_failed_attention", "participant_finished",
     "participant_is_pilot", "generation_run", "left_image", "right_image", "left_seed", "right_seed", "left_rendered_prompt",
     "right_rendered_prompt",

@@ -73,6 +73,17 @@ def test_load_prompts_copies_references_named_relative_to_the_file_and_participa
     assert len(colours) == 2  # both images, each its own
 
 
+def test_load_prompts_reads_csv_references_relative_to_the_csv(tmp_path):
+    (tmp_path / "refs").mkdir()
+    for name, colour in (("a.jpg", (5, 5, 5)), ("b.jpg", (250, 5, 5))):
+        (tmp_path / "refs" / name).write_bytes(jpeg_bytes(colour))
+    path = tmp_path / "mine.csv"
+    path.write_text("landmark,text,reference_images\nTaj Mahal,the taj mahal,refs/a.jpg; refs/b.jpg\n")
+    call_command("load_prompts", str(path))
+    references = PromptSet.objects.get().prompts.get().reference_images
+    assert len(references) == 2 and all(default_storage.exists(name) for name in references)
+
+
 @pytest.mark.parametrize(
     "reference, message",
     [
@@ -148,14 +159,14 @@ def test_the_admin_refuses_to_open_a_study_with_a_missing_stimulus(run):
     study.refresh_from_db()
     assert study.status == Study.Status.DRAFT
     change = client.get(f"/admin/studies/study/{study.pk}/change/")
+    fields = change.context["adminform"].form.fields
     form = {
-        key: value
+        key: "" if value is None else json.dumps(value) if isinstance(value, dict | list) else value
         for key, value in change.context["adminform"].form.initial.items()
-        if key in change.context["adminform"].form.fields and value is not None
+        if key in fields
     }
     form.update(
         status="open",
-        arms=json.dumps(study.arms),
         generation_run=run.pk,
         **{
             f"{prefix}-{field}": "0"
@@ -163,8 +174,6 @@ def test_the_admin_refuses_to_open_a_study_with_a_missing_stimulus(run):
             for field in ("TOTAL_FORMS", "INITIAL_FORMS")
         },
     )
-    form["completion_codes"] = json.dumps(study.completion_codes)
-    form["arm_labels"] = json.dumps(study.arm_labels)
     response = client.post(f"/admin/studies/study/{study.pk}/change/", form)
     assert response.status_code == 200 and b"cannot open: the ti image of" in response.content
     study.refresh_from_db()
@@ -183,3 +192,18 @@ def test_a_stimulus_lost_after_opening_is_a_404_and_a_log_line(study, caplog):
         response = bot.client.get(left)
     assert response.status_code == 404
     assert any("cannot be served" in record.getMessage() and record.name == "studies.views" for record in caplog.records)
+
+
+def test_study_status_opens_a_draft_only_when_its_stimuli_can_be_read(run, capsys):
+    study = study_create_from_generation(run=run, slug="cli")
+    name = GeneratedImage.objects.filter(arm="base").first().image.name
+    data = default_storage.open(name, "rb").read()
+    default_storage.delete(name)
+    with pytest.raises(CommandError, match=r"^study 'cli' cannot open: the base image of .*re-import the stimuli"):
+        call_command("study_status", "cli", "open")
+    assert Study.objects.get().status == Study.Status.DRAFT
+    default_storage.save(name, ContentFile(data))
+    call_command("study_status", "cli", "open")
+    assert "Study 'cli' is open." in capsys.readouterr().out
+    call_command("study_status", "cli", "closed")
+    assert Study.objects.get(pk=study.pk).status == Study.Status.CLOSED

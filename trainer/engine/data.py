@@ -217,6 +217,29 @@ def caption_capacity(tokenizer: Any, max_caption_tokens: int) -> int:
     return CAPTION_CHUNKS[max_caption_tokens] * (tokenizer.model_max_length - 2)
 
 
+def caption_tokens_fitting(tokenizer: Any, captions: list[str]) -> tuple[int, int]:
+    """(the longest caption's tokens, the smallest --max-caption-tokens keeping every caption whole; 225 at most)."""
+    longest = max(caption_token_counts(tokenizer, captions), default=0)
+    fitting = [tokens for tokens in CAPTION_CHUNKS if caption_capacity(tokenizer, tokens) >= longest]
+    return longest, min(fitting) if fitting else max(CAPTION_CHUNKS)
+
+
+def caption_tokens_measure(model: str, dataset: Path) -> tuple[int, int]:
+    """`caption_tokens_fitting` for a prepared dataset's captions, with only the model's tokenizer loaded."""
+    from transformers import CLIPTokenizer
+
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
+    except (OSError, ValueError) as error:
+        raise UserInputError(f"cannot read the tokenizer of {model!r} ({str(error)[:200]}).") from None
+    captions = [
+        caption
+        for name in ("train.txt", "validation.txt")
+        for caption in read_dataset(dataset, name).captions
+    ]
+    return caption_tokens_fitting(tokenizer, captions)
+
+
 def tokenize(tokenizer: Any, captions: list[str], max_caption_tokens: int = 77) -> torch.Tensor:
     """Token ids [n, chunks x window]: one window padded as the pipeline does at inference, or (for longer
     captions) 75-token chunks each framed by BOS and EOS and kept whole: A1111's layout without its comma

@@ -65,6 +65,7 @@ def launch_training(
     resume: bool = False,
     progress: ProgressCallback = ignore_progress,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> TrainingResult:
     """Train like `loop.train`, on `processes` processes; returns the main process's `TrainingResult`."""
     with tempfile.TemporaryDirectory(prefix="peftlab-launch-") as folder:
@@ -100,6 +101,8 @@ def launch_training(
                         progress(Progress(**report["progress"]))
                     elif "epoch" in report and on_epoch is not None:
                         on_epoch(EpochResult(**report["epoch"]))
+                    elif "warning" in report and on_warning is not None:
+                        on_warning(report["warning"])
                     reports.update(report)
                 process.wait()
             finally:
@@ -138,6 +141,7 @@ def main(request_path: str) -> None:
             resume=request["resume"],
             progress=lambda progress: report(progress=asdict(progress)),
             on_epoch=lambda epoch: report(epoch=asdict(epoch)),
+            on_warning=lambda text: report(warning=text),
         )
     except UserInputError as error:
         report(error=str(error))

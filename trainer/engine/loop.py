@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import os
@@ -34,6 +35,7 @@ from trainer.engine.data import (
     cached_text_states,
     caption_capacity,
     caption_token_counts,
+    caption_tokens_fitting,
     check_model_exists,
     encode_text,
     load_components,
@@ -130,9 +132,14 @@ def train(
     resume: bool = False,
     progress: ProgressCallback = ignore_progress,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> TrainingResult:
-    """Train `config.method` on a prepared dataset into `output`; see the module docstring."""
-    return Trainer(Path(dataset), Path(output), config, resume, progress, on_epoch).run()
+    """Train `config.method` on a prepared dataset into `output`; see the module docstring.
+
+    on_warning receives each thing the researcher should know about the run (captions cut, images upscaled,
+    images skipped when the dataset was prepared), as one sentence, from the main process.
+    """
+    return Trainer(Path(dataset), Path(output), config, resume, progress, on_epoch, on_warning).run()
 
 
 class Trainer:
@@ -146,9 +153,12 @@ class Trainer:
         resume: bool,
         progress: ProgressCallback,
         on_epoch: Callable[[EpochResult], None] | None,
+        on_warning: Callable[[str], None] | None = None,
     ) -> None:
         self.dataset, self.output, self.config, self.resume = dataset, output, config, resume
         self.progress, self.on_epoch = progress, on_epoch or (lambda _: None)
+        self.on_warning = on_warning or (lambda _: None)
+        self.warnings: list[str] = []  # what warn() said, for run.json
         self.manifest_sha256 = check_inputs(dataset, output, config, resume)
         self.output_existed = output.exists()
         self.method: Method = make_method(config)
@@ -202,6 +212,7 @@ class Trainer:
             accelerator.mixed_precision, torch.float32
         )
 
+        self.check_dataset()
         with self.phase("load"):
             # Frozen weights load in the mixed-precision dtype; what trains stays float32.
             text_dtype = torch.float32 if self.method.text_encoder_trains else weight_dtype
@@ -285,6 +296,7 @@ class Trainer:
                     config.epochs,
                     message=line,
                     metrics={"train_loss": result.train_loss, "val_loss": result.val_loss},
+                    overall=result.epoch / config.epochs,
                 )
             )
             if accelerator.is_main_process:
@@ -355,19 +367,48 @@ class Trainer:
         """Accelerate's autocast in mixed precision; nothing to enter in float32."""
         return contextlib.nullcontext() if self.mixed_precision == "no" else self.accelerator.autocast()
 
+    def warn(self, message: str) -> None:
+        """Tell the log and `on_warning` something the researcher should know about the run (main process)."""
+        if self.accelerator.is_main_process:
+            logger.warning("%s", message)
+            self.warnings.append(message)
+            self.on_warning(message)
+
+    def check_dataset(self) -> None:
+        """Warn when training upscales the prepared images, or when preparing the dataset skipped images."""
+        manifest = json.loads((self.dataset / "manifest.json").read_text(encoding="utf-8"))
+        prepared = manifest.get("settings", {}).get("resolution")
+        if prepared and self.config.resolution > prepared:
+            self.warn(
+                f"training at {self.config.resolution} px on a dataset prepared at {prepared} px: every image is "
+                f"upscaled {self.config.resolution / prepared:g}x, which adds no detail and makes each step "
+                f"slower; train at --resolution {prepared}, or prepare the dataset at {self.config.resolution} px."
+            )
+        skipped = manifest.get("skipped", [])
+        if skipped:
+            named = "; ".join(f"{skip['file']} ({skip['reason']})" for skip in skipped[:3])
+            more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+            self.warn(
+                f"{len(skipped)} source image{'s were' if len(skipped) > 1 else ' was'} skipped when the dataset "
+                f"was prepared: {named}{more}; see its manifest.json."
+            )
+
     def count_truncated(self, captions: list[str]) -> None:
         """Count (and say) how many training captions are longer than --max-caption-tokens lets through."""
         tokenizer = self.components.tokenizer
         capacity = caption_capacity(tokenizer, self.config.max_caption_tokens)
         self.captions_truncated = sum(count > capacity for count in caption_token_counts(tokenizer, captions))
         self.captions_total = len(captions)
-        if self.captions_truncated and self.accelerator.is_main_process:
-            logger.warning(
-                "%d of %d captions are longer than %d tokens and lose their tail (--max-caption-tokens %d).",
-                self.captions_truncated,
-                len(captions),
-                capacity,
-                self.config.max_caption_tokens,
+        if self.captions_truncated:
+            longest, fitting = caption_tokens_fitting(tokenizer, captions)
+            advice = (
+                f"train with --max-caption-tokens {fitting} to keep them whole"
+                if caption_capacity(tokenizer, fitting) >= longest
+                else f"the longest has {longest} tokens, more than any setting lets through: shorten it"
+            )
+            self.warn(
+                f"{self.captions_truncated} of {len(captions)} captions are longer than {capacity} tokens and lose "
+                f"their tail (--max-caption-tokens {self.config.max_caption_tokens}); {advice}."
             )
 
     def global_shape(self, local: torch.Tensor) -> tuple[int, ...]:
@@ -496,6 +537,7 @@ class Trainer:
                                 "loss": loss_sum.item() / ((step + 1) * config.batch_size),
                                 "samples/s": done / max(elapsed, 1e-9),
                             },
+                            overall=(epoch + (step + 1) / len(batches)) / config.epochs,
                         )
                     )
             samples = len(batches) * config.batch_size
@@ -701,6 +743,7 @@ class Trainer:
                     "max_caption_tokens": self.config.max_caption_tokens,
                     "captions_truncated": self.captions_truncated,
                     "captions": self.captions_total,
+                    "warnings": self.warnings,
                     "best_epoch": result.best_epoch,
                     "best_val_loss": result.best_val_loss,
                     "stopped_early": self.stopped_early,

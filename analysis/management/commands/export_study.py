@@ -33,5 +33,6 @@ class Command(PeftlabCommand):
             include_pilot=options["include_pilot"],
         )
         self.stdout.write(
-            f"wrote {files.rows} responses to {files.responses} and the summary to {files.summary}"
+            f"wrote {files.rows} responses to {files.responses}, the summary to {files.summary} and the"
+            f" participants to {files.participants}"
         )

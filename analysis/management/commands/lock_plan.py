@@ -1,5 +1,6 @@
 """python manage.py lock_plan SLUG [--alpha A] [--output plan.json]: preregister a study's analysis plan."""
 
+import json
 from pathlib import Path
 
 from analysis.management.commands._options import add_analysis_options, analysis_config
@@ -28,6 +29,11 @@ class Command(PeftlabCommand):
             help="Write the plan's JSON here (the exact bytes hashed: sha256sum gives the printed hash). "
             "On a locked study, only exports.",
         )
+        parser.add_argument(
+            "--stopping",
+            help='Preregister a stopping rule as JSON, e.g. \'{"rule": "anytime", "alpha": 0.05, '
+            '"min_participants": 20, "max_participants": 200}\' (optional: "futility": 0.05, "adaptive": true).',
+        )
         add_analysis_options(parser)
 
     def handle(self, *args, **options) -> None:
@@ -38,7 +44,12 @@ class Command(PeftlabCommand):
                 f"the folder {output.parent} does not exist; create it or choose another --output"
             )
         if study.plan_locked_at is None:
-            study = study_plan_lock(study=study, config=analysis_config(options), alpha=options["alpha"])
+            study = study_plan_lock(
+                study=study,
+                config=analysis_config(options),
+                alpha=options["alpha"],
+                stopping=_stopping(options["stopping"]),
+            )
             self.stdout.write(
                 f"Locked the analysis plan of {study.slug} at {study.plan_locked_at:%Y-%m-%d %H:%M} UTC."
             )
@@ -51,3 +62,13 @@ class Command(PeftlabCommand):
             write_bytes_atomic({output: plan_bytes(study.plan)})
             self.stdout.write(f"Wrote {output} (upload it to OSF with the hash below).")
         self.stdout.write(f"sha256 {study.plan_sha256}")
+
+
+def _stopping(text: str | None) -> dict | None:
+    """The --stopping JSON as a dict (checked when the plan is built), or a one-line error."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserInputError(f"--stopping is not valid JSON ({error.msg}); e.g. '{{\"rule\": \"anytime\"}}'") from None

@@ -54,7 +54,7 @@ class Command(PeftlabCommand):
         run = GenerationRun.objects.filter(pk=options["from_generation"]).first()
         if run is None:
             raise UserInputError(
-                f"no generation run {options['from_generation']}; see the admin for run ids."
+                f"no generation run {options['from_generation']}; the console (/console/) lists the runs and their ids."
             )
         codes = completion_codes_parse(codes=options["completion_code"], redirects=options["completion_redirect"])
         study = study_create_from_generation(
