@@ -3,7 +3,7 @@
 #   SD-1.5-shaped random weights at 512x512, mixed precision auto (bf16 on an H200):
 #   LoRA and TI at batch 1/4/8 without and with --compile, the diffusers-style reference loop and the
 #   model-only loop (the bound) at batch 4,
-#   generation (30 steps, batch 8) against a plain pipeline loop; samples/s, images/s, peak memory, MFU.
+#   generation (30 steps, batch 8) against a plain pipeline loop in the same dtype; samples/s, images/s, peak memory, MFU.
 # Rows print as they finish, the --compile ones last; on a GPU the whole run stops at 8 minutes (the lease's
 # budget; PEFTLAB_BENCH_SECONDS changes it). A dry run has no cap: it checks the code, however busy the CPU.
 #   benchmarks/gpu.sh             # on the GPU

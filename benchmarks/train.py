@@ -13,8 +13,8 @@ peftlab epoch, then one reference epoch and one model-only epoch, interleaved; t
 after the first of each.
 GPU (--gpu): SD-1.5-shaped random weights (built from configs, nothing downloaded) at 512x512 in bf16:
 LoRA and TI at batch 1/4/8 with and without --compile, the reference and model-only loops at batch 4, and
-generation against a plain pipeline loop; samples/s (images/s), peak memory and model FLOP utilisation in
-one table.
+generation against a plain pipeline loop in the same dtype; samples/s (images/s), peak memory and model
+FLOP utilisation in one table.
 --dry-run runs the --gpu table's code end to end with tiny sizes (on CPU where there is no GPU, in bf16).
 CPU --shape sd15: SD-1.5's layer sizes with random weights, peftlab's epochs only (the reference loops would
 take hours); with the tiny shape, the same epoch split is printed under the rates.
@@ -397,7 +397,7 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from generate import peftlab_images_per_second, plain_images_per_second
 
-    from generation.engine import GenerationConfig, PromptItem
+    from generation.engine import GenerationConfig, PromptItem, resolve_device_dtype
 
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device; none is visible (try --dry-run).")
@@ -478,11 +478,12 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
         )
         # Each image: `steps` UNet forwards of 2 samples (classifier-free guidance).
         gen_tflop = args.gen_steps * 2 * UNET_FORWARD_TFLOP
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        plain_dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(precision, "float32")
+        # Both sides render in the dtype the engine resolves (auto: float16 on CUDA), so that the rows differ
+        # only in what the engine does (batching, SDPA), not in precision.
+        device, gen_dtype = resolve_device_dtype("auto", config.dtype)
         for what, batch, run in (
             ("generate", args.gen_batch, lambda: peftlab_images_per_second(config, prompts)[0]),
-            ("generate plain", 1, lambda: plain_images_per_second(config, prompts, device, plain_dtype)),
+            ("generate plain", 1, lambda: plain_images_per_second(config, prompts, device, gen_dtype)),
         ):
             reset_peak_memory()
             speed = run()
