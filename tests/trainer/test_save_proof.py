@@ -89,6 +89,8 @@ def test_ti_proof_shares_the_text_encoder_and_loads_the_token_as_users_do(
     assert method.save(parts.text_encoder, tmp_path)[0] == TI_WEIGHTS
     pipe = method.proof.pipe
     assert "<zz>" not in pipe.tokenizer.get_vocab()  # unloaded again, and never the training tokenizer's
+    # The rows the loader adds start as anything (the file's vectors replace them), not as a costly fit.
+    assert pipe.text_encoder.resize_token_embeddings.keywords == {"mean_resizing": False}
     frozen = parts.text_encoder.get_input_embeddings().table.weight
     layer = "encoder.layers.0.mlp.fc1.weight"
     assert dict(pipe.text_encoder.named_parameters())[layer].data_ptr() == (
