@@ -4,8 +4,10 @@
 #   LoRA and TI at batch 1/4/8 without and with --compile, the diffusers-style reference loop and the
 #   model-only loop (the bound) at batch 4,
 #   generation (30 steps, batch 8) against a plain pipeline loop in the same dtype; samples/s, images/s, peak memory, MFU.
-# Rows print as they finish, the --compile ones last; on a GPU the whole run stops at 8 minutes (the lease's
-# budget; PEFTLAB_BENCH_SECONDS changes it). A dry run has no cap: it checks the code, however busy the CPU.
+# Rows print as they finish, the --compile ones last; on a GPU each row has a 120 s time box (--row-seconds):
+# a row past it prints "<row> <batch> skipped: ran past its 120 s time box" and the next rows go on, and the
+# whole run stops at 8 minutes (the lease's budget; PEFTLAB_BENCH_SECONDS changes it). A dry run has no cap:
+# it checks the code, however busy the CPU.
 #   benchmarks/gpu.sh             # on the GPU
 #   benchmarks/gpu.sh --dry-run   # the same code at tiny sizes on a CPU, so the first GPU run has no typo
 # Extra arguments go to benchmarks/train.py (e.g. --peak-tflops 312 for an A100).

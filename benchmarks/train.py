@@ -24,17 +24,21 @@ take hours); with the tiny shape, the same epoch split is printed under the rate
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import json
 import logging
 import os
+import signal
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -387,6 +391,43 @@ def cpu_benchmark(args: argparse.Namespace) -> None:
             Path(args.json).write_text(json.dumps(table, indent=2), encoding="utf-8")
 
 
+class RowTimeout(BaseException):
+    """A benchmark row ran past its time box (a BaseException: no library's `except Exception` swallows it)."""
+
+
+@contextlib.contextmanager
+def time_box(seconds: float | None) -> Iterator[None]:
+    """Raise RowTimeout in the block once it has run `seconds` of wall time (SIGALRM); no box for None or 0."""
+    if not seconds:
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise RowTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def boxed(label: str, batch: int, seconds: float | None, work: Callable[[], Any]) -> Any:
+    """`work()`'s result, or None after printing why the row was skipped when it ran past `seconds`."""
+    try:
+        with time_box(seconds):
+            return work()
+    except RowTimeout:
+        print(
+            f"{label:<18} {batch:>5} skipped: ran past its {seconds:g} s time box (--row-seconds); "
+            "the next rows go on",
+            flush=True,
+        )
+        return None
+
+
 def extra(method: str) -> dict[str, str]:
     """The options only TI needs."""
     return TI if method == "ti" else {}
@@ -458,8 +499,17 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
                         **extra(method),
                     )
                     reference = batch == args.reference_batch and not compiled
-                    figures = measure(dataset, root / f"{method}-{batch}-{compiled}", config, reference)
                     label = f"{method}{' compile' if compiled else ''}"
+                    figures = boxed(
+                        label,
+                        batch,
+                        args.row_seconds,
+                        functools.partial(
+                            measure, dataset, root / f"{method}-{batch}-{compiled}", config, reference
+                        ),
+                    )
+                    if figures is None:
+                        continue
                     row(label, batch, figures.peftlab, figures.peak_gib, train_tflop)
                     if figures.reference is not None:
                         row(f"{method} reference", batch, figures.reference, figures.peak_gib, train_tflop)
@@ -486,8 +536,9 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
             ("generate plain", 1, lambda: plain_images_per_second(config, prompts, device, gen_dtype)),
         ):
             reset_peak_memory()
-            speed = run()
-            row(what, batch, speed, peak_memory_gib(), gen_tflop, epochs=False)
+            speed = boxed(what, batch, args.row_seconds, run)
+            if speed is not None:
+                row(what, batch, speed, peak_memory_gib(), gen_tflop, epochs=False)
         training_rows(compiled=True)
         print(
             f"samples/s: images/s for generate. Peak GiB of a reference row: both loops' models together. MFU %: rate x {train_tflop:.1f} TFLOP per training sample or "
@@ -524,6 +575,11 @@ def main() -> None:
         help="CPU: keep the tiny model's 821-token table instead of SD's 49,408.",
     )
     parser.add_argument(
+        "--row-seconds",
+        type=float,
+        help="GPU: the time box of each row; a row past it is skipped with a line saying so (GPU 120, dry run none).",
+    )
+    parser.add_argument(
         "--shape",
         choices=("tiny", "sd15"),
         default="tiny",
@@ -545,6 +601,8 @@ def main() -> None:
     args.epochs = args.epochs or (2 if gpu else 6)
     args.batch_sizes = args.batch_sizes or ([1, 2] if args.dry_run else [1, 4, 8])
     args.reference_batch = args.reference_batch or (2 if args.dry_run else 4)
+    if args.row_seconds is None and not args.dry_run:
+        args.row_seconds = 120.0
     if args.dry_run:
         args.gen_images, args.gen_steps, args.gen_batch = 4, 2, 2
     logging.disable(logging.INFO)  # the per-epoch log lines; the tables are the output

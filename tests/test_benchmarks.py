@@ -98,3 +98,21 @@ def test_sequential_benchmark_prints_every_table_and_keeps_the_anytime_false_pos
     for preference in ("0.60", "0.65", "0.75"):
         assert re.search(rf"^ +{preference} +\d+\.\d%", out, re.MULTILINE), preference
     assert "uniform " in out and "adaptive  every pair decided" in out and "all arms equal" in out
+
+
+def test_a_gpu_row_past_its_time_box_is_skipped_with_a_line_and_the_next_rows_go_on(capsys, monkeypatch):
+    import importlib.util
+    import time
+
+    spec = importlib.util.spec_from_file_location("train_benchmark", REPO / "benchmarks" / "train.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    assert bench.boxed("lora compile", 4, 0.05, lambda: time.sleep(60)) is None
+    out = capsys.readouterr().out
+    assert re.search(
+        r"^lora compile +4 skipped: ran past its 0.05 s time box \(--row-seconds\)", out, re.M
+    ), out
+    assert bench.boxed("lora", 4, 60.0, lambda: 1.5) == 1.5  # a row inside its box gives its figure
+    assert bench.boxed("lora", 4, None, lambda: 2.5) == 2.5  # no box (the dry run)
+    assert capsys.readouterr().out == ""
