@@ -71,6 +71,17 @@ def test_cpu_benchmark_prints_ratio_and_bound_per_method(tmp_path):
             f"{unrounded['model_only'] / unrounded['reference']:.2f}",
         )
         assert row.groups() == expected
+        # The epoch split: run.json's parts of the median epoch, the saves' share and epoch/train.
+        split = re.search(rf"^{method}" + rf" +({NUMBER})" * 6 + "$", out, re.M)
+        assert split, out
+        assert split.groups() == (
+            *(
+                f"{unrounded[part]:.3f}"
+                for part in ("seconds", "train_seconds", "validation_seconds", "save_seconds")
+            ),
+            f"{unrounded['save_seconds'] / unrounded['seconds']:.3f}",
+            f"{unrounded['seconds'] / unrounded['train_seconds']:.3f}",
+        )
 
 
 def test_sequential_benchmark_prints_every_table_and_keeps_the_anytime_false_positive_rate():

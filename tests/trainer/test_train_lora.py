@@ -63,8 +63,15 @@ def test_lora_run_records_outputs_and_metrics(lora_run):
         assert (output / name).is_file(), name
     rows = list(csv.DictReader((output / "metrics.csv").open()))
     assert [row["epoch"] for row in rows] == ["0", "1", "2"]  # epoch 0: before the first step
-    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "seconds", "samples_per_s"}
+    parts = ("train_seconds", "validation_seconds", "save_seconds")
+    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "seconds", "samples_per_s", *parts}
     record = json.loads((output / "run.json").read_text())
+    # Each epoch's wall time holds its parts, measured one after the other on one clock.
+    first, *trained = record["epochs"]
+    assert first["validation_seconds"] == first["seconds"] and first["save_seconds"] == 0.0
+    for epoch in trained:
+        assert all(epoch[part] > 0 for part in parts), epoch
+        assert sum(epoch[part] for part in parts) <= epoch["seconds"], epoch
     assert record["config"]["alpha"] == 8.0 and record["config"]["method"] == "lora"
     assert set(record["seconds"]) == {"load", "cache", "train", "validate", "save"}
     assert len(record["dataset_manifest_sha256"]) == 64 and "torch" in record["versions"]

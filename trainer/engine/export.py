@@ -19,7 +19,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 def write_metrics_csv(path: Path, epochs: list[EpochResult]) -> None:
-    """metrics.csv: epoch, train_loss, val_loss, seconds, samples_per_s."""
+    """metrics.csv: epoch, train_loss, val_loss, seconds, samples_per_s and the seconds of each part of the epoch."""
     import pandas as pd
 
     frame = pd.DataFrame([asdict(epoch) for epoch in epochs], columns=list(EpochResult.__dataclass_fields__))
@@ -83,19 +83,39 @@ def weights_sha256(folder: Path) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
+# (folder, (file name, size, modification time) of each weights file) -> fingerprint, for this process.
+_FINGERPRINTS: dict[tuple[str, tuple[tuple[str, int, int], ...]], dict[str, str]] = {}
+
+
+def weights_stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, size and modification time of every weights file of the UNet and text encoder (cheap to read)."""
+    stamps = []
+    for part in ("unet", "text_encoder"):
+        if (folder / part).is_dir():
+            for path in sorted((folder / part).iterdir()):
+                if path.is_file() and path.name.endswith(WEIGHT_SUFFIXES):
+                    stat = path.stat()
+                    stamps.append((f"{part}/{path.name}", stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)
+
+
 def base_model_fingerprint(model: str) -> dict[str, str]:
-    """The base model's name and the SHA-256 of its UNet and text-encoder weights."""
+    """The base model's name and the SHA-256 of its UNet and text-encoder weights, hashed once per process
+    for as long as the files keep their size and modification time."""
     folder = Path(model)
     if not folder.is_dir():
         from huggingface_hub import snapshot_download
 
         # A hub id trains from the local hub cache; hash the snapshot it loaded.
         folder = Path(snapshot_download(model, local_files_only=True))
-    return {
-        "base_model_name_or_path": model,
-        "base_unet_sha256": weights_sha256(folder / "unet"),
-        "base_text_encoder_sha256": weights_sha256(folder / "text_encoder"),
-    }
+    key = (f"{model}\0{folder.resolve()}", weights_stamp(folder))
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = {
+            "base_model_name_or_path": model,
+            "base_unet_sha256": weights_sha256(folder / "unet"),
+            "base_text_encoder_sha256": weights_sha256(folder / "text_encoder"),
+        }
+    return dict(_FINGERPRINTS[key])
 
 
 def add_safetensors_metadata(path: Path, metadata: dict[str, str]) -> None:

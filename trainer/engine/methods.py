@@ -29,6 +29,7 @@ class Method:
 
     text_encoder_trains: bool  # False: the text encoder's outputs are fixed and can be cached
     config: TrainingConfig
+    components: Components | None = None  # set by setup; the proof pipeline shares their frozen tensors
 
     def setup(self, components: Components) -> None:
         """Freeze the base model and add the trainable parameters."""
@@ -66,8 +67,8 @@ class Method:
 
     @functools.cached_property
     def proof(self) -> LoadProof:
-        """The fresh pipeline that every written file is loaded back into."""
-        return LoadProof(self.config.model)
+        """The run's one proof pipeline, over the set-up components' frozen tensors, that every file is loaded into."""
+        return LoadProof(self.config.model, self.components)
 
 
 def check_checkpoint_shape(name: str, saved: torch.Tensor, current: torch.Tensor | None) -> None:
@@ -101,6 +102,7 @@ class LoraMethod(Method):
         )
 
     def setup(self, components: Components) -> None:
+        self.components = components
         components.unet.requires_grad_(False)
         # PEFT adapts the modules whose path ends in a listed name and says nothing of a name matching none.
         paths = [path for path, _ in components.unet.named_modules()]
@@ -200,6 +202,7 @@ class TextualInversionMethod(Method):
         self.token_ids: list[int] = []
 
     def setup(self, components: Components) -> None:
+        self.components = components
         tokenizer, text_encoder = components.tokenizer, components.text_encoder
         tokens = self.config.placeholder_tokens
         # A token that already reads as one vocabulary entry ("tower" is `tower</w>`) would change every prompt using it.

@@ -1,5 +1,9 @@
 """Save, then prove the load: every adapter file written is loaded back the way users load it and compared.
 
+One proof pipeline serves a whole run. Given the run's components it is built around the frozen base tensors
+training already holds (a second module tree over the same storage, no second copy of the weights) and a
+fresh tokenizer; each file is loaded into it with the stock diffusers loaders and unloaded again.
+
 A LoRA file goes through stock `StableDiffusionPipeline.load_lora_weights` (diffusers and kohya files alike);
 every trained module must come back wrapped, with the trained update `scaling * B @ A`. A kohya file is also
 parsed directly. A Textual-Inversion file goes through `load_textual_inversion` and must give back the
@@ -8,6 +12,7 @@ learned vectors. Any difference is an error naming the file, never a warning.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +29,8 @@ TOLERANCE = {"rtol": 1e-4, "atol": 1e-6}
 
 def lora_delta(down: torch.Tensor, up: torch.Tensor, scaling: float) -> torch.Tensor:
     """The weight update a LoRA module adds, `scaling * up @ down`, for linear and 1x1-conv layers alike."""
-    return scaling * (up.float().flatten(1) @ down.float().flatten(1))
+    # On the CPU in float32: a GPU's TF32 matmul would round the two sides of a comparison differently.
+    return scaling * (up.detach().float().cpu().flatten(1) @ down.detach().float().cpu().flatten(1))
 
 
 def trained_lora_deltas(unet: Any, scaling: float) -> dict[str, torch.Tensor]:
@@ -98,11 +104,42 @@ def refuse_meta_parameters(pipe: Any, path: Path) -> None:
                 )
 
 
-class LoadProof:
-    """A fresh base pipeline (loaded on first use, on the CPU in float32) that written adapters are loaded into."""
+def base_tensors(module: torch.nn.Module, rows: int | None = None) -> dict[str, torch.Tensor]:
+    """`module`'s frozen tensors by the names of the plain model: PEFT's `base_layer` and the trained LoRA
+    matrices and Textual-Inversion rows left out, the embedding table cut to `rows` (views, never copies)."""
+    state = {}
+    for name, tensor in module.state_dict().items():
+        if ".lora_" in name or name.endswith("token_embedding.rows"):
+            continue
+        name = name.replace(".base_layer.", ".").replace("token_embedding.table.", "token_embedding.")
+        state[name] = (
+            tensor[:rows] if rows is not None and name.endswith("token_embedding.weight") else tensor
+        )
+    return state
 
-    def __init__(self, model: str) -> None:
+
+def shared_twin(module: torch.nn.Module, build: Callable[[], torch.nn.Module], **cut: int) -> torch.nn.Module:
+    """A module built by `build` (on the meta device: nothing allocated) whose tensors are `module`'s frozen
+    ones, shared: loading an adapter into the twin wraps the twin's layers and leaves `module` as it is."""
+    with torch.device("meta"):
+        twin = build()
+    twin.load_state_dict(base_tensors(module, cut.get("rows")), assign=True, strict=True)
+    # Non-persistent buffers (CLIP's position ids) are not in a state dict: share them by name.
+    sources = dict(module.named_buffers())
+    for name, buffer in list(twin.named_buffers()):
+        if buffer.device.type == "meta":
+            owner, _, leaf = name.rpartition(".")
+            twin.get_submodule(owner).register_buffer(leaf, sources[name], persistent=False)
+    return twin.requires_grad_(False).eval()
+
+
+class LoadProof:
+    """The run's proof pipeline, built on first use: around the training components' frozen tensors when
+    given float32 ones, else loaded from `model` on the CPU in float32."""
+
+    def __init__(self, model: str, components: Any = None) -> None:
         self.model = model
+        self.components = components
         self._pipe: Any = None
 
     @property
@@ -110,10 +147,38 @@ class LoadProof:
         if self._pipe is None:
             from diffusers import StableDiffusionPipeline
 
-            self._pipe = StableDiffusionPipeline.from_pretrained(
-                self.model, safety_checker=None, requires_safety_checker=False, dtype=torch.float32
-            )
+            # PEFT casts a loaded adapter to its base layer's dtype: over a half-precision UNet the file's float32
+            # values would come back rounded, so such a run's proof loads its own float32 copy once instead.
+            if self.components is None or self.components.unet.dtype != torch.float32:
+                self._pipe = StableDiffusionPipeline.from_pretrained(
+                    self.model, safety_checker=None, requires_safety_checker=False, dtype=torch.float32
+                )
+            else:
+                self._pipe = self.shared_pipeline()
         return self._pipe
+
+    def shared_pipeline(self) -> Any:
+        """A pipeline over the training components' frozen tensors, with the tokenizer as the model ships it."""
+        from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        parts = self.components
+        # Textual Inversion added its tokens to the training tokenizer; the proof loads them as a user would.
+        tokenizer = CLIPTokenizer.from_pretrained(self.model, subfolder="tokenizer")
+        text_config = copy.deepcopy(parts.text_encoder.config)
+        text_config.vocab_size = len(tokenizer)
+        return StableDiffusionPipeline(
+            vae=parts.vae,  # never touched by a load
+            text_encoder=shared_twin(
+                parts.text_encoder, lambda: CLIPTextModel(text_config), rows=len(tokenizer)
+            ),
+            tokenizer=tokenizer,
+            unet=shared_twin(parts.unet, lambda: UNet2DConditionModel.from_config(parts.unet.config)),
+            scheduler=parts.noise_scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
 
     @keeps_training_rng
     def lora(self, path: Path, expected: dict[str, torch.Tensor]) -> None:
@@ -165,7 +230,7 @@ class LoadProof:
         try:
             names = [token] + [f"{token}_{index}" for index in range(1, len(learned))]
             ids = pipe.tokenizer.convert_tokens_to_ids(names)
-            rows = pipe.text_encoder.get_input_embeddings().weight[ids].detach().float()
+            rows = pipe.text_encoder.get_input_embeddings().weight[ids].detach().float().cpu()
         finally:
             pipe.unload_textual_inversion(names)
         if rows.shape != learned.shape or not torch.equal(rows, learned.float()):
