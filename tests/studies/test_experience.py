@@ -118,7 +118,8 @@ def test_the_participants_export_has_outcome_screen_browser_and_feedback(study, 
         "finished", "390", "844", "True",
     )  # fmt: skip
     assert (row["browser_family"], row["browser_version"], row["responses"]) == ("Safari", "17.4", "20")
-    assert row["feedback"] == phone.feedback and float(row["minutes"]) >= 0
+    # Free text a participant typed is formula-safe in the CSV (peftlab.spreadsheets): a leading ' neutralises "=".
+    assert row["feedback"] == f"'{phone.feedback}" and float(row["minutes"]) >= 0
     outcomes = sorted(row["outcome"] for row in rows.values())
     assert outcomes == ["declined", "failed_attention", "finished"]
     with output.open() as handle:
