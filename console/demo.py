@@ -95,6 +95,9 @@ def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: in
         arm_labels={"base": "Base model", "lora": "LoRA", "ti": "Textual Inversion"},
         title="peftlab demo study",
         status=Study.Status.OPEN,
+        # Recruitment as on Prolific: at most 60 admitted, and a code per outcome (the finished one is random).
+        max_participants=60,
+        completion_codes={"failed_attention": {"code": "DEMO-RETURN"}, "full": {"code": "DEMO-FULL"}},
     )
     # Preregistered before any answer, as a real study should be: the report then quotes the plan's hash. The
     # rule stops admission once every comparison is decided (anytime-valid), or at 60; pairs are adaptive.
@@ -160,6 +163,8 @@ def demo_links(*, study: Study, base_url: str) -> list[str]:
     """Where to go once the demo server is up."""
     return [
         f"participant {base_url}{reverse('studies:entry', args=[study.slug])}",
+        f"preview     {base_url}{reverse('studies:preview', args=[study.slug])}",
+        f"study page  {base_url}{reverse('console:study_detail', args=[study.slug])}",
         f"dashboard   {base_url}{reverse('studies:dashboard', args=[study.slug])}",
         f"report      {base_url}{reverse('analysis:report', args=[study.slug])}",
         f"gallery     {base_url}{reverse('generation:run_gallery', args=[study.generation_run_id])}",

@@ -516,7 +516,9 @@ class StudySettingsForm(CompletionFields):
 
     title = forms.CharField(max_length=200, help_text="Shown to participants: do not name the arms.")
     consent_text = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 5}), help_text="The consent page's text."
+        widget=forms.Textarea(attrs={"rows": 5}),
+        help_text="The consent page's text; {duration} shows the expected time, from the study's pages and "
+        "the pilots' median time per page.",
     )
     instructions = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 5}), help_text="Shown once, before the first pair."

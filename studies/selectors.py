@@ -125,7 +125,9 @@ def study_response_rows(*, study: Study, include_pilot: bool = False) -> list[di
         participant, trial = response.participant, response.trial
         # The trial stores its images by arm; the response says which arm was on the left.
         left, right = (
-            (trial.image_a, trial.image_b) if response.left_arm == trial.arm_a else (trial.image_b, trial.image_a)
+            (trial.image_a, trial.image_b)
+            if response.left_arm == trial.arm_a
+            else (trial.image_b, trial.image_a)
         )
         if participant.pk not in order_index:
             order_index[participant.pk] = {pk: index for index, pk in enumerate(participant.trial_order)}
@@ -263,10 +265,18 @@ def study_expected_minutes(*, study: Study) -> int:
         answered=Count("responses")
     )
     per_page = [
-        (pilot.finished_at - pilot.started_at).total_seconds() / pilot.answered for pilot in pilots if pilot.answered
+        (pilot.finished_at - pilot.started_at).total_seconds() / pilot.answered
+        for pilot in pilots
+        if pilot.answered
     ]
     seconds = pages * statistics.median(per_page) if per_page else pages * SECONDS_PER_PAGE + SECONDS_AROUND
     return max(1, math.ceil(seconds / 60))
+
+
+def study_consent_text(*, study: Study) -> str:
+    """The consent text as a participant reads it: `{duration}` becomes the expected time ("about 4 minutes")."""
+    minutes = study_expected_minutes(study=study) if "{duration}" in study.consent_text else 0
+    return study.consent_text.replace("{duration}", f"{minutes} minute{'s' if minutes != 1 else ''}")
 
 
 @dataclass(frozen=True)
@@ -407,7 +417,9 @@ def study_contents(*, study: Study) -> StudyContents:
     version = (study.media_secret, study.contents_version)
     cached = _contents.get(study.pk)
     if cached is None or cached.version != version:
-        trials = {trial.pk: trial for trial in Trial.objects.filter(study_id=study.pk).select_related("prompt")}
+        trials = {
+            trial.pk: trial for trial in Trial.objects.filter(study_id=study.pk).select_related("prompt")
+        }
         images = {pk for trial in trials.values() for pk in (trial.image_a_id, trial.image_b_id)}
         cached = StudyContents(
             version=version,
@@ -445,7 +457,9 @@ def media_source(*, participant: Participant, token: str) -> Path | str:
             if hmac.compare_digest(media_token(participant=participant, kind="image", ident=image), token):
                 return contents.image_names[image]
         for reference in trial.prompt.reference_images:
-            if hmac.compare_digest(media_token(participant=participant, kind="reference", ident=reference), token):
+            if hmac.compare_digest(
+                media_token(participant=participant, kind="reference", ident=reference), token
+            ):
                 return reference_source(reference)
     raise Http404("no such image")
 

@@ -66,11 +66,16 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
     if not _can_enter(study, is_pilot):
         return render(request, "studies/closed.html", {"study": study})
     if ids.preview:
-        return render(request, "studies/preview.html", {"study": study})
+        consent_text = selectors.study_consent_text(study=study)
+        return render(request, "studies/preview.html", {"study": study, "consent_text": consent_text})
     # Checked before showing the consent form, so nobody reads it for a study they cannot join; a consent post
     # is checked by the service under a lock (this count alone would let simultaneous consents through). A
     # study stopped by its preregistered rule is full too (those in progress finish).
-    if request.method != "POST" and not is_pilot and (study.stopped_at or selectors.study_is_full(study=study)):
+    if (
+        request.method != "POST"
+        and not is_pilot
+        and (study.stopped_at or selectors.study_is_full(study=study))
+    ):
         return _full(request, study, ids)
     form = ConsentForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -90,8 +95,17 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
             return _full(request, study, ids)
         request.session[_session_key(study)] = participant.code
         return redirect("studies:page", slug=study.slug, code=participant.code)
-    carry = {**ids.as_query(), "entry": secrets.token_urlsafe(16), **({"pilot": pilot_key} if pilot_key else {})}
-    return render(request, "studies/consent.html", {"study": study, "form": form, "carry": carry})
+    carry = {
+        **ids.as_query(),
+        "entry": secrets.token_urlsafe(16),
+        **({"pilot": pilot_key} if pilot_key else {}),
+    }
+    consent_text = selectors.study_consent_text(study=study)
+    return render(
+        request,
+        "studies/consent.html",
+        {"study": study, "form": form, "carry": carry, "consent_text": consent_text},
+    )
 
 
 def _completion_page(
@@ -166,13 +180,17 @@ def participant_page(request: HttpRequest, slug: str, code: str) -> HttpResponse
         total=total,
         invalid="invalid" in request.GET,
         **_question_context(
-            participant, page, lambda token: reverse("studies:media", args=[study.slug, participant.code, token])
+            participant,
+            page,
+            lambda token: reverse("studies:media", args=[study.slug, participant.code, token]),
         ),
     )
     return render(request, "studies/trial.html", context)
 
 
-def _page_post(request: HttpRequest, participant: Participant, page: services.Page, context: dict) -> HttpResponse:
+def _page_post(
+    request: HttpRequest, participant: Participant, page: services.Page, context: dict
+) -> HttpResponse:
     """Hand the post to the service for the current page's kind (each checks `step` again under a lock)."""
     try:
         step = int(request.POST.get("step", ""))
@@ -193,11 +211,15 @@ def _page_post(request: HttpRequest, participant: Participant, page: services.Pa
             if not form.is_valid():
                 # Show the text back with the error: nothing is finished, nothing is lost.
                 return render(request, "studies/feedback.html", {**context, "form": form})
-            services.participant_finish(participant=participant, step=step, feedback=form.cleaned_data["feedback"])
+            services.participant_finish(
+                participant=participant, step=step, feedback=form.cleaned_data["feedback"]
+            )
     except UserInputError:
         # Only a forged post gets here (the page offers valid answers only). The page says so; a flash
         # message would need a cookie, which a cross-site frame does not send.
-        return redirect(reverse("studies:page", args=[participant.study.slug, participant.code]) + "?invalid=1")
+        return redirect(
+            reverse("studies:page", args=[participant.study.slug, participant.code]) + "?invalid=1"
+        )
     return redirect("studies:page", slug=participant.study.slug, code=participant.code)
 
 
@@ -264,7 +286,13 @@ def preview(request: HttpRequest, slug: str) -> HttpResponse:
             for outcome in PREVIEW_OUTCOMES
         ],
     }
-    context = {"study": study, "participant": participant, "step": index, "preview": banner}
+    context = {
+        "study": study,
+        "participant": participant,
+        "step": index,
+        "preview": banner,
+        "consent_text": selectors.study_consent_text(study=study),
+    }
     outcome = request.GET.get("outcome", "")
     if outcome in PREVIEW_OUTCOMES:
         completion = selectors.study_completion(study=study, outcome=outcome)
@@ -334,7 +362,8 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         "expected_minutes": selectors.study_expected_minutes(study=study),
         "feedback": selectors.study_feedback(study=study),
         "completions": [
-            selectors.study_completion(study=study, outcome=outcome) for outcome in selectors.COMPLETION_OUTCOMES
+            selectors.study_completion(study=study, outcome=outcome)
+            for outcome in selectors.COMPLETION_OUTCOMES
         ],
     }
     return render(request, "studies/dashboard.html", context)

@@ -46,3 +46,8 @@ def test_demo_pipeline_runs_end_to_end(tmp_path, client):
         assert client.login(username=username, password=password)
         report = client.get(f"/analysis/{study.slug}/")
         assert report.status_code == 200 and b"Bradley" in report.content
+        # The staff pages it prints answer too: the preview (records nothing) and the console's study page.
+        for name in ("preview", "study page"):
+            url = next(line.split()[-1] for line in text.splitlines() if line.startswith(name))
+            assert client.get(url.removeprefix("http://127.0.0.1:8000")).status_code == 200
+        assert study.max_participants == 60 and study.completion_codes["full"] == {"code": "DEMO-FULL"}

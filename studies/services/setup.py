@@ -50,7 +50,7 @@ REFERENCE_QUESTIONS: list[dict] = [
 
 DEFAULT_CONSENT = (
     "You are invited to take part in a short study about images. You will see pairs of pictures and say "
-    "which one you prefer. It takes about ten minutes. We record your answers and how long you take; we do "
+    "which one you prefer. It takes about {duration}. We record your answers and how long you take; we do "
     "not ask for your name. You may stop at any time."
 )
 DEFAULT_INSTRUCTIONS = (

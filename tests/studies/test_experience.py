@@ -12,7 +12,7 @@ from django.test import Client
 
 from analysis.services import participants_path
 from studies.browsers import Browser, browser_parse
-from studies.models import Participant, Response
+from studies.models import Participant, Response, Study
 from studies.selectors import SECONDS_AROUND, SECONDS_PER_PAGE, study_expected_minutes, study_question_pages
 from studies.services import CLIENT_MS_MAX
 
@@ -118,7 +118,8 @@ def test_the_participants_export_has_outcome_screen_browser_and_feedback(study, 
         "finished", "390", "844", "True",
     )  # fmt: skip
     assert (row["browser_family"], row["browser_version"], row["responses"]) == ("Safari", "17.4", "20")
-    assert row["feedback"] == phone.feedback and float(row["minutes"]) >= 0
+    # Free text a participant typed is formula-safe in the CSV (peftlab.spreadsheets): a leading ' neutralises "=".
+    assert row["feedback"] == f"'{phone.feedback}" and float(row["minutes"]) >= 0
     outcomes = sorted(row["outcome"] for row in rows.values())
     assert outcomes == ["declined", "failed_attention", "finished"]
     with output.open() as handle:
@@ -158,3 +159,8 @@ def test_expected_minutes_come_from_the_page_count_and_the_pilots_median(study):
         )
     # The median pilot took 10 minutes for 20 pages: 30 s a page, so 20 pages take 10 minutes.
     assert study_expected_minutes(study=study) == 10
+    # The consent page says so, wherever the study's text writes {duration}.
+    assert "It takes about 10 minutes." in Client().get(f"/studies/{study.slug}/").content.decode()
+    Study.objects.filter(pk=study.pk).update(consent_text="Allow {duration}; a fixed text stays as written.")
+    page = Client().get(f"/studies/{study.slug}/").content.decode()
+    assert "Allow 10 minutes; a fixed text stays as written." in page and "{duration}" not in page
