@@ -66,7 +66,7 @@ def check_pages(page, url: str, width: int) -> None:
     assert forest_top < page.eval_on_selector("#results", "e => e.getBoundingClientRect().top")
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     methods = page.inner_text("#methods")
-    assert "t test over participants' own shares" in methods and "Holm" in methods
+    assert "t test of participants' own shares" in methods and "Holm" in methods
     assert "LoRA (rank 8) and Textual Inversion" in methods
     assert "12 took part, 2 excluded (2 failed an attention check), 10 analysed." in page.inner_text(
         "#exclusions"
