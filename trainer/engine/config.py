@@ -135,8 +135,8 @@ class AdapterTrainingConfig(TrainingConfig):
 class LoraTrainingConfig(AdapterTrainingConfig):
     """LoRA (Hu et al. 2021) on the UNet's attention projections: W + alpha/r * B A."""
 
-    rank: int = option(4, "LoRA rank r.")
-    alpha: float = option(4.0, "LoRA alpha; the update is scaled by alpha / rank.")
+    rank: int = option(4, "Rank r of the update's low-rank factors.")
+    alpha: float = option(4.0, "Alpha; the update is scaled by alpha / rank.")
     dropout: float = option(0.0, "Dropout on the LoRA branch.")
 
     method = "lora"
@@ -266,12 +266,29 @@ def flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, config_class: type[TrainingConfig]) -> None:
-    """Add one option per field of `config_class`; unset options stay out of the parsed namespace."""
-    for item in fields(config_class):
+def add_config_arguments(parser: argparse.ArgumentParser, *config_classes: type[TrainingConfig]) -> None:
+    """Add one option per field of the config classes (one per name, their defaults said per method where they
+    differ, and the methods that have it where not all do); unset options stay out of the parsed namespace."""
+    by_name: dict[str, list[tuple[str, Any]]] = {}
+    for config_class in config_classes:
+        for item in fields(config_class):
+            by_name.setdefault(item.name, []).append((config_class.method, item))
+    for name, owners in by_name.items():
+        item = owners[0][1]
+        defaults = {method: entry.default for method, entry in owners}
         default = item.default if item.default is not MISSING else None
-        kwargs: dict[str, Any] = {"dest": item.name, "default": argparse.SUPPRESS}
-        suffix = "" if item.metadata.get("required") or default == "" else f" (default {default!r})"
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
+        if item.metadata.get("required") or default == "":
+            suffix = ""
+        elif len(set(map(repr, defaults.values()))) == 1:
+            suffix = f" (default {default!r})"
+        else:
+            grouped: dict[str, list[str]] = {}
+            for method, value in defaults.items():
+                grouped.setdefault(repr(value), []).append(method)
+            suffix = " (default " + "; ".join(f"{value} {', '.join(m)}" for value, m in grouped.items()) + ")"
+        if len(owners) < len(config_classes):
+            suffix += f" [{', '.join(defaults)} only]"
         kwargs["help"] = item.metadata.get("help", "") + suffix
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -279,7 +296,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type[Tra
             kwargs["type"] = type(default)
             if "choices" in item.metadata:
                 kwargs["choices"] = item.metadata["choices"]
-        parser.add_argument(f"--{flag(item.name)}", **kwargs)
+        parser.add_argument(f"--{flag(name)}", **kwargs)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
