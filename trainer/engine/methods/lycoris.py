@@ -12,8 +12,10 @@ from typing import Any
 
 import torch
 
+from peftlab.errors import UserInputError
 from peftlab.files import write_atomic
 from trainer.engine.config import LohaTrainingConfig, LokrTrainingConfig, OftTrainingConfig
+from trainer.engine.data import Components
 from trainer.engine.methods.base import AdapterMethod
 
 PEFT_CONFIG = "adapter_config.json"
@@ -116,3 +118,15 @@ class OftMethod(PeftFolderMethod):
             module_dropout=self.config.module_dropout,
             target_modules=self.config.target_module_list,
         )
+
+    def setup(self, components: Components) -> None:
+        from trainer.engine.proof import adapter_layers
+
+        super().setup(components)
+        # PEFT silently picks another block size for a layer whose input width the given one does not divide.
+        for name, layer in sorted(adapter_layers(components.unet, "default").items()):
+            if layer.oft_R["default"].block_size != self.config.block_size:
+                raise UserInputError(
+                    f"--block-size {self.config.block_size} does not divide the input width "
+                    f"{layer.in_features} of {name}; choose a divisor of every adapted layer's input width."
+                )
