@@ -557,7 +557,7 @@ def method_row(
     method: str, model: str, dataset: str, output: str, options: dict[str, Any]
 ) -> dict[str, float]:
     """One method trained through peftlab's loop in this (fresh) process: its speed and peak memory."""
-    logging.disable(logging.INFO)
+    logging.disable(logging.WARNING)  # the run's own notes (captions cut) would break up the table
     config = build_config(method, model=model, **options, **extra(method))
     reset_peak_memory()
     result = train(Path(dataset), Path(output), config)
