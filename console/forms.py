@@ -7,7 +7,7 @@ from django import forms
 from django.conf import settings
 from django.utils.html import escape
 
-from generation.engine import GenerationConfig
+from generation.engine import MAX_ADAPTERS, AdapterArm, GenerationConfig
 from generation.models import GenerationRun, PromptSet
 from generation.selectors import generation_run_readiness
 from peftlab.errors import UserInputError
@@ -249,8 +249,15 @@ class PromptSetUploadForm(ConsoleForm):
         }
 
 
+class AdapterRunsField(forms.ModelMultipleChoiceField):
+    """Finished training runs of any method, each listed with its method."""
+
+    def label_from_instance(self, run: TrainingRun) -> str:
+        return f"{run.get_method_display()} run {run.pk}: {Path(run.output_path).name}"
+
+
 class GenerationStartForm(ConsoleForm):
-    """Render a prompt set with the base model and adapters from finished training runs."""
+    """Render a prompt set with the base model and up to six adapters from finished training runs."""
 
     prompt_set = forms.ModelChoiceField(
         queryset=PromptSet.objects.all(),
@@ -259,11 +266,12 @@ class GenerationStartForm(ConsoleForm):
     model = forms.CharField(
         max_length=1000, help_text="Local diffusers folder (or hub id) of the base model."
     )
-    lora_run = forms.ModelChoiceField(
-        queryset=TrainingRun.objects.filter(method="lora", status="finished"), required=False
-    )
-    ti_run = forms.ModelChoiceField(
-        queryset=TrainingRun.objects.filter(method="ti", status="finished"), required=False
+    adapter_runs = AdapterRunsField(
+        queryset=TrainingRun.objects.filter(status=TrainingRun.Status.FINISHED),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=f"Up to {MAX_ADAPTERS} finished training runs of any method; each is an arm beside the base "
+        "model, named after its method (and its run number when two share one).",
     )
     # Initial values are the engine's defaults (one source: GenerationConfig).
     seeds = forms.CharField(
@@ -281,35 +289,48 @@ class GenerationStartForm(ConsoleForm):
         except ValueError:
             raise forms.ValidationError("Seeds must be comma-separated integers, e.g. 0,1,2.") from None
 
+    def clean_adapter_runs(self) -> list[TrainingRun]:
+        runs = sorted(self.cleaned_data["adapter_runs"], key=lambda run: run.pk)
+        if len(runs) > MAX_ADAPTERS:
+            raise forms.ValidationError(
+                f"{len(runs)} runs chosen; a generation run compares the base model with at most {MAX_ADAPTERS}."
+            )
+        return runs
+
     def clean(self) -> dict:
         cleaned = super().clean()
         if self.errors:
             return cleaned
-        arms, adapters = ["base"], {}
-        if cleaned["lora_run"]:
-            arms.append("lora")
-            adapters["lora"] = adapter_file(cleaned["lora_run"], "lora")
-        if cleaned["ti_run"]:
-            arms.append("ti")
-            adapters["ti"] = adapter_file(cleaned["ti_run"], "ti")
-            adapters["token"] = cleaned["ti_run"].config.get("placeholder_token")
-        cleaned["config"] = user_error_to_form(
-            lambda: GenerationConfig(
+        runs = cleaned["adapter_runs"]
+        methods = [run.method for run in runs]
+
+        def build() -> GenerationConfig:
+            adapters = tuple(
+                AdapterArm.detect(
+                    run.method if methods.count(run.method) == 1 else f"{run.method}-{run.pk}",
+                    adapter_file(run),
+                )
+                for run in runs
+            )
+            return GenerationConfig(
                 model=cleaned["model"],
-                arms=tuple(arms),
+                arms=("base", *(adapter.name for adapter in adapters)),
+                adapters=adapters,
                 seeds=cleaned["seeds"],
                 steps=cleaned["steps"],
                 width=cleaned["size"],
                 height=cleaned["size"],
-                **adapters,
             )
-        )
+
+        cleaned["config"] = user_error_to_form(build)
         return cleaned
 
 
-def adapter_file(run: TrainingRun, method: str) -> str:
-    """What generation loads from a finished run: LoRA's output folder, or TI's embedding file."""
-    if method == "lora":
+def adapter_file(run: TrainingRun) -> str:
+    """What generation loads from a finished run, as its method decides: TI's embedding file (its header names
+    the token); for every weight method the output folder (the diffusers file of LoRA and DoRA, the peft
+    adapter folder of LoHa, LoKr and OFT)."""
+    if run.method != "ti":
         return run.output_path
     embeddings = sorted(path for name, path in (run.files or {}).items() if name.endswith(".safetensors"))
     if not embeddings:
