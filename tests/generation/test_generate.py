@@ -197,3 +197,32 @@ def test_progress_reports_the_whole_runs_share_of_images(tiny_model_dir, adapter
         ("render lora", 2, 0.75),
         ("render lora", 4, 1.0),
     ]
+
+
+def test_generate_adapter_arms_of_several_methods_are_recorded_in_order(
+    tiny_model_dir, method_adapters, adapters, small_set, capsys
+):
+    call_command(
+        "generate",
+        "--model", str(tiny_model_dir),
+        "--adapter", f"dora={method_adapters['dora_diffusers']}",
+        "--adapter", f"lokr={method_adapters['lokr']}",
+        "--adapter", f"style={adapters['ti_a1111']}",
+        "--adapter-token", "style=<style-token>",
+        "--prompts", "two",
+        "--seeds", "0",
+        *TINY,
+    )  # fmt: skip
+    run = GenerationRun.objects.get()
+    assert run.arms == ["base", "dora", "lokr", "style"]
+    assert [(a["name"], a["method"], a["format"], a["token"]) for a in run.adapters] == [
+        ("dora", "dora", "diffusers", None),
+        ("lokr", "lokr", "peft", None),
+        ("style", "ti", "embedding", "<style-token>"),
+    ]
+    assert run.adapters[1]["path"] == str(method_adapters["lokr"])
+    assert set(run.effects) == {"dora", "lokr", "style"} and min(run.effects.values()) > 0.5
+    assert "8 images (base 2, dora 2, lokr 2, style 2)" in capsys.readouterr().out
+    style = run.images.filter(arm="style").first()
+    assert style.rendered_prompt.startswith("An image of <style-token>, ")
+    assert (style.parameters["method"], style.parameters["adapter"]) == ("ti", str(adapters["ti_a1111"]))

@@ -275,3 +275,33 @@ def test_adapter_arms_that_do_not_fit_are_refused_in_one_line(
             adapters=adapters,
         )
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--adapter", "dora"], "--adapter takes NAME=VALUE, got 'dora'."),
+        (["--adapter", "lora={loha}", "--lora", "{loha}"], "arm 'lora' is given twice"),
+        (["--adapter", "a={loha}", "--adapter", "a={oft}"], "--adapter names arm 'a' twice."),
+        (
+            ["--adapter", "a={loha}", "--adapter-token", "b=<t>"],
+            "a token is given for arm 'b', which no --adapter",
+        ),
+        (["--token", "<t>"], "--token needs --ti"),
+        (["--adapter", "a={oft}", "--adapter-scale", "a=half"], "--adapter-scale takes NAME=NUMBER"),
+        (["--adapter", "a={oft}", "--template", "b={{prompt}}"], "a template is given for arm 'b'"),
+    ],
+)
+def test_generate_refuses_adapter_options_that_do_not_fit(
+    tiny_model_dir, method_adapters, arguments, message
+):
+    from django.core.management import CommandError, call_command
+
+    from generation.models import GenerationRun
+
+    filled = [argument.format(**{k: str(v) for k, v in method_adapters.items()}) for argument in arguments]
+    with pytest.raises(CommandError) as error:
+        call_command("generate", "--model", str(tiny_model_dir), *filled)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not GenerationRun.objects.exists()
