@@ -14,7 +14,14 @@ from peftlab.errors import UserInputError
 from studies.models import EXTRA_OPTIONS, Study
 from studies.selectors import COMPLETION_OUTCOMES
 from studies.services import REFERENCE_QUESTIONS, generation_run_ready_check
-from trainer.engine.config import LoraTrainingConfig, TiTrainingConfig, build_config
+from trainer.engine.config import (
+    CONFIG_CLASSES,
+    LokrTrainingConfig,
+    LoraTrainingConfig,
+    OftTrainingConfig,
+    TiTrainingConfig,
+    build_config,
+)
 from trainer.engine.data import CAPTION_CHUNKS, caption_tokens_measure
 from trainer.engine.dataset import PrepareConfig
 from trainer.models import Dataset, TrainingRun
@@ -81,8 +88,19 @@ def user_error_to_form(build):
         raise forms.ValidationError(str(error)) from None
 
 
+def methods_with(option: str) -> str:
+    """The methods whose config has `option`, by display name, for a field's help text."""
+    names = dict(TrainingRun.Method.choices)
+    return ", ".join(
+        names[method] for method, config in CONFIG_CLASSES.items() if option in config.__dataclass_fields__
+    )
+
+
 class TrainingStartForm(ConsoleForm):
-    """Start a LoRA or Textual Inversion run on a prepared dataset (the main hyperparameters)."""
+    """Start a run of any method on a prepared dataset (the main hyperparameters and each method's own options)."""
+
+    # The method options below, each passed on only to the methods whose config has it (empty: the default).
+    METHOD_OPTIONS = ("rank", "alpha", "dropout", "rank_dropout", "module_dropout", "factor", "block_size")
 
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.all())
     method = forms.ChoiceField(choices=TrainingRun.Method.choices)
@@ -96,12 +114,36 @@ class TrainingStartForm(ConsoleForm):
     learning_rate = forms.FloatField(
         required=False,
         min_value=0,
-        help_text=f"Empty: the method's default ({LoraTrainingConfig.learning_rate:g} LoRA, "
+        help_text=f"Empty: the method's default ({LoraTrainingConfig.learning_rate:g} LoRA and the other adapters, "
         f"{TiTrainingConfig.learning_rate:g} Textual Inversion).",
     )
     resolution = forms.IntegerField(initial=LoraTrainingConfig.resolution, min_value=8)
     seed = forms.IntegerField(initial=LoraTrainingConfig.seed)
-    rank = forms.IntegerField(initial=LoraTrainingConfig.rank, min_value=1, help_text="LoRA only.")
+    rank = forms.IntegerField(
+        required=False,
+        min_value=1,
+        help_text=f"{methods_with('rank')}. Empty: the method's default (LoRA, DoRA {LoraTrainingConfig.rank}; "
+        f"LoHa, LoKr {LokrTrainingConfig.rank}).",
+    )
+    alpha = forms.FloatField(
+        required=False,
+        help_text=f"{methods_with('alpha')}; the update is scaled by alpha / rank. Empty: equal to the rank.",
+    )
+    dropout = forms.FloatField(required=False, help_text=f"{methods_with('dropout')}. Empty: 0.")
+    rank_dropout = forms.FloatField(required=False, help_text=f"{methods_with('rank_dropout')}. Empty: 0.")
+    module_dropout = forms.FloatField(
+        required=False, help_text=f"{methods_with('module_dropout')}. Empty: 0."
+    )
+    factor = forms.IntegerField(
+        required=False,
+        help_text=f"{methods_with('factor')}: the Kronecker factor's side; empty: {LokrTrainingConfig.factor} "
+        "(the most balanced split).",
+    )
+    block_size = forms.IntegerField(
+        required=False,
+        help_text=f"{methods_with('block_size')}: side of each orthogonal block; it must divide every adapted "
+        f"layer's input width. Empty: {OftTrainingConfig.block_size}.",
+    )
     max_caption_tokens = forms.TypedChoiceField(
         choices=[("", "Measured: the fewest that keep every caption whole")]
         + [
@@ -132,9 +174,15 @@ class TrainingStartForm(ConsoleForm):
             for key in ("model", "epochs", "batch_size", "learning_rate", "resolution", "seed")
             if cleaned[key] is not None
         }
-        if cleaned["method"] == "lora":
-            options["rank"] = options["alpha"] = cleaned["rank"]
-        else:
+        fields = CONFIG_CLASSES[cleaned["method"]].__dataclass_fields__
+        options |= {
+            name: cleaned[name]
+            for name in self.METHOD_OPTIONS
+            if name in fields and cleaned[name] is not None
+        }
+        if "alpha" in fields and "rank" in options and "alpha" not in options:
+            options["alpha"] = float(options["rank"])
+        if cleaned["method"] == "ti":
             options["placeholder_token"] = cleaned["placeholder_token"]
             options["initializer_token"] = cleaned["initializer_token"]
         if cleaned["max_caption_tokens"] is not None:
