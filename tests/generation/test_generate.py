@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from generation.engine import GenerationConfig
+from generation.engine import AdapterArm, GenerationConfig
 from generation.models import GeneratedImage, GenerationRun, PromptSet
 from generation.services import generation_run_render, prompt_set_load
 
@@ -129,7 +129,7 @@ def test_wrong_width_embedding_is_one_line_with_both_widths(tiny_model_dir, adap
 def test_unknown_prompt_set_and_missing_adapter_fail_before_rendering(tiny_model_dir, tmp_path):
     with pytest.raises(CommandError, match="no prompt set 'nope'"):
         call_command("generate", "--model", str(tiny_model_dir), "--prompts", "nope", *TINY)
-    with pytest.raises(CommandError, match="LoRA .*missing does not exist"):
+    with pytest.raises(CommandError, match="adapter .*missing does not exist"):
         call_command("generate", "--model", str(tiny_model_dir), "--lora", str(tmp_path / "missing"), *TINY)
     assert not GenerationRun.objects.exists()
 
@@ -138,7 +138,7 @@ def test_gallery_is_staff_only_and_the_zip_has_a_manifest(client, tiny_model_dir
     config = GenerationConfig(
         model=str(tiny_model_dir),
         arms=("base", "lora"),
-        lora=str(adapters["diffusers"]),
+        adapters=(AdapterArm.detect("lora", str(adapters["diffusers"])),),
         seeds=(0, 1),
         steps=2,
         width=64,
@@ -177,7 +177,7 @@ def test_progress_reports_the_whole_runs_share_of_images(tiny_model_dir, adapter
     config = GenerationConfig(
         model=str(tiny_model_dir),
         arms=("base", "lora"),
-        lora=str(adapters["peft"]),
+        adapters=(AdapterArm.detect("lora", str(adapters["peft"])),),
         seeds=(0, 1),
         steps=2,
         width=64,
