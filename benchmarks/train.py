@@ -49,9 +49,10 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from trainer.engine.config import TrainingConfig, build_config  # noqa: E402
-from trainer.engine.data import load_components, read_dataset, tokenize  # noqa: E402
+from trainer.engine.data import load_components, read_dataset  # noqa: E402
 from trainer.engine.dataset import PrepareConfig, prepare_dataset  # noqa: E402
 from trainer.engine.distributed import make_accelerator  # noqa: E402
+from trainer.engine.families import tokenize  # noqa: E402
 from trainer.engine.loop import resolve_mixed_precision, train  # noqa: E402
 from trainer.engine.methods import LoraMethod  # noqa: E402
 from trainer.engine.synthetic import SyntheticDatasetConfig, make_synthetic_dataset  # noqa: E402

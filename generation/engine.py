@@ -32,6 +32,7 @@ from peftlab.errors import UserInputError
 from peftlab.progress import Progress, ProgressCallback, ignore_progress
 from peftlab.versions import package_versions
 from trainer.engine.config import CAPTION_TOKENS, TI_CAPTION_TEMPLATE
+from trainer.engine.families import detect_family
 
 ARMS = ("base", "lora", "ti")
 # Scheduler names users type -> (diffusers class, extra config); DPM-Solver++ is the default.
@@ -95,8 +96,8 @@ class GenerationConfig:
     steps: int = 30
     guidance: float = 7.5
     scheduler: str = "dpmsolver++"
-    width: int = 512
-    height: int = 512
+    width: int = 0  # 0: the model family's native size (512 for SD 1.x, 1024 for SDXL)
+    height: int = 0
     batch_size: int = 4
     vae_slicing: bool = False
     vae_tiling: bool = False
@@ -112,6 +113,7 @@ class GenerationConfig:
     ti_initializer: str | None = None  # the TI vector's starting token, when neither file nor run says
     safety_checker: str = "on"  # on: the model's safety checker runs and a flagged image fails the run
     max_caption_tokens: int | None = None  # None: each adapter arm as its run trained (77 without a run)
+    vae: str | None = None  # a VAE folder or hub id instead of the model's (e.g. SDXL's fp16-fixed VAE)
 
     def __post_init__(self) -> None:
         model = Path(self.model)
@@ -127,6 +129,11 @@ class GenerationConfig:
             )
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise UserInputError("--seeds must be one or more distinct integers.")
+        if not self.width or not self.height:
+            native = detect_family(self.model).default_size
+            # Frozen: the resolved size is set once, here, so every record shows what was rendered.
+            object.__setattr__(self, "width", self.width or native)
+            object.__setattr__(self, "height", self.height or native)
         if self.steps < 1 or self.batch_size < 1:
             raise UserInputError("--steps and --batch-size must be at least 1.")
         if self.width % 8 or self.height % 8 or min(self.width, self.height) < 8:
@@ -235,16 +242,20 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
 
 
 def load_pipeline(config: GenerationConfig, device: str, dtype: str) -> Any:
-    """The base StableDiffusionPipeline on `device`, with the configured scheduler and VAE options."""
+    """The base pipeline of the model's family (StableDiffusionPipeline, StableDiffusionXLPipeline) on
+    `device`, with the configured scheduler, VAE and VAE options."""
     import diffusers
     import torch
 
+    family = detect_family(config.model)
     # Off: no checker at all; on: the model's own checker (if it has one) and every flag is recorded.
+    # SDXL pipelines have none.
     off = {"safety_checker": None, "requires_safety_checker": False} if config.safety_checker == "off" else {}
+    extra = family.pipeline_kwargs() | (off if family.name == "sd15" else {})
     try:
-        pipe = diffusers.StableDiffusionPipeline.from_pretrained(
-            config.model, dtype=getattr(torch, dtype), **off
-        )
+        if config.vae:
+            extra["vae"] = diffusers.AutoencoderKL.from_pretrained(config.vae, dtype=getattr(torch, dtype))
+        pipe = family.pipeline().from_pretrained(config.model, dtype=getattr(torch, dtype), **extra)
     except (OSError, ValueError) as error:
         raise UserInputError(f"cannot load --model {config.model}: {str(error).splitlines()[0]}") from None
     class_name, extra = SCHEDULERS[config.scheduler]
@@ -265,38 +276,46 @@ class Renderer:
         self.progress = progress
         self.device, self.dtype = resolve_device_dtype(config.device, config.dtype)
         progress(Progress("load model", 0, 1, overall=0.0))
+        self.family = detect_family(config.model)
         self.pipe = load_pipeline(config, self.device, self.dtype)
-        self.safety_checker = "off" if self.pipe.safety_checker is None else "on"
+        self.safety_checker = "off" if getattr(self.pipe, "safety_checker", None) is None else "on"
         self.lora_format: LoraFormat | None = None
-        self.token_ids: list[int] = []
-        self.initializer_vector: Any = None
+        # Per text encoder: the encoder, the TI token's ids and its untrained reference vectors.
+        self.ti_rows: list[tuple[Any, list[int], Any]] = []
         self.ti_reference = "with its initializer's vector"
         if config.lora is not None:
-            self.lora_format = load_lora(self.pipe, Path(config.lora))
+            self.lora_format = load_lora(self.pipe, Path(config.lora), self.family)
         if config.ti is not None and config.token is not None:
             path = Path(config.ti)
             initializer = ti_initializer_token(path, config.ti_initializer)
-            self.token_ids, self.initializer_vector = load_textual_inversion(
-                self.pipe, path, config.token, initializer
-            )
+            self.ti_rows = load_textual_inversion(self.pipe, path, config.token, initializer, self.family)
             if initializer is None:
                 self.ti_reference = "at its nearest vocabulary rows"
         progress(Progress("load model", 1, 1, overall=0.0))
 
+    @property
+    def token_ids(self) -> list[int]:
+        """The TI token's ids in the first tokenizer."""
+        return self.ti_rows[0][1] if self.ti_rows else []
+
     @contextlib.contextmanager
     def initializer_rows(self) -> Iterator[None]:
-        """The TI token's rows hold their untrained reference for the duration (the initializer's vector)."""
+        """The TI token's rows in every text encoder hold their untrained reference for the duration (the
+        initializer's vector)."""
         import torch
 
-        weight = self.pipe.text_encoder.get_input_embeddings().weight
-        learned = weight[self.token_ids].detach().clone()
-        with torch.no_grad():
-            weight[self.token_ids] = self.initializer_vector.to(weight)
+        saved = []
+        for encoder, ids, reference in self.ti_rows:
+            weight = encoder.get_input_embeddings().weight
+            saved.append((weight, ids, weight[ids].detach().clone()))
+            with torch.no_grad():
+                weight[ids] = reference.to(weight)
         try:
             yield
         finally:
             with torch.no_grad():
-                weight[self.token_ids] = learned
+                for weight, ids, learned in saved:
+                    weight[ids] = learned
 
     def use_arm(self, arm: str) -> None:
         """Put the pipeline in `arm`'s state: the LoRA is on only for the lora arm."""
@@ -346,7 +365,7 @@ class Renderer:
                     f"the {arm} arm{adapter.get(arm, '')} rendered non-finite (NaN or Inf) pixels for seed "
                     f"{seed}; its weights are not finite in this model (or --dtype overflows: try float32)."
                 )
-        flags = output.nsfw_content_detected or [False] * len(texts)
+        flags = getattr(output, "nsfw_content_detected", None) or [False] * len(texts)
         return self.pipe.numpy_to_pil(output.images), [bool(flag) for flag in flags]
 
     def prompt_inputs(self, arm: str, texts: list[str], negatives: list[str]) -> dict[str, Any]:
@@ -355,18 +374,28 @@ class Renderer:
         tokens = self.config.caption_tokens(arm)
         if tokens == 77:
             return {"prompt": texts, "negative_prompt": negatives}
-        from trainer.engine.data import encode_text, tokenize
+        import torch
 
-        pipe = self.pipe
-        window = pipe.tokenizer.model_max_length
+        from trainer.engine.families import tokenize
 
-        def encode(items: list[str]) -> Any:
+        pipe, family = self.pipe, self.family
+        parts = [(getattr(pipe, part.tokenizer), getattr(pipe, part.encoder)) for part in family.text_parts]
+
+        def encode(items: list[str], negative: bool) -> dict[str, Any]:
             # A multi-vector TI token spreads to <token> <token>_1 ..., as the pipeline does for text.
-            converted = [pipe.maybe_convert_prompt(item, pipe.tokenizer) for item in items]
-            ids = tokenize(pipe.tokenizer, converted, tokens).to(pipe.device)
-            return encode_text(pipe.text_encoder, ids, window).to(pipe.unet.dtype)
+            ids = torch.stack(
+                [
+                    tokenize(tokenizer, [pipe.maybe_convert_prompt(item, tokenizer) for item in items], tokens)
+                    for tokenizer, _ in parts
+                ],
+                dim=1,
+            ).to(pipe.device)
+            window = parts[0][0].model_max_length
+            states, pooled = family.encode([encoder for _, encoder in parts], ids, window)
+            pooled = None if pooled is None else pooled.to(pipe.unet.dtype)
+            return family.prompt_arguments(states.to(pipe.unet.dtype), pooled, negative)
 
-        return {"prompt_embeds": encode(texts), "negative_prompt_embeds": encode(negatives)}
+        return encode(texts, False) | encode(negatives, True)
 
     def check_effects(self, probe: PromptItem) -> dict[str, float]:
         """Each adapter arm's probe difference from the same prompt without it; UserInputError if none."""
@@ -419,11 +448,12 @@ class Renderer:
 
     def check_token(self, probe: PromptItem) -> None:
         """The TI token has embedding rows, and the ti arm's prompt really contains it."""
-        rows = self.pipe.text_encoder.get_input_embeddings().weight.shape[0]
-        if not self.token_ids or any(token_id is None or token_id >= rows for token_id in self.token_ids):
-            raise UserInputError(
-                f"token {self.config.token!r} has no embedding row after loading {self.config.ti}."
-            )
+        for encoder, ids, _ in self.ti_rows or [(self.pipe.text_encoder, [], None)]:
+            rows = encoder.get_input_embeddings().weight.shape[0]
+            if not ids or any(token_id is None or token_id >= rows for token_id in ids):
+                raise UserInputError(
+                    f"token {self.config.token!r} has no embedding row after loading {self.config.ti}."
+                )
         converted = self.pipe.maybe_convert_prompt(
             self.config.render_prompt("ti", probe), self.pipe.tokenizer
         )

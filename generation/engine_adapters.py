@@ -2,7 +2,9 @@
 
 No Django. Formats: a diffusers LoRA file or folder, a kohya LoRA file (both through diffusers'
 `load_lora_weights`), a peft adapter folder (through peft: diffusers' loader silently loads nothing for it),
-and TI embeddings as diffusers `{token: tensor}` or A1111 `emb_params` / `string_to_param` files.
+and TI embeddings as diffusers `{token: tensor}` or A1111 `emb_params` / `string_to_param` files (SD 1.x),
+or SDXL's A1111/ComfyUI layout `{clip_l, clip_g}`. A file of another model family than the model's is
+refused before it is loaded.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.errors import UserInputError, error_line
+from trainer.engine.families import FAMILIES, SD15, SDXL, Family, refuse_other_family
 
 LORA_ADAPTER_NAME = "lora"
 PEFT_CONFIG_FILE = "adapter_config.json"
@@ -81,16 +84,46 @@ def detect_lora_format(path: Path) -> LoraFormat:
     return LoraFormat.DIFFUSERS
 
 
-def load_lora(pipe: Any, path: Path) -> LoraFormat:
-    """Load the LoRA at `path` into `pipe` as the adapter named `lora`, through the loader its format needs."""
+def weights_file(path: Path) -> Path:
+    """The weights file of a LoRA file or folder (diffusers or peft)."""
+    if path.is_file():
+        return path
+    return path / (PEFT_WEIGHTS_FILE if (path / PEFT_CONFIG_FILE).is_file() else DIFFUSERS_LORA_FILE)
+
+
+def file_family(path: Path, keys: list[str]) -> Family | None:
+    """The model family a LoRA or embedding file was made for, from its metadata (peftlab's
+    base_model_family, kohya's ss_base_model_version) or its keys; None when neither tells."""
+    metadata = safetensors_metadata(path)
+    if metadata.get("base_model_family") in FAMILIES:
+        return FAMILIES[metadata["base_model_family"]]
+    version = metadata.get("ss_base_model_version", "")
+    if version.startswith("sdxl"):
+        return SDXL
+    if version.startswith("sd_v1"):
+        return SD15
+    # SDXL's names: the original UNet's blocks in kohya files, its second text encoder, its embedding keys.
+    sdxl_marks = ("lora_unet_input_blocks", "lora_unet_output_blocks", "lora_unet_middle_block", "lora_te2_")
+    if any(key.startswith(sdxl_marks) or "text_encoder_2." in key or key == "clip_g" for key in keys):
+        return SDXL
+    # SD 1.x's first UNet level has attention; SDXL's has none.
+    if any("down_blocks.0.attentions" in key or "down_blocks_0_attentions" in key for key in keys):
+        return SD15
+    return None
+
+
+def load_lora(pipe: Any, path: Path, family: Family = SD15) -> LoraFormat:
+    """Load the LoRA at `path` into `pipe` (a `family` pipeline) as the adapter named `lora`, through the
+    loader its format needs; a LoRA of another family is refused first."""
     from trainer.engine.proof import refuse_meta_parameters
 
     path = Path(path)
     lora_format = detect_lora_format(path)
+    weights = weights_file(path)
+    refuse_other_family(f"LoRA {path}", "LoRA", file_family(weights, list(read_state_dict(weights))), family)
     if lora_format is LoraFormat.PEFT:
         load_peft_folder(pipe.unet, path)
     else:
-        weights = path if path.is_file() else path / DIFFUSERS_LORA_FILE
         in_file = len(complete_lora_modules(weights, read_state_dict(weights)))
         kwargs = {"weight_name": path.name} if path.is_file() else {}
         folder = path.parent if path.is_file() else path
@@ -170,7 +203,8 @@ def lora_layer_count(pipe: Any) -> int:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     count = 0
-    for component in (pipe.unet, pipe.text_encoder):
+    components = (getattr(pipe, name, None) for name in ("unet", "text_encoder", "text_encoder_2"))
+    for component in (component for component in components if component is not None):
         for module in component.modules():
             if (
                 isinstance(module, BaseTunerLayer)
@@ -238,19 +272,21 @@ def refuse_non_finite_vectors(path: Path, vectors: Any, table: Any) -> None:
         )
 
 
-def refuse_untrained_vectors(pipe: Any, path: Path, tensor: Any, foreign: bool = False) -> Any:
+def refuse_untrained_vectors(
+    tokenizer: Any, text_encoder: Any, path: Path, tensor: Any, foreign: bool = False
+) -> Any:
     """Refuse a non-finite, huge or all-zero embedding, or one whose vector equals an existing row of the
     model's table; for a `foreign` file (its initializer unknown) also one within a small distance of any
     row. Return each vector's nearest row of the table, [vectors, width]."""
     import torch
 
     vectors = tensor.reshape(-1, tensor.shape[-1]).float()
-    table = pipe.text_encoder.get_input_embeddings().weight.detach().float().cpu()
+    table = text_encoder.get_input_embeddings().weight.detach().float().cpu()
     refuse_non_finite_vectors(path, vectors, table)
     if not vectors.abs().sum(dim=1).all():
         raise UserInputError(f"embedding {path} holds an all-zero vector: it was never trained.")
     distances, nearest = torch.cdist(vectors, table).min(dim=1)
-    words = pipe.tokenizer.convert_ids_to_tokens(nearest.tolist())
+    words = tokenizer.convert_ids_to_tokens(nearest.tolist())
     for vector, row, word in zip(vectors, nearest.tolist(), words, strict=True):
         if torch.equal(table[row], vector):
             raise UserInputError(
@@ -291,36 +327,62 @@ def embedding_width(state: dict[str, Any]) -> tuple[Any, int]:
     return tensor, int(tensor.shape[-1])
 
 
+def embedding_tensors(path: Path, state: dict[str, Any], family: Family) -> list[Any]:
+    """The vectors of an embedding file for each of `family`'s text encoders: SD 1.x's one tensor
+    (diffusers or A1111), or SDXL's `clip_l` and `clip_g`; a file of the other family is refused."""
+    if set(state) == set(SDXL.embedding_keys):
+        refuse_other_family(f"embedding {path}", "embedding", SDXL, family)
+        return [state[key] for key in family.embedding_keys]
+    tensor, _ = embedding_width(state)
+    if len(family.text_parts) > 1:
+        found = file_family(path, list(state))
+        if found is family:  # one encoder's file of an SDXL pair, as diffusers' SDXL example writes them
+            raise UserInputError(
+                f"embedding {path} holds the vectors of one of {family.label}'s two text encoders; give the file "
+                f"with keys {' and '.join(family.embedding_keys)} (A1111/ComfyUI layout) instead."
+            )
+        refuse_other_family(f"embedding {path}", "embedding", SD15, family)
+    return [tensor]
+
+
 def load_textual_inversion(
-    pipe: Any, path: Path, token: str, initializer: str | None
-) -> tuple[list[int], Any]:
-    """Add `token` with the embedding at `path` to `pipe`: the new token ids (one per vector), and the
-    untrained state the effect check renders for reference: the `initializer`'s row, or (for an embedding
-    that names none) each vector's nearest row of the table."""
+    pipe: Any, path: Path, token: str, initializer: str | None, family: Family = SD15
+) -> list[tuple[Any, list[int], Any]]:
+    """Add `token` with the embedding at `path` to each text encoder of `pipe` (a `family` pipeline): per
+    encoder, the encoder, the new token ids (one per vector) and the untrained state the effect check
+    renders for reference: the `initializer`'s row, or (for an embedding that names none) each vector's
+    nearest row of the table."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"embedding {path} does not exist.")
-    tensor, width = embedding_width(read_state_dict(path))
-    expected = pipe.text_encoder.get_input_embeddings().weight.shape[1]
-    # diffusers' own message for this case prints literal {...} placeholders: say it plainly first.
-    if width != expected:
-        raise UserInputError(f"embedding {path.name}: expected width {expected}, file has {width}.")
-    if token in pipe.tokenizer.get_vocab():
-        raise UserInputError(f"token {token!r} is already in the model's vocabulary; choose another --token.")
-    nearest = refuse_untrained_vectors(pipe, path, tensor, foreign=initializer is None)
-    reference = nearest if initializer is None else initializer_row(pipe, path, initializer)
-    pipe.load_textual_inversion(str(path), token=token)
-    vectors = 1 if tensor.ndim == 1 else tensor.shape[0]
-    names = [token] + [f"{token}_{index}" for index in range(1, vectors)]
-    return pipe.tokenizer.convert_tokens_to_ids(names), reference
+    tensors = embedding_tensors(path, read_state_dict(path), family)
+    loaded = []
+    for part, tensor in zip(family.text_parts, tensors, strict=True):
+        tokenizer, text_encoder = getattr(pipe, part.tokenizer), getattr(pipe, part.encoder)
+        width = int(tensor.shape[-1])
+        expected = text_encoder.get_input_embeddings().weight.shape[1]
+        # diffusers' own message for this case prints literal {...} placeholders: say it plainly first.
+        if width != expected:
+            raise UserInputError(f"embedding {path.name}: expected width {expected}, file has {width}.")
+        if token in tokenizer.get_vocab():
+            raise UserInputError(f"token {token!r} is already in the model's vocabulary; choose another --token.")
+        nearest = refuse_untrained_vectors(tokenizer, text_encoder, path, tensor, foreign=initializer is None)
+        reference = (
+            nearest if initializer is None else initializer_row(tokenizer, text_encoder, path, initializer)
+        )
+        pipe.load_textual_inversion(tensor, token=token, tokenizer=tokenizer, text_encoder=text_encoder)
+        vectors = 1 if tensor.ndim == 1 else tensor.shape[0]
+        names = [token] + [f"{token}_{index}" for index in range(1, vectors)]
+        loaded.append((text_encoder, tokenizer.convert_tokens_to_ids(names), reference))
+    return loaded
 
 
-def initializer_row(pipe: Any, path: Path, token: str) -> Any:
+def initializer_row(tokenizer: Any, text_encoder: Any, path: Path, token: str) -> Any:
     """The model's embedding of the one-token word the TI vector started from."""
-    ids = pipe.tokenizer.encode(token, add_special_tokens=False)
+    ids = tokenizer.encode(token, add_special_tokens=False)
     if len(ids) != 1:
         raise UserInputError(
             f"initializer {token!r} of {path} is {len(ids)} tokens in this model; give --ti-initializer "
             "with the one-token word the embedding was trained from."
         )
-    return pipe.text_encoder.get_input_embeddings().weight[ids[0]].detach().clone()
+    return text_encoder.get_input_embeddings().weight[ids[0]].detach().clone()

@@ -58,8 +58,8 @@ class Command(PeftlabCommand):
         )
         parser.add_argument(
             "--size",
-            default=f"{GenerationConfig.width}x{GenerationConfig.height}",
-            help="N or WxH pixels (default %(default)s).",
+            default="0",
+            help="N or WxH pixels (default: the model's native size, 512 for SD 1.x, 1024 for SDXL).",
         )
         parser.add_argument("--batch-size", type=int, default=GenerationConfig.batch_size)
         parser.add_argument(
