@@ -64,15 +64,24 @@ class Family:
             encoders.append(encoder_class.from_pretrained(model, subfolder=part.encoder, dtype=dtype))
         return tokenizers, encoders
 
-    def tokenize(self, tokenizers: list[Any], captions: list[str], max_caption_tokens: int = 77) -> torch.Tensor:
+    def tokenize(
+        self, tokenizers: list[Any], captions: list[str], max_caption_tokens: int = 77
+    ) -> torch.Tensor:
         """Token ids [n, encoders, chunks x window], one row of ids per tokenizer (their padding differs)."""
-        return torch.stack([tokenize(tokenizer, captions, max_caption_tokens) for tokenizer in tokenizers], dim=1)
+        return torch.stack(
+            [tokenize(tokenizer, captions, max_caption_tokens) for tokenizer in tokenizers], dim=1
+        )
 
-    def encode(self, encoders: list[Any], ids: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(hidden states [n, length, width], pooled embedding [n, width] or None): SD 1.x's last hidden states."""
+    def encode(
+        self, encoders: list[Any], ids: torch.Tensor, window: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(hidden states [n, length, width], pooled embedding [n, width] or None): SD 1.x's last hidden
+        states and no pooled embedding."""
         return encode_text(encoders[0], ids[:, 0], window), None
 
-    def image_conditions(self, sizes: list[tuple[int, int, int, int]], resolution: int) -> torch.Tensor | None:
+    def image_conditions(
+        self, sizes: list[tuple[int, int, int, int]], resolution: int
+    ) -> torch.Tensor | None:
         """Per image, what the UNet is told of its size and crop; SD 1.x is told nothing."""
         return None
 
@@ -80,7 +89,9 @@ class Family:
         """The UNet's extra conditioning arguments for a batch."""
         return {}
 
-    def prompt_arguments(self, states: torch.Tensor, pooled: torch.Tensor | None, negative: bool) -> dict[str, Any]:
+    def prompt_arguments(
+        self, states: torch.Tensor, pooled: torch.Tensor | None, negative: bool
+    ) -> dict[str, Any]:
         """The pipeline arguments that pass encoded prompts (or negative prompts)."""
         return {"negative_prompt_embeds" if negative else "prompt_embeds": states}
 
@@ -98,7 +109,9 @@ class SdxlFamily(Family):
         # The invisible watermark needs a package the study does not use; the images stay as rendered.
         return {"add_watermarker": False}
 
-    def encode(self, encoders: list[Any], ids: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def encode(
+        self, encoders: list[Any], ids: torch.Tensor, window: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Both encoders' penultimate hidden states, concatenated along the width (768 + 1280 = 2048 on SDXL),
         and encoder 2's projected pooled output of the first chunk, as diffusers' SDXL pipeline encodes."""
         count, _, length = ids.shape
@@ -111,7 +124,9 @@ class SdxlFamily(Family):
                 pooled = output.text_embeds.reshape(count, -1, output.text_embeds.shape[-1])[:, 0]
         return torch.cat(states, dim=-1), pooled
 
-    def image_conditions(self, sizes: list[tuple[int, int, int, int]], resolution: int) -> torch.Tensor | None:
+    def image_conditions(
+        self, sizes: list[tuple[int, int, int, int]], resolution: int
+    ) -> torch.Tensor | None:
         """(original height, original width, crop top, crop left, target height, target width) per image, as
         diffusers' SDXL training examples pass them; `sizes` are (height, width, top, left) of each source."""
         return torch.tensor([[*size, resolution, resolution] for size in sizes], dtype=torch.float32)
@@ -119,13 +134,15 @@ class SdxlFamily(Family):
     def unet_kwargs(self, pooled: torch.Tensor | None, conditions: torch.Tensor | None) -> dict[str, Any]:
         return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": conditions}}
 
-    def prompt_arguments(self, states: torch.Tensor, pooled: torch.Tensor | None, negative: bool) -> dict[str, Any]:
+    def prompt_arguments(
+        self, states: torch.Tensor, pooled: torch.Tensor | None, negative: bool
+    ) -> dict[str, Any]:
         prefix = "negative_" if negative else ""
         return {f"{prefix}prompt_embeds": states, f"{prefix}pooled_prompt_embeds": pooled}
 
     def kohya_unet_name(self, module: str) -> str:
-        """kohya's SDXL name: the original UNet's block numbering (`input_blocks_4_1_...`), as sd-scripts writes
-        it and A1111, ComfyUI and diffusers read it; two sub-blocks per level plus a down/upsampler."""
+        """kohya's SDXL name: the original UNet's block numbering (`input_blocks_4_1_...`), as sd-scripts
+        writes it and A1111, ComfyUI and diffusers read it; two blocks per level plus a down/upsampler."""
         parts = module.split(".")
         per_level = 3  # SDXL's layers_per_block (2) + the sampler
         if parts[0] == "down_blocks" and parts[2] in ("attentions", "resnets"):
@@ -189,7 +206,9 @@ def detect_family(model: str) -> Family:
     class_name = read_model_index(model).get("_class_name", "")
     if class_name not in BY_PIPELINE:
         known = ", ".join(f"{family.pipeline_class} ({family.label})" for family in FAMILIES.values())
-        raise UserInputError(f"the model {model!r} is a {class_name or 'pipeline without _class_name'}; peftlab takes {known}.")
+        raise UserInputError(
+            f"the model {model!r} is a {class_name or 'pipeline without _class_name'}; peftlab takes {known}."
+        )
     return BY_PIPELINE[class_name]
 
 

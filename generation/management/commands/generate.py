@@ -69,6 +69,10 @@ class Command(PeftlabCommand):
         parser.add_argument("--vae-slicing", action="store_true", help="Decode a batch one image at a time.")
         parser.add_argument("--vae-tiling", action="store_true", help="Decode large images in tiles.")
         parser.add_argument(
+            "--vae",
+            help="A VAE folder or hub id to decode with instead of the model's (SDXL's float16-fixed VAE).",
+        )
+        parser.add_argument(
             "--ti-template",
             help="TI arm template (default: the adapter's training caption template with {prompt} for "
             '{caption}, else "An image of {token}, {prompt}").',
@@ -130,6 +134,7 @@ class Command(PeftlabCommand):
             ti_initializer=options["ti_initializer"],
             safety_checker=options["safety_checker"],
             max_caption_tokens=options["max_caption_tokens"],
+            vae=options["vae"],
         )
         name = options["prompts"]
         prompt_set = prompt_set_install_builtin() if name == BUILTIN_SET_NAME else prompt_set_get(name=name)
