@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from analysis.services import study_plan_lock, study_report_write
-from generation.engine import GenerationConfig
+from generation.engine import AdapterArm, GenerationConfig
 from generation.services import generation_run_render, prompt_set_install_builtin
 from studies.models import Participant, Study
 from studies.services import (
@@ -77,9 +77,10 @@ def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: in
         config=GenerationConfig(
             model=str(model.path),
             arms=("base", "lora", "ti"),
-            lora=str(Path(runs["lora"].output_path) / LORA_WEIGHTS),
-            ti=str(Path(runs["ti"].output_path) / TI_WEIGHTS),
-            token=DEMO_TOKEN,
+            adapters=(
+                AdapterArm.detect("lora", str(Path(runs["lora"].output_path) / LORA_WEIGHTS)),
+                AdapterArm.detect("ti", str(Path(runs["ti"].output_path) / TI_WEIGHTS), token=DEMO_TOKEN),
+            ),
             seeds=(0, 1),
             steps=4,
             width=64,

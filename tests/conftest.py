@@ -22,7 +22,9 @@ def tiny_sdxl_dir(tmp_path_factory) -> Path:
     """A tiny SDXL-shaped pipeline (two text encoders, 32 and 64 wide; text_time UNet; 64px), built once."""
     from trainer.engine.tiny_model import TinyModelConfig, build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sdxl", TinyModelConfig(family="sdxl")).path
+    return build_tiny_model(
+        tmp_path_factory.mktemp("models") / "tiny-sdxl", TinyModelConfig(family="sdxl")
+    ).path
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,7 @@
 """The training, generation and study forms reject bad input without starting anything, and enqueue on success."""
 
+from pathlib import Path
+
 import pytest
 from django.urls import reverse
 from PIL import Image
@@ -9,7 +11,7 @@ from peftlab.models import Job
 from studies.models import Study
 from trainer.engine.config import LoraTrainingConfig, TiTrainingConfig
 from trainer.engine.dataset import PrepareConfig
-from trainer.models import Dataset
+from trainer.models import Dataset, TrainingRun
 from trainer.services import dataset_prepare
 
 pytestmark = pytest.mark.django_db
@@ -71,6 +73,62 @@ def test_generation_form_rejects_bad_input(staff_client, tiny_model_dir, tmp_pat
     job = Job.objects.get()
     assert with_commit["Location"] == reverse("console:job_detail", args=[job.pk])
     assert job.kind == "generation" and job.queue == "gpu" and job.run.arms == ["base"]
+
+
+def finished_run(method: str, output: Path, files: dict | None = None) -> TrainingRun:
+    return TrainingRun.objects.create(
+        method=method,
+        dataset_path="/d",
+        output_path=str(output),
+        config={},
+        status="finished",
+        files=files or {},
+    )
+
+
+def test_generation_form_offers_finished_runs_of_every_method(staff_client, tiny_model_dir, tmp_path):
+    """A run's method decides what is loaded: the peft folder of a LoHa run, the embedding of a TI run."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from peft import LoHaConfig, get_peft_model
+    from safetensors.torch import save_file
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_model_dir, subfolder="unet")
+    loha = get_peft_model(unet, LoHaConfig(r=2, alpha=2, target_modules=["to_q"]))
+    loha.save_pretrained(tmp_path / "loha")
+    embedding = tmp_path / "ti" / "learned_embeds.safetensors"
+    embedding.parent.mkdir()
+    save_file({"<tok>": torch.ones(32)}, embedding, metadata={"placeholder_token": "<tok>"})
+    runs = [
+        finished_run("loha", tmp_path / "loha"),
+        finished_run("loha", tmp_path / "loha"),
+        finished_run("ti", embedding.parent, {"learned_embeds.safetensors": str(embedding)}),
+    ]
+    TrainingRun.objects.create(method="lora", dataset_path="/d", output_path="/o", config={}, status="failed")
+    page = staff_client.get(reverse("console:generation_new")).content.decode()
+    assert page.count('name="adapter_runs"') == 3 and "Textual Inversion run" in page
+    prompt_set = PromptSet.objects.create(name="s")
+    prompt_set.prompts.create(landmark="Big Ben", text="Big Ben")
+    base = {"prompt_set": prompt_set.pk, "model": str(tiny_model_dir), "seeds": "0", "steps": 2, "size": 64}
+    staff_client.post(reverse("console:generation_new"), base | {"adapter_runs": [run.pk for run in runs]})
+    generation = Job.objects.get().run
+    first, second = (f"loha-{run.pk}" for run in runs[:2])
+    assert generation.arms == ["base", first, second, "ti"]
+    assert [(a["name"], a["method"], a["format"], a["token"]) for a in generation.adapters] == [
+        (first, "loha", "peft", None),
+        (second, "loha", "peft", None),
+        ("ti", "ti", "embedding", "<tok>"),
+    ]
+    assert generation.adapters[2]["path"] == str(embedding)
+
+
+def test_generation_form_refuses_more_than_six_adapters(staff_client, tiny_model_dir, tmp_path):
+    runs = [finished_run("lora", tmp_path / f"r{index}") for index in range(7)]
+    prompt_set = PromptSet.objects.create(name="s")
+    base = {"prompt_set": prompt_set.pk, "model": str(tiny_model_dir), "seeds": "0", "steps": 2, "size": 64}
+    page = post(staff_client, "generation_new", base | {"adapter_runs": [run.pk for run in runs]})
+    assert "7 runs chosen; a generation run compares the base model with at most 6." in page
+    assert not Job.objects.exists()
 
 
 def test_study_builder_needs_a_run_and_a_free_slug(staff_client, run):

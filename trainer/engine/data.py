@@ -245,7 +245,6 @@ def cached_latent_moments(
     return torch.stack([found[key] for key in keys])
 
 
-
 def caption_token_counts(tokenizer: Any, captions: list[str]) -> list[int]:
     """Each caption's length in tokens of the model's own tokenizer, without BOS and EOS."""
     return [len(ids) for ids in tokenizer(captions, add_special_tokens=False, verbose=False).input_ids]

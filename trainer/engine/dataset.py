@@ -213,7 +213,9 @@ def prepare_dataset(
                 skipped.append(Skipped(image_path.name, "file name contains '|' or a line break"))
                 continue
             try:
-                square, source_size, crop_top_left = load_square_rgb(image_path, config.resolution, config.min_size)
+                square, source_size, crop_top_left = load_square_rgb(
+                    image_path, config.resolution, config.min_size
+                )
             except ValueError as error:
                 skipped.append(Skipped(image_path.name, f"image {error}"))
                 continue

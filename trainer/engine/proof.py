@@ -4,18 +4,22 @@ One proof pipeline serves a whole run. Given the run's components it is built ar
 training already holds (a second module tree over the same storage, no second copy of the weights) and a
 fresh tokenizer; each file is loaded into it with the stock diffusers loaders and unloaded again.
 
-A LoRA file goes through the stock pipeline's `load_lora_weights` (`StableDiffusionPipeline` or
+A LoRA or DoRA file goes through the stock pipeline's `load_lora_weights` (`StableDiffusionPipeline` or
 `StableDiffusionXLPipeline`, by the model's family; diffusers and kohya files alike); every trained module
-must come back wrapped, with the trained update `scaling * B @ A`. A kohya file is also parsed directly. A
-Textual-Inversion file goes through `load_textual_inversion` (into each text encoder it holds vectors for)
-and must give back the learned vectors. Any difference is an error naming the file, never a warning.
+must come back wrapped, with the trained update `scaling * B @ A` (and DoRA's magnitude vector). A kohya
+file is also parsed directly. A PEFT adapter folder (LoHa, LoKr, OFT) goes through
+`PeftModel.from_pretrained` into the pipeline's UNet, and each module's merged weight change must equal the
+trained one; a LyCORIS file is rebuilt independently of PEFT by the LyCORIS formulas and compared the same
+way. A Textual-Inversion file goes through `load_textual_inversion` (into each text encoder it holds vectors
+for) and must give back the learned vectors. Any difference is an error naming the file, never a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,9 @@ import torch
 from peftlab.errors import UserInputError, error_line
 
 PROOF_ADAPTER = "peftlab_proof"
+# The name parts of PEFT's trained tensors: LoRA and DoRA, LoHa, LoKr, OFT.
+ADAPTER_PARTS = (".lora_", ".hada_", ".lokr_", ".oft_R.")
+MAGNITUDE = ".lora_magnitude_vector"  # DoRA's trained magnitude, one per output row, in PEFT's state dict
 # Float32 files compared with float32 weights; kohya's loader folds alpha into the factors (rounding only).
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-6}
 
@@ -35,23 +42,68 @@ def lora_delta(down: torch.Tensor, up: torch.Tensor, scaling: float) -> torch.Te
 
 
 def trained_lora_deltas(unet: Any, scaling: float) -> dict[str, torch.Tensor]:
-    """Each LoRA-wrapped UNet module's update, by module path (`down_blocks.0....attn1.to_q`)."""
+    """Each LoRA-wrapped UNet module's update, by module path (`down_blocks.0....attn1.to_q`), and DoRA's
+    magnitude vector of each module, by `<module path>.lora_magnitude_vector`."""
     from peft.utils import get_peft_model_state_dict
 
     state = get_peft_model_state_dict(unet)
     modules = sorted(key.removesuffix(".lora_A.weight") for key in state if key.endswith(".lora_A.weight"))
+    magnitudes = {
+        key: value.detach().float().cpu() for key, value in state.items() if key.endswith(MAGNITUDE)
+    }
     return {
         name: lora_delta(state[f"{name}.lora_A.weight"], state[f"{name}.lora_B.weight"], scaling)
         for name in modules
+    } | magnitudes
+
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """Float32 matmuls in float32 on CUDA too (not TF32), so PEFT's and the file's products round alike."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def adapter_layers(unet: Any, adapter: str) -> dict[str, Any]:
+    """The UNet's PEFT layers that hold `adapter`, by module path."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return {
+        name: module
+        for name, module in unet.named_modules()
+        if isinstance(module, BaseTunerLayer)
+        and any(adapter in getattr(module, part, {}) for part in module.adapter_layer_names)
     }
 
 
-def compare_deltas(path: Path, expected: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor]) -> None:
+def weight_changes(unet: Any, adapter: str = "default") -> dict[str, torch.Tensor]:
+    """PEFT's own merged weight change of each module adapted by `adapter`, as [out, in x kernel] float32:
+    `get_delta_weight` for the additive methods (LoHa, LoKr), W (R^T - I) for OFT, whose merge is W R^T."""
+    from peft.tuners.oft.layer import OFTLayer
+
+    changes = {}
+    with torch.no_grad(), exact_float32():
+        for name, layer in sorted(adapter_layers(unet, adapter).items()):
+            delta = layer.get_delta_weight(adapter).float().cpu()
+            if isinstance(layer, OFTLayer):
+                weight = layer.get_base_layer().weight.float().cpu().flatten(1)
+                delta = weight @ delta.T - weight
+            changes[name] = delta.flatten(1)
+    return changes
+
+
+def compare_deltas(
+    path: Path, expected: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor], kind: str = "LoRA"
+) -> None:
     """Refuse a file whose loaded modules miss a trained one or carry other values."""
     missing = sorted(set(expected) - set(loaded))
     if missing:
         raise UserInputError(
-            f"{path} did not load back: {len(missing)} of {len(expected)} trained LoRA modules are missing "
+            f"{path} did not load back: {len(missing)} of {len(expected)} trained {kind} modules are missing "
             f"(e.g. {missing[0]}); the file is incomplete."
         )
     for name, delta in expected.items():
@@ -108,11 +160,11 @@ def refuse_meta_parameters(pipe: Any, path: Path) -> None:
 
 
 def base_tensors(module: torch.nn.Module, rows: int | None = None) -> dict[str, torch.Tensor]:
-    """`module`'s frozen tensors by the names of the plain model: PEFT's `base_layer` and the trained LoRA
-    matrices and Textual-Inversion rows left out, the embedding table cut to `rows` (views, never copies)."""
+    """`module`'s frozen tensors by the names of the plain model: PEFT's `base_layer` and the trained adapter
+    tensors and Textual-Inversion rows left out, the embedding table cut to `rows` (views, never copies)."""
     state = {}
     for name, tensor in module.state_dict().items():
-        if ".lora_" in name or name.endswith("token_embedding.rows"):
+        if any(part in name for part in ADAPTER_PARTS) or name.endswith("token_embedding.rows"):
             continue
         name = name.replace(".base_layer.", ".").replace("token_embedding.table.", "token_embedding.")
         state[name] = (
@@ -215,15 +267,17 @@ class LoadProof:
             raise UserInputError(f"{path} did not load back into the pipeline: {error_line(error)}") from None
         try:
             refuse_meta_parameters(pipe, path)
-            loaded = {
-                name: lora_delta(
-                    module.lora_A[PROOF_ADAPTER].weight,
-                    module.lora_B[PROOF_ADAPTER].weight,
-                    module.scaling[PROOF_ADAPTER],
-                )
-                for name, module in pipe.unet.named_modules()
-                if isinstance(module, BaseTunerLayer) and PROOF_ADAPTER in getattr(module, "lora_A", {})
-            }
+            loaded = {}
+            for name, module in pipe.unet.named_modules():
+                if isinstance(module, BaseTunerLayer) and PROOF_ADAPTER in getattr(module, "lora_A", {}):
+                    loaded[name] = lora_delta(
+                        module.lora_A[PROOF_ADAPTER].weight,
+                        module.lora_B[PROOF_ADAPTER].weight,
+                        module.scaling[PROOF_ADAPTER],
+                    )
+                    if PROOF_ADAPTER in module.lora_magnitude_vector:
+                        magnitude = module.lora_magnitude_vector[PROOF_ADAPTER].weight
+                        loaded[name + MAGNITUDE] = magnitude.detach().float().cpu()
         finally:
             pipe.delete_adapters(PROOF_ADAPTER)
         compare_deltas(path, expected, loaded)
@@ -260,11 +314,15 @@ class LoadProof:
         state = load_file(path)
         missing = sorted(set(layout) - set(state))
         if missing:
-            raise UserInputError(f"{path} did not load back: it lacks the key {missing[0]!r}; the file is corrupt.")
+            raise UserInputError(
+                f"{path} did not load back: it lacks the key {missing[0]!r}; the file is corrupt."
+            )
         for encoder, (key, learned) in enumerate(layout.items()):
             self.load_embedding(path, state[key], token, learned, encoder)
 
-    def load_embedding(self, path: Path, source: Any, token: str, learned: torch.Tensor, encoder: int) -> None:
+    def load_embedding(
+        self, path: Path, source: Any, token: str, learned: torch.Tensor, encoder: int
+    ) -> None:
         """Load `source` (a file path or a tensor read from `path`) as `token` into text encoder `encoder`,
         compare its rows with `learned`, and unload it."""
         pipe = self.pipe
@@ -285,3 +343,36 @@ class LoadProof:
                 f"{path} did not load back: the vectors of {token!r} differ from the learned ones ({part.encoder}); "
                 "the file is corrupt."
             )
+
+    @keeps_training_rng
+    def peft_folder(self, folder: Path, expected: dict[str, torch.Tensor]) -> None:
+        """Load the PEFT adapter folder with `PeftModel.from_pretrained` (the config class from its
+        adapter_config.json) into the pipeline's UNet and compare each module's merged weight change."""
+        from peft import PeftModel
+
+        unet = self.pipe.unet
+        try:
+            model = PeftModel.from_pretrained(unet, folder, adapter_name=PROOF_ADAPTER)
+        except (ValueError, KeyError, RuntimeError, OSError, TypeError) as error:
+            raise UserInputError(f"{folder} did not load back through PEFT: {error_line(error)}") from None
+        try:
+            loaded = weight_changes(unet, PROOF_ADAPTER)
+        finally:
+            model.unload()  # the UNet's own layers back in place, the adapter gone
+        compare_deltas(folder / "adapter_model.safetensors", expected, loaded, "adapter")
+
+    @staticmethod
+    def lycoris(path: Path, expected: dict[str, torch.Tensor]) -> None:
+        """Rebuild each module's weight change from the LyCORIS file (LoHa, LoKr) by the LyCORIS formulas and
+        compare it with the trained model's own (PEFT's merged change), module by module."""
+        from safetensors.torch import load_file
+
+        from trainer.engine.lora_formats import kohya_module_name
+        from trainer.engine.lycoris_formats import lycoris_deltas
+
+        try:
+            loaded = lycoris_deltas(load_file(path))
+        except (KeyError, RuntimeError) as error:
+            raise UserInputError(f"{path} did not load back: {error_line(error)}") from None
+        expected = {kohya_module_name(name): delta for name, delta in expected.items()}
+        compare_deltas(path, expected, loaded, "adapter")
