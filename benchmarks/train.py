@@ -17,10 +17,11 @@ generation against a plain pipeline loop in the same dtype; samples/s (images/s)
 FLOP utilisation in one table.
 --dry-run runs the --gpu table's code end to end with tiny sizes (on CPU where there is no GPU, in bf16).
 CPU --shape sd15: SD-1.5's layer sizes with random weights, peftlab's epochs only (the reference loops would
-take hours); with the tiny shape, the same epoch split is printed under the rates.
+take hours); with the tiny shape, the same epoch split is printed under the rates. --shape sdxl-tiny: the
+tiny SDXL-shaped model (two text encoders, text_time UNet), peftlab's epochs only.
 --methods M [M ...]: instead, each method (lora dora loha lokr oft ti) through peftlab's loop on the same data, each
 in a fresh process: samples/s and peak memory per method (GPU: CUDA peak allocated; CPU: the process's peak RSS).
-    .venv/bin/python benchmarks/train.py [--gpu | --dry-run] [--shape sd15] [--images N] [--epochs N]
+    .venv/bin/python benchmarks/train.py [--gpu | --dry-run] [--shape sd15|sdxl-tiny] [--images N] [--epochs N]
     .venv/bin/python benchmarks/train.py --methods lora dora loha lokr oft ti [--gpu | --dry-run]
 """
 
@@ -55,9 +56,10 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from trainer.engine.config import TrainingConfig, build_config  # noqa: E402
-from trainer.engine.data import load_components, read_dataset, tokenize  # noqa: E402
+from trainer.engine.data import load_components, read_dataset  # noqa: E402
 from trainer.engine.dataset import PrepareConfig, prepare_dataset  # noqa: E402
 from trainer.engine.distributed import make_accelerator  # noqa: E402
+from trainer.engine.families import tokenize  # noqa: E402
 from trainer.engine.loop import resolve_mixed_precision, train  # noqa: E402
 from trainer.engine.methods import LoraMethod  # noqa: E402
 from trainer.engine.synthetic import SyntheticDatasetConfig, make_synthetic_dataset  # noqa: E402
@@ -351,16 +353,22 @@ def print_epoch_split(table: dict[str, dict[str, float | None]]) -> None:
 
 
 def cpu_benchmark(args: argparse.Namespace) -> None:
-    # SD-1.5's shape on a CPU: the reference loops would take hours, so it measures peftlab's epochs alone.
+    # SD-1.5's shape on a CPU: the reference loops would take hours, so it measures peftlab's epochs alone;
+    # the reference loops are SD-1.x loops, so the tiny SDXL model measures peftlab's epochs alone too.
     reference = args.shape == "tiny"
+    sdxl = args.shape == "sdxl-tiny"
+    text_width = 32 if sdxl else 768
     with tempfile.TemporaryDirectory(prefix="peftlab-bench-") as folder:
         root = Path(folder)
-        model = build_tiny_model(root / "tiny", TinyModelConfig(text_width=768, shape=args.shape)).path
+        shape = TinyModelConfig(
+            text_width=text_width, shape="tiny" if sdxl else args.shape, family="sdxl" if sdxl else "sd15"
+        )
+        model = build_tiny_model(root / "tiny", shape).path
         if args.sd_vocabulary:
             sd_vocabulary(model)
         dataset = make_dataset(root, args.images, 64)
         print(
-            f"CPU, {args.shape} model with random weights (text width 768, "
+            f"CPU, {args.shape} model with random weights (text width {text_width}, "
             f"{'SD-sized' if args.sd_vocabulary else 'tiny'} token table), 64x64, {args.images} images, batch size 2, "
             f"float32, {args.epochs} {'interleaved ' if reference else ''}epochs each (median of epochs "
             f"2-{args.epochs}), torch threads {torch.get_num_threads()}"
@@ -654,9 +662,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--shape",
-        choices=("tiny", "sd15"),
+        choices=("tiny", "sd15", "sdxl-tiny"),
         default="tiny",
-        help="CPU: the model's layer sizes; sd15 (SD-1.5's, random weights) measures peftlab's epochs only.",
+        help="CPU: the model's layer sizes; sd15 (SD-1.5's, random weights) and sdxl-tiny (the tiny SDXL-shaped "
+        "model) measure peftlab's epochs only.",
     )
     parser.add_argument("--json", help="CPU: also write the unrounded figures per method to this JSON file.")
     parser.add_argument(

@@ -280,7 +280,9 @@ class GenerationStartForm(ConsoleForm):
     )
     steps = forms.IntegerField(initial=GenerationConfig.steps, min_value=1)
     size = forms.IntegerField(
-        initial=GenerationConfig.width, min_value=8, help_text="Width and height in pixels."
+        required=False,
+        min_value=8,
+        help_text="Width and height in pixels; blank: the model's native size (512 for SD 1.x, 1024 for SDXL).",
     )
     name = forms.CharField(max_length=200, required=False)
 
@@ -319,8 +321,8 @@ class GenerationStartForm(ConsoleForm):
                 adapters=adapters,
                 seeds=cleaned["seeds"],
                 steps=cleaned["steps"],
-                width=cleaned["size"],
-                height=cleaned["size"],
+                width=cleaned["size"] or 0,
+                height=cleaned["size"] or 0,
             )
 
         cleaned["config"] = user_error_to_form(build)
