@@ -26,13 +26,13 @@ FILES = {
 }
 
 
-def trained(tiny_model_dir, method: str, **options):
-    """`method` set up on the tiny UNet, every trained tensor moved off its start (as training would)."""
+def trained(tiny_model_dir, method: str, dtype=torch.float32, **options):
+    """`method` set up on the tiny UNet (frozen weights in `dtype`), every trained tensor moved off its start."""
     from trainer.engine.data import load_components
 
     config = build_config(method, model=str(tiny_model_dir), target_modules=TARGETS, **options)
     adapter = make_method(config)
-    parts = load_components(str(tiny_model_dir))
+    parts = load_components(str(tiny_model_dir), dtype)
     adapter.setup(parts)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -78,6 +78,14 @@ def test_each_method_writes_and_proves_its_files(tiny_model_dir, tmp_path, metho
     tensors = load_file(tmp_path / PEFT_WEIGHTS)
     assert tensors and all(key.startswith(PEFT_PREFIX) for key in tensors)
     assert len(weight_changes(unet)) == 36
+
+
+@pytest.mark.parametrize("method", sorted(FILES))
+def test_half_precision_runs_prove_every_method_in_float32(tiny_model_dir, tmp_path, method):
+    """Over a bf16 UNet the proof loads a float32 copy: what is compared must not depend on the base's dtype."""
+    adapter, unet = trained(tiny_model_dir, method, torch.bfloat16)
+    assert adapter.save(unet, tmp_path) == FILES[method]
+    assert adapter.proof.pipe.unet.dtype == torch.float32
 
 
 def test_peft_folder_loads_through_peft_by_its_config(tiny_model_dir, tmp_path):

@@ -12,6 +12,7 @@ from peftlab.progress import Progress
 from trainer.engine.config import build_config
 from trainer.engine.loop import train as engine_train
 from trainer.models import TrainingRun
+from trainer.selectors import training_run_adapter_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
@@ -53,6 +54,9 @@ def test_train_method_trains_records_and_proves_its_files(method, tmp_path, prep
     trained = [value for key, value in load_file(output / weights).items() if zero_at_start in key]
     assert trained and all(value.abs().max() > 0 for value in trained)  # every module moved off its start
     assert f"Training run {run.pk} finished" in stdout.getvalue()
+    # The run's download holds every file a user loads, a PEFT folder's config with its weights.
+    names = {path.name for path in training_run_adapter_files(run=run)}
+    assert names == {path.name for path in (output / "best").iterdir()} | {"run.json"}
 
 
 def test_a_method_refuses_an_option_it_lacks(tmp_path, prepared_dir, fast_options):

@@ -8,9 +8,9 @@ A LoRA or DoRA file goes through the stock pipeline's `load_lora_weights` (`Stab
 `StableDiffusionXLPipeline`, by the model's family; diffusers and kohya files alike); every trained module
 must come back wrapped, with the trained update `scaling * B @ A` (and DoRA's magnitude vector). A kohya
 file is also parsed directly. A PEFT adapter folder (LoHa, LoKr, OFT) goes through
-`PeftModel.from_pretrained` into the pipeline's UNet, and each module's merged weight change must equal the
-trained one; a LyCORIS file is rebuilt independently of PEFT by the LyCORIS formulas and compared the same
-way. A Textual-Inversion file goes through `load_textual_inversion` (into each text encoder it holds vectors
+`PeftModel.from_pretrained` into the pipeline's UNet, and each module's weight change (OFT: its rotation)
+must equal the trained one; a LyCORIS file is rebuilt independently of PEFT by the LyCORIS formulas and
+compared the same way. A Textual-Inversion file goes through `load_textual_inversion` (into each text encoder it holds vectors
 for) and must give back the learned vectors. Any difference is an error naming the file, never a warning.
 """
 
@@ -81,8 +81,10 @@ def adapter_layers(unet: Any, adapter: str) -> dict[str, Any]:
 
 
 def weight_changes(unet: Any, adapter: str = "default") -> dict[str, torch.Tensor]:
-    """PEFT's own merged weight change of each module adapted by `adapter`, as [out, in x kernel] float32:
-    `get_delta_weight` for the additive methods (LoHa, LoKr), W (R^T - I) for OFT, whose merge is W R^T."""
+    """PEFT's own weight change of each module adapted by `adapter`, as [out, in x kernel] float32:
+    `get_delta_weight` for the additive methods (LoHa, LoKr); for OFT, whose merge is W R^T, the rotation's
+    change R - I, which fixes W (R^T - I) without depending on the frozen W's precision (a bf16 run's proof
+    loads a float32 base)."""
     from peft.tuners.oft.layer import OFTLayer
 
     changes = {}
@@ -90,8 +92,7 @@ def weight_changes(unet: Any, adapter: str = "default") -> dict[str, torch.Tenso
         for name, layer in sorted(adapter_layers(unet, adapter).items()):
             delta = layer.get_delta_weight(adapter).float().cpu()
             if isinstance(layer, OFTLayer):
-                weight = layer.get_base_layer().weight.float().cpu().flatten(1)
-                delta = weight @ delta.T - weight
+                delta = delta - torch.eye(len(delta))
             changes[name] = delta.flatten(1)
     return changes
 
@@ -347,7 +348,7 @@ class LoadProof:
     @keeps_training_rng
     def peft_folder(self, folder: Path, expected: dict[str, torch.Tensor]) -> None:
         """Load the PEFT adapter folder with `PeftModel.from_pretrained` (the config class from its
-        adapter_config.json) into the pipeline's UNet and compare each module's merged weight change."""
+        adapter_config.json) into the pipeline's UNet and compare each module's weight change."""
         from peft import PeftModel
 
         unet = self.pipe.unet
