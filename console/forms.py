@@ -25,6 +25,7 @@ from trainer.engine.config import (
 from trainer.engine.data import CAPTION_CHUNKS, caption_tokens_measure
 from trainer.engine.dataset import PrepareConfig
 from trainer.models import Dataset, TrainingRun
+from trainer.selectors import training_run_adapter_path
 
 
 class ConsoleForm(forms.Form):
@@ -279,7 +280,9 @@ class GenerationStartForm(ConsoleForm):
     )
     steps = forms.IntegerField(initial=GenerationConfig.steps, min_value=1)
     size = forms.IntegerField(
-        initial=GenerationConfig.width, min_value=8, help_text="Width and height in pixels."
+        required=False,
+        min_value=8,
+        help_text="Width and height in pixels; blank: the model's native size (512 for SD 1.x, 1024 for SDXL).",
     )
     name = forms.CharField(max_length=200, required=False)
 
@@ -308,7 +311,7 @@ class GenerationStartForm(ConsoleForm):
             adapters = tuple(
                 AdapterArm.detect(
                     run.method if methods.count(run.method) == 1 else f"{run.method}-{run.pk}",
-                    adapter_file(run),
+                    training_run_adapter_path(run=run),
                 )
                 for run in runs
             )
@@ -318,24 +321,12 @@ class GenerationStartForm(ConsoleForm):
                 adapters=adapters,
                 seeds=cleaned["seeds"],
                 steps=cleaned["steps"],
-                width=cleaned["size"],
-                height=cleaned["size"],
+                width=cleaned["size"] or 0,
+                height=cleaned["size"] or 0,
             )
 
         cleaned["config"] = user_error_to_form(build)
         return cleaned
-
-
-def adapter_file(run: TrainingRun) -> str:
-    """What generation loads from a finished run, as its method decides: TI's embedding file (its header names
-    the token); for every weight method the output folder (the diffusers file of LoRA and DoRA, the peft
-    adapter folder of LoHa, LoKr and OFT)."""
-    if run.method != "ti":
-        return run.output_path
-    embeddings = sorted(path for name, path in (run.files or {}).items() if name.endswith(".safetensors"))
-    if not embeddings:
-        raise forms.ValidationError(f"training run {run.pk} recorded no .safetensors embedding.")
-    return embeddings[0]
 
 
 def generation_run_choice_label(run: GenerationRun) -> str:

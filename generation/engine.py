@@ -37,6 +37,7 @@ from peftlab.errors import UserInputError
 from peftlab.progress import Progress, ProgressCallback, ignore_progress
 from peftlab.versions import package_versions
 from trainer.engine.config import CAPTION_TOKENS, TI_CAPTION_TEMPLATE
+from trainer.engine.families import detect_family
 
 BASE_ARM = "base"
 MAX_ADAPTERS = 6  # base + six adapters: 21 pairs per prompt in a study, already a long questionnaire
@@ -175,8 +176,8 @@ class GenerationConfig:
     steps: int = 30
     guidance: float = 7.5
     scheduler: str = "dpmsolver++"
-    width: int = 512
-    height: int = 512
+    width: int = 0  # 0: the model family's native size (512 for SD 1.x, 1024 for SDXL)
+    height: int = 0
     batch_size: int = 4
     vae_slicing: bool = False
     vae_tiling: bool = False
@@ -188,6 +189,7 @@ class GenerationConfig:
     probe_seed: int = 0
     safety_checker: str = "on"  # on: the model's safety checker runs and a flagged image fails the run
     max_caption_tokens: int | None = None  # None: each adapter arm as its run trained (77 without a run)
+    vae: str | None = None  # a VAE folder or hub id instead of the model's (e.g. SDXL's fp16-fixed VAE)
 
     def __post_init__(self) -> None:
         model = Path(self.model)
@@ -218,6 +220,11 @@ class GenerationConfig:
             )
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise UserInputError("--seeds must be one or more distinct integers.")
+        if not self.width or not self.height:
+            native = detect_family(self.model).default_size
+            # Frozen: the resolved size is set once, here, so every record shows what was rendered.
+            object.__setattr__(self, "width", self.width or native)
+            object.__setattr__(self, "height", self.height or native)
         if self.steps < 1 or self.batch_size < 1:
             raise UserInputError("--steps and --batch-size must be at least 1.")
         if self.width % 8 or self.height % 8 or min(self.width, self.height) < 8:
@@ -341,16 +348,20 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
 
 
 def load_pipeline(config: GenerationConfig, device: str, dtype: str) -> Any:
-    """The base StableDiffusionPipeline on `device`, with the configured scheduler and VAE options."""
+    """The base pipeline of the model's family (StableDiffusionPipeline, StableDiffusionXLPipeline) on
+    `device`, with the configured scheduler, VAE and VAE options."""
     import diffusers
     import torch
 
+    family = detect_family(config.model)
     # Off: no checker at all; on: the model's own checker (if it has one) and every flag is recorded.
+    # SDXL pipelines have none.
     off = {"safety_checker": None, "requires_safety_checker": False} if config.safety_checker == "off" else {}
+    extra = family.pipeline_kwargs() | (off if family.name == "sd15" else {})
     try:
-        pipe = diffusers.StableDiffusionPipeline.from_pretrained(
-            config.model, dtype=getattr(torch, dtype), **off
-        )
+        if config.vae:
+            extra["vae"] = diffusers.AutoencoderKL.from_pretrained(config.vae, dtype=getattr(torch, dtype))
+        pipe = family.pipeline().from_pretrained(config.model, dtype=getattr(torch, dtype), **extra)
     except (OSError, ValueError) as error:
         raise UserInputError(f"cannot load --model {config.model}: {str(error).splitlines()[0]}") from None
     class_name, extra = SCHEDULERS[config.scheduler]
@@ -365,11 +376,16 @@ def load_pipeline(config: GenerationConfig, device: str, dtype: str) -> Any:
 
 @dataclass
 class LoadedEmbedding:
-    """A TI arm's token in the loaded pipeline: its ids and the untrained reference its probe renders."""
+    """A TI arm's token in the loaded pipeline: per text encoder, the encoder, the token's ids and the
+    untrained reference vectors its probe renders."""
 
-    token_ids: list[int]
-    reference_vector: Any
+    rows: list[tuple[Any, list[int], Any]]
     reference: str  # how the effect check names the reference
+
+    @property
+    def token_ids(self) -> list[int]:
+        """The token's ids in the first tokenizer."""
+        return self.rows[0][1]
 
 
 class Renderer:
@@ -380,41 +396,45 @@ class Renderer:
         self.progress = progress
         self.device, self.dtype = resolve_device_dtype(config.device, config.dtype)
         progress(Progress("load model", 0, 1, overall=0.0))
+        self.family = detect_family(config.model)
         self.pipe = load_pipeline(config, self.device, self.dtype)
-        self.safety_checker = "off" if self.pipe.safety_checker is None else "on"
+        self.safety_checker = "off" if getattr(self.pipe, "safety_checker", None) is None else "on"
         self.embeddings: dict[str, LoadedEmbedding] = {}
         for adapter in config.adapters:
             if adapter.is_weights:
                 # The arm's name is its peft adapter name: adapters of any peft types share the UNet.
-                load_weight_adapter(self.pipe, Path(adapter.path), adapter.name)
+                load_weight_adapter(self.pipe, Path(adapter.path), adapter.name, self.family)
             else:
                 path = Path(detect_adapter(Path(adapter.path)).weights)
                 initializer = ti_initializer_token(path, adapter.initializer)
-                token_ids, vector = load_textual_inversion(self.pipe, path, adapter.token, initializer)
+                rows = load_textual_inversion(self.pipe, path, adapter.token, initializer, self.family)
                 reference = (
                     "at its nearest vocabulary rows"
                     if initializer is None
                     else "with its initializer's vector"
                 )
-                self.embeddings[adapter.name] = LoadedEmbedding(token_ids, vector, reference)
+                self.embeddings[adapter.name] = LoadedEmbedding(rows, reference)
         adapter_activate(self.pipe, None)
         progress(Progress("load model", 1, 1, overall=0.0))
 
     @contextlib.contextmanager
     def initializer_rows(self, arm: str) -> Iterator[None]:
-        """`arm`'s TI token rows hold their untrained reference for the duration (the initializer's vector)."""
+        """`arm`'s TI token rows, in every text encoder, hold their untrained reference for the duration (the
+        initializer's vector)."""
         import torch
 
-        embedding = self.embeddings[arm]
-        weight = self.pipe.text_encoder.get_input_embeddings().weight
-        learned = weight[embedding.token_ids].detach().clone()
-        with torch.no_grad():
-            weight[embedding.token_ids] = embedding.reference_vector.to(weight)
+        saved = []
+        for encoder, ids, reference in self.embeddings[arm].rows:
+            weight = encoder.get_input_embeddings().weight
+            saved.append((weight, ids, weight[ids].detach().clone()))
+            with torch.no_grad():
+                weight[ids] = reference.to(weight)
         try:
             yield
         finally:
             with torch.no_grad():
-                weight[embedding.token_ids] = learned
+                for weight, ids, learned in saved:
+                    weight[ids] = learned
 
     def use_arm(self, arm: str, untrained: bool = False) -> None:
         """Put the pipeline in `arm`'s state: only its weight adapter acts (none for base, TI and `untrained`)."""
@@ -460,7 +480,7 @@ class Renderer:
                     f"the {arm} arm{source} rendered non-finite (NaN or Inf) pixels for seed "
                     f"{seed}; its weights are not finite in this model (or --dtype overflows: try float32)."
                 )
-        flags = output.nsfw_content_detected or [False] * len(texts)
+        flags = getattr(output, "nsfw_content_detected", None) or [False] * len(texts)
         return self.pipe.numpy_to_pil(output.images), [bool(flag) for flag in flags]
 
     def prompt_inputs(self, arm: str, texts: list[str], negatives: list[str]) -> dict[str, Any]:
@@ -469,18 +489,30 @@ class Renderer:
         tokens = self.config.caption_tokens(arm)
         if tokens == 77:
             return {"prompt": texts, "negative_prompt": negatives}
-        from trainer.engine.data import encode_text, tokenize
+        import torch
 
-        pipe = self.pipe
-        window = pipe.tokenizer.model_max_length
+        from trainer.engine.families import tokenize
 
-        def encode(items: list[str]) -> Any:
+        pipe, family = self.pipe, self.family
+        parts = [(getattr(pipe, part.tokenizer), getattr(pipe, part.encoder)) for part in family.text_parts]
+
+        def encode(items: list[str], negative: bool) -> dict[str, Any]:
             # A multi-vector TI token spreads to <token> <token>_1 ..., as the pipeline does for text.
-            converted = [pipe.maybe_convert_prompt(item, pipe.tokenizer) for item in items]
-            ids = tokenize(pipe.tokenizer, converted, tokens).to(pipe.device)
-            return encode_text(pipe.text_encoder, ids, window).to(pipe.unet.dtype)
+            ids = torch.stack(
+                [
+                    tokenize(
+                        tokenizer, [pipe.maybe_convert_prompt(item, tokenizer) for item in items], tokens
+                    )
+                    for tokenizer, _ in parts
+                ],
+                dim=1,
+            ).to(pipe.device)
+            window = parts[0][0].model_max_length
+            states, pooled = family.encode([encoder for _, encoder in parts], ids, window)
+            pooled = None if pooled is None else pooled.to(pipe.unet.dtype)
+            return family.prompt_arguments(states.to(pipe.unet.dtype), pooled, negative)
 
-        return {"prompt_embeds": encode(texts), "negative_prompt_embeds": encode(negatives)}
+        return encode(texts, False) | encode(negatives, True)
 
     def check_effects(self, probe: PromptItem) -> dict[str, float]:
         """Each adapter arm's probe difference from the same prompt with its adapter untrained; UserInputError
@@ -530,13 +562,15 @@ class Renderer:
         return effects
 
     def check_token(self, adapter: AdapterArm, probe: PromptItem) -> None:
-        """A TI arm's token has embedding rows, and the arm's prompt really contains it."""
-        token_ids = self.embeddings[adapter.name].token_ids
-        rows = self.pipe.text_encoder.get_input_embeddings().weight.shape[0]
-        if not token_ids or any(token_id is None or token_id >= rows for token_id in token_ids):
-            raise UserInputError(
-                f"token {adapter.token!r} has no embedding row after loading {adapter.path}."
-            )
+        """A TI arm's token has embedding rows in every text encoder, and the arm's prompt really contains it."""
+        embedding = self.embeddings[adapter.name]
+        token_ids = embedding.token_ids
+        for encoder, ids, _ in embedding.rows:
+            rows = encoder.get_input_embeddings().weight.shape[0]
+            if not ids or any(token_id is None or token_id >= rows for token_id in ids):
+                raise UserInputError(
+                    f"token {adapter.token!r} has no embedding row after loading {adapter.path}."
+                )
         converted = self.pipe.maybe_convert_prompt(
             self.config.render_prompt(adapter.name, probe), self.pipe.tokenizer
         )

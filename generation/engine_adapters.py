@@ -4,9 +4,11 @@ No Django. Methods: LoRA, DoRA, LoHa, LoKr and OFT (weight adapters: on the UNet
 text encoder too) and Textual Inversion (a new token). Formats: a diffusers LoRA/DoRA file or folder and a
 kohya LoRA file (both through diffusers' `load_lora_weights`), a peft adapter folder of any of those peft
 types (through peft itself: diffusers' loader silently loads nothing for it), and TI embeddings as diffusers
-`{token: tensor}` or A1111 `emb_params` / `string_to_param` files. Each weight adapter is loaded once under
-its own peft adapter name, so adapters of different peft types share one UNet (nested on a layer they both
-adapt) and an arm switches by making its adapter the only one that acts.
+`{token: tensor}` or A1111 `emb_params` / `string_to_param` files (SD 1.x), or SDXL's A1111/ComfyUI layout
+`{clip_l, clip_g}`. A file of another model family (SD 1.x, SDXL) than the model's is refused before it is
+loaded. Each weight adapter is loaded once under its own peft adapter name, so adapters of different peft
+types share one UNet (nested on a layer they both adapt) and an arm switches by making its adapter the only
+one that acts.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.errors import UserInputError, error_line
+from trainer.engine.families import FAMILIES, SD15, SDXL, Family, refuse_other_family
 
 PEFT_CONFIG_FILE = "adapter_config.json"
 PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
@@ -32,6 +35,7 @@ METHODS = (*WEIGHT_METHODS, "ti")
 # adapter_config.json's peft_type -> the method (a LORA config with use_dora is DoRA).
 PEFT_TYPES = {"LORA": "lora", "LOHA": "loha", "LOKR": "lokr", "OFT": "oft"}
 # Key fragments of LyCORIS single files (kohya-style names), which diffusers' loader cannot read.
+METHOD_LABELS = {"lora": "LoRA", "dora": "DoRA", "loha": "LoHa", "lokr": "LoKr", "oft": "OFT"}
 LYCORIS_KEYS = {"hada_w1_a": "LoHa", "lokr_w1": "LoKr", "oft_blocks": "OFT", "oft_diag": "OFT"}
 # An embedding's vectors may be this many times the model's largest row; SD's rows are under 1, trained
 # vectors a few; 1e30 overflows the text encoder.
@@ -74,6 +78,14 @@ def read_state_dict(path: Path) -> dict[str, Any]:
         raise UserInputError(f"{path} is not a readable weights file ({type(error).__name__}).") from None
 
 
+def is_sdxl_embedding(path: Path) -> bool:
+    """Whether a safetensors file holds SDXL's A1111/ComfyUI embedding layout (keys clip_l and clip_g)."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as handle:
+        return set(handle.keys()) == set(SDXL.embedding_keys)
+
+
 def detect_adapter(path: Path) -> DetectedAdapter:
     """What `path` holds (an adapter file, a peft folder, or a peftlab run's output folder such as best/);
     a one-line error when it is none of them."""
@@ -87,7 +99,9 @@ def detect_adapter(path: Path) -> DetectedAdapter:
             weights = path / DIFFUSERS_LORA_FILE
             return DetectedAdapter(AdapterFormat.DIFFUSERS, lora_method(read_state_dict(weights)), weights)
         if (path / TI_FILE).is_file():
-            return detect_adapter(path / TI_FILE)
+            # An SDXL run's folder: its clip_l/clip_g file carries both encoders' vectors, TI_FILE only one's.
+            layouts = [file for file in sorted(path.glob("*.safetensors")) if is_sdxl_embedding(file)]
+            return detect_adapter(layouts[0] if layouts else path / TI_FILE)
         raise UserInputError(
             f"{path} holds neither {PEFT_CONFIG_FILE} (peft), {DIFFUSERS_LORA_FILE} (diffusers) nor {TI_FILE} "
             "(textual inversion); give the adapter's folder or file."
@@ -98,9 +112,15 @@ def detect_adapter(path: Path) -> DetectedAdapter:
         raise UserInputError(f"adapter {path} must be one of {', '.join(WEIGHT_SUFFIXES)}.")
     state = read_state_dict(path)
     keys = list(state)
-    if "string_to_param" in state or "emb_params" in state or (len(keys) == 1 and "lora" not in keys[0]):
+    sdxl_layout = set(keys) == set(SDXL.embedding_keys)
+    if (
+        sdxl_layout
+        or "string_to_param" in state
+        or "emb_params" in state
+        or (len(keys) == 1 and "lora" not in keys[0])
+    ):
         # diffusers' {token: tensor} names its token; peftlab's files say it in their header.
-        named = keys[0] if len(keys) == 1 and keys[0] != "emb_params" else None
+        named = keys[0] if len(keys) == 1 and keys[0] != "emb_params" and not sdxl_layout else None
         token = safetensors_metadata(path).get("placeholder_token") or named
         return DetectedAdapter(AdapterFormat.EMBEDDING, "ti", path, token)
     if any(key.startswith(PEFT_KEY_PREFIX) for key in keys):
@@ -118,6 +138,27 @@ def detect_adapter(path: Path) -> DetectedAdapter:
     if not any("lora" in key for key in keys):
         raise UserInputError(f"{path} holds no LoRA weights (no key contains 'lora') and is no embedding.")
     return DetectedAdapter(AdapterFormat.DIFFUSERS, lora_method(state), path)
+
+
+def file_family(path: Path, keys: list[str]) -> Family | None:
+    """The model family a LoRA or embedding file was made for, from its metadata (peftlab's
+    base_model_family, kohya's ss_base_model_version) or its keys; None when neither tells."""
+    metadata = safetensors_metadata(path)
+    if metadata.get("base_model_family") in FAMILIES:
+        return FAMILIES[metadata["base_model_family"]]
+    version = metadata.get("ss_base_model_version", "")
+    if version.startswith("sdxl"):
+        return SDXL
+    if version.startswith("sd_v1"):
+        return SD15
+    # SDXL's names: the original UNet's blocks in kohya files, its second text encoder, its embedding keys.
+    sdxl_marks = ("lora_unet_input_blocks", "lora_unet_output_blocks", "lora_unet_middle_block", "lora_te2_")
+    if any(key.startswith(sdxl_marks) or "text_encoder_2." in key or key == "clip_g" for key in keys):
+        return SDXL
+    # SD 1.x's first UNet level has attention; SDXL's has none.
+    if any("down_blocks.0.attentions" in key or "down_blocks_0_attentions" in key for key in keys):
+        return SD15
+    return None
 
 
 def lora_method(state: dict[str, Any]) -> str:
@@ -152,15 +193,19 @@ def peft_method(config: Any) -> str:
     return "dora" if method == "lora" and config.use_dora else method
 
 
-def load_weight_adapter(pipe: Any, path: Path, name: str) -> AdapterFormat:
-    """Load the weight adapter at `path` into `pipe` as peft adapter `name`, through the loader its format
-    needs; one that loads only in part, or leaves a parameter without values, is refused."""
+def load_weight_adapter(pipe: Any, path: Path, name: str, family: Family = SD15) -> AdapterFormat:
+    """Load the weight adapter at `path` into `pipe` (a `family` pipeline) as peft adapter `name`, through the
+    loader its format needs; one of another model family, one that loads only in part, or one that leaves a
+    parameter without values, is refused."""
     from trainer.engine.proof import refuse_meta_parameters
 
     path = Path(path)
     detected = detect_adapter(path)
     if detected.format is AdapterFormat.EMBEDDING:
         raise UserInputError(f"{path} is a textual-inversion embedding, not a weight adapter.")
+    found = file_family(detected.weights, list(read_state_dict(detected.weights)))
+    label = METHOD_LABELS[detected.method]
+    refuse_other_family(f"{label} {path}", label, found, family)
     if detected.format is AdapterFormat.PEFT:
         load_peft_folder(pipe.unet, path, name)
     else:
@@ -268,16 +313,20 @@ def tuner_layers(*components: Any) -> Iterator[Any]:
                 yield module
 
 
+def pipe_adapted_parts(pipe: Any) -> list[Any]:
+    """The parts of `pipe` adapters can wrap: the UNet and each text encoder it has (SDXL has two)."""
+    parts = (getattr(pipe, name, None) for name in ("unet", "text_encoder", "text_encoder_2"))
+    return [part for part in parts if part is not None]
+
+
 def adapter_layer_count(pipe: Any, name: str) -> int:
     """How many modules of the UNet and text encoder carry adapter `name`."""
-    return sum(
-        name in layer._get_available_adapters() for layer in tuner_layers(pipe.unet, pipe.text_encoder)
-    )
+    return sum(name in layer._get_available_adapters() for layer in tuner_layers(*pipe_adapted_parts(pipe)))
 
 
 def adapter_activate(pipe: Any, name: str | None) -> None:
     """Make adapter `name` the only one that acts (None: none does); other adapters' layers pass through."""
-    for layer in tuner_layers(pipe.unet, pipe.text_encoder):
+    for layer in tuner_layers(*pipe_adapted_parts(pipe)):
         holds = name is not None and name in layer._get_available_adapters()
         if holds:
             layer.set_adapter(name, inference_mode=True)
@@ -341,19 +390,21 @@ def refuse_non_finite_vectors(path: Path, vectors: Any, table: Any) -> None:
         )
 
 
-def refuse_untrained_vectors(pipe: Any, path: Path, tensor: Any, foreign: bool = False) -> Any:
+def refuse_untrained_vectors(
+    tokenizer: Any, text_encoder: Any, path: Path, tensor: Any, foreign: bool = False
+) -> Any:
     """Refuse a non-finite, huge or all-zero embedding, or one whose vector equals an existing row of the
     model's table; for a `foreign` file (its initializer unknown) also one within a small distance of any
     row. Return each vector's nearest row of the table, [vectors, width]."""
     import torch
 
     vectors = tensor.reshape(-1, tensor.shape[-1]).float()
-    table = pipe.text_encoder.get_input_embeddings().weight.detach().float().cpu()
+    table = text_encoder.get_input_embeddings().weight.detach().float().cpu()
     refuse_non_finite_vectors(path, vectors, table)
     if not vectors.abs().sum(dim=1).all():
         raise UserInputError(f"embedding {path} holds an all-zero vector: it was never trained.")
     distances, nearest = torch.cdist(vectors, table).min(dim=1)
-    words = pipe.tokenizer.convert_ids_to_tokens(nearest.tolist())
+    words = tokenizer.convert_ids_to_tokens(nearest.tolist())
     for vector, row, word in zip(vectors, nearest.tolist(), words, strict=True):
         if torch.equal(table[row], vector):
             raise UserInputError(
@@ -394,36 +445,64 @@ def embedding_width(state: dict[str, Any]) -> tuple[Any, int]:
     return tensor, int(tensor.shape[-1])
 
 
+def embedding_tensors(path: Path, state: dict[str, Any], family: Family) -> list[Any]:
+    """The vectors of an embedding file for each of `family`'s text encoders: SD 1.x's one tensor
+    (diffusers or A1111), or SDXL's `clip_l` and `clip_g`; a file of the other family is refused."""
+    if set(state) == set(SDXL.embedding_keys):
+        refuse_other_family(f"embedding {path}", "embedding", SDXL, family)
+        return [state[key] for key in family.embedding_keys]
+    tensor, _ = embedding_width(state)
+    if len(family.text_parts) > 1:
+        found = file_family(path, list(state))
+        if found is family:  # one encoder's file of an SDXL pair, as diffusers' SDXL example writes them
+            raise UserInputError(
+                f"embedding {path} holds the vectors of one of {family.label}'s two text encoders; give the file "
+                f"with keys {' and '.join(family.embedding_keys)} (A1111/ComfyUI layout) instead."
+            )
+        refuse_other_family(f"embedding {path}", "embedding", SD15, family)
+    return [tensor]
+
+
 def load_textual_inversion(
-    pipe: Any, path: Path, token: str, initializer: str | None
-) -> tuple[list[int], Any]:
-    """Add `token` with the embedding at `path` to `pipe`: the new token ids (one per vector), and the
-    untrained state the effect check renders for reference: the `initializer`'s row, or (for an embedding
-    that names none) each vector's nearest row of the table."""
+    pipe: Any, path: Path, token: str, initializer: str | None, family: Family = SD15
+) -> list[tuple[Any, list[int], Any]]:
+    """Add `token` with the embedding at `path` to each text encoder of `pipe` (a `family` pipeline): per
+    encoder, the encoder, the new token ids (one per vector) and the untrained state the effect check
+    renders for reference: the `initializer`'s row, or (for an embedding that names none) each vector's
+    nearest row of the table."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"embedding {path} does not exist.")
-    tensor, width = embedding_width(read_state_dict(path))
-    expected = pipe.text_encoder.get_input_embeddings().weight.shape[1]
-    # diffusers' own message for this case prints literal {...} placeholders: say it plainly first.
-    if width != expected:
-        raise UserInputError(f"embedding {path.name}: expected width {expected}, file has {width}.")
-    if token in pipe.tokenizer.get_vocab():
-        raise UserInputError(f"token {token!r} is already in the model's vocabulary; choose another --token.")
-    nearest = refuse_untrained_vectors(pipe, path, tensor, foreign=initializer is None)
-    reference = nearest if initializer is None else initializer_row(pipe, path, initializer)
-    pipe.load_textual_inversion(str(path), token=token)
-    vectors = 1 if tensor.ndim == 1 else tensor.shape[0]
-    names = [token] + [f"{token}_{index}" for index in range(1, vectors)]
-    return pipe.tokenizer.convert_tokens_to_ids(names), reference
+    tensors = embedding_tensors(path, read_state_dict(path), family)
+    loaded = []
+    for part, tensor in zip(family.text_parts, tensors, strict=True):
+        tokenizer, text_encoder = getattr(pipe, part.tokenizer), getattr(pipe, part.encoder)
+        width = int(tensor.shape[-1])
+        expected = text_encoder.get_input_embeddings().weight.shape[1]
+        # diffusers' own message for this case prints literal {...} placeholders: say it plainly first.
+        if width != expected:
+            raise UserInputError(f"embedding {path.name}: expected width {expected}, file has {width}.")
+        if token in tokenizer.get_vocab():
+            raise UserInputError(
+                f"token {token!r} is already in the model's vocabulary; choose another --token."
+            )
+        nearest = refuse_untrained_vectors(tokenizer, text_encoder, path, tensor, foreign=initializer is None)
+        reference = (
+            nearest if initializer is None else initializer_row(tokenizer, text_encoder, path, initializer)
+        )
+        pipe.load_textual_inversion(tensor, token=token, tokenizer=tokenizer, text_encoder=text_encoder)
+        vectors = 1 if tensor.ndim == 1 else tensor.shape[0]
+        names = [token] + [f"{token}_{index}" for index in range(1, vectors)]
+        loaded.append((text_encoder, tokenizer.convert_tokens_to_ids(names), reference))
+    return loaded
 
 
-def initializer_row(pipe: Any, path: Path, token: str) -> Any:
+def initializer_row(tokenizer: Any, text_encoder: Any, path: Path, token: str) -> Any:
     """The model's embedding of the one-token word the TI vector started from."""
-    ids = pipe.tokenizer.encode(token, add_special_tokens=False)
+    ids = tokenizer.encode(token, add_special_tokens=False)
     if len(ids) != 1:
         raise UserInputError(
             f"initializer {token!r} of {path} is {len(ids)} tokens in this model; give --ti-initializer "
             "with the one-token word the embedding was trained from."
         )
-    return pipe.text_encoder.get_input_embeddings().weight[ids[0]].detach().clone()
+    return text_encoder.get_input_embeddings().weight[ids[0]].detach().clone()

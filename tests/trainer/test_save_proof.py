@@ -86,7 +86,7 @@ def test_ti_proof_shares_the_text_encoder_and_loads_the_token_as_users_do(
     method.setup(parts)
     with torch.no_grad():
         parts.text_encoder.get_input_embeddings().rows.normal_()
-    assert method.save(parts.text_encoder, tmp_path)[0] == TI_WEIGHTS
+    assert method.save(parts.text_model, tmp_path)[0] == TI_WEIGHTS
     pipe = method.proof.pipe
     assert "<zz>" not in pipe.tokenizer.get_vocab()  # unloaded again, and never the training tokenizer's
     # The rows the loader adds start as anything (the file's vectors replace them), not as a costly fit.

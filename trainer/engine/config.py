@@ -32,7 +32,15 @@ def option(default: Any, help: str, **extra: Any) -> Any:
 class TrainingConfig:
     """What both methods share: the model, the optimisation and the loop's schedule."""
 
-    model: str = option(DEFAULT_MODEL, "Local diffusers folder or hub id of the base model.")
+    model: str = option(
+        DEFAULT_MODEL,
+        "Local diffusers folder or hub id of the base model (SD 1.x or SDXL, from its model_index.json).",
+    )
+    vae: str = option(
+        "",
+        "Folder or hub id of a VAE to use instead of the model's, e.g. madebyollin/sdxl-vae-fp16-fix (SDXL's VAE "
+        "fixed for float16); default the model's own, kept in float32 where its config says float16 overflows.",
+    )
     epochs: int = option(10, "Passes over train.txt.")
     batch_size: int = option(1, "Images per step on each process.")
     gradient_accumulation: int = option(1, "Steps whose gradients add up before each optimizer step.")

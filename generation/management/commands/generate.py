@@ -154,8 +154,8 @@ class Command(PeftlabCommand):
         )
         parser.add_argument(
             "--size",
-            default=f"{GenerationConfig.width}x{GenerationConfig.height}",
-            help="N or WxH pixels (default %(default)s).",
+            default="0",
+            help="N or WxH pixels (default: the model's native size, 512 for SD 1.x, 1024 for SDXL).",
         )
         parser.add_argument("--batch-size", type=int, default=GenerationConfig.batch_size)
         parser.add_argument(
@@ -164,6 +164,10 @@ class Command(PeftlabCommand):
         parser.add_argument("--device", default=GenerationConfig.device, help="auto, cpu, cuda, cuda:1, mps.")
         parser.add_argument("--vae-slicing", action="store_true", help="Decode a batch one image at a time.")
         parser.add_argument("--vae-tiling", action="store_true", help="Decode large images in tiles.")
+        parser.add_argument(
+            "--vae",
+            help="A VAE folder or hub id to decode with instead of the model's (SDXL's float16-fixed VAE).",
+        )
         parser.add_argument(
             "--ti-template",
             help="Short for --template ti=TEMPLATE (default: the adapter's training caption template with "
@@ -232,6 +236,7 @@ class Command(PeftlabCommand):
             effect_threshold=options["effect_threshold"],
             safety_checker=options["safety_checker"],
             max_caption_tokens=options["max_caption_tokens"],
+            vae=options["vae"],
         )
         name = options["prompts"]
         prompt_set = prompt_set_install_builtin() if name == BUILTIN_SET_NAME else prompt_set_get(name=name)

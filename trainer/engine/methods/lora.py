@@ -36,14 +36,13 @@ class LoraMethod(AdapterMethod):
 
     def save_diffusers(self, module: torch.nn.Module, folder: Path) -> None:
         """diffusers' `pytorch_lora_weights.safetensors`, with the LoraConfig (alpha, use_dora) in its metadata."""
-        from diffusers import StableDiffusionPipeline
         from peft.utils import get_peft_model_state_dict
 
         # PEFT's key names for every module: diffusers' converter renames only the attention projections,
         # and a file of mixed names loads only the modules named like its first key.
         layers = get_peft_model_state_dict(module)
         # The adapter metadata keeps lora_alpha in the file; without it loaders assume alpha == rank.
-        StableDiffusionPipeline.save_lora_weights(
+        self.components.family.pipeline().save_lora_weights(
             folder,
             unet_lora_layers={key: value.float().cpu().contiguous() for key, value in layers.items()},
             unet_lora_adapter_metadata=self.peft_config().to_dict()
@@ -59,8 +58,9 @@ class LoraMethod(AdapterMethod):
         from trainer.engine.proof import trained_lora_deltas
 
         self.save_diffusers(module, folder)
-        kohya = diffusers_to_kohya(load_file(folder / LORA_WEIGHTS), self.config.alpha)
-        header = kohya_metadata(self.config, self.base_model)
+        family = self.components.family
+        kohya = diffusers_to_kohya(load_file(folder / LORA_WEIGHTS), self.config.alpha, family)
+        header = kohya_metadata(self.config, self.base_model, family)
         write_atomic(folder / KOHYA_WEIGHTS, lambda path: save_file(kohya, path, metadata=header))
         expected = trained_lora_deltas(module, self.config.alpha / self.config.rank)
         self.proof.lora(folder / LORA_WEIGHTS, expected)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,11 +62,22 @@ class TextualInversionMethod(Method):
 
     def __init__(self, config: TiTrainingConfig) -> None:
         super().__init__(config)
-        self.token_ids: list[int] = []
+        self.encoder_token_ids: list[list[int]] = []  # per text encoder, the new tokens' ids
+
+    @property
+    def token_ids(self) -> list[int]:
+        """The new tokens' ids in the first tokenizer."""
+        return self.encoder_token_ids[0]
 
     def setup(self, components: Components) -> None:
+        """Add the tokens to every tokenizer and a trainable row per token to every text encoder (SDXL: one
+        vector per token for each of its two encoders, as its embeddings carry)."""
         self.components = components
-        tokenizer, text_encoder = components.tokenizer, components.text_encoder
+        for tokenizer, text_encoder in zip(components.tokenizers, components.text_encoders, strict=True):
+            self.encoder_token_ids.append(self.add_tokens(tokenizer, text_encoder))
+
+    def add_tokens(self, tokenizer: Any, text_encoder: Any) -> list[int]:
+        """Add the placeholder tokens to one tokenizer and encoder, their rows starting as the initializer's."""
         tokens = self.config.placeholder_tokens
         # A token that already reads as one vocabulary entry ("tower" is `tower</w>`) would change every prompt using it.
         existing = [
@@ -82,49 +94,69 @@ class TextualInversionMethod(Method):
                 f"--initializer-token {self.config.initializer_token!r} is {len(initializer)} tokens; "
                 "give a word that is exactly one token, such as style."
             )
-        self.token_ids = tokenizer.convert_tokens_to_ids(tokens)
+        token_ids = tokenizer.convert_tokens_to_ids(tokens)
         text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         embeddings = text_encoder.get_input_embeddings()
         with torch.no_grad():
-            embeddings.weight[self.token_ids] = embeddings.weight[initializer[0]].clone()
+            embeddings.weight[token_ids] = embeddings.weight[initializer[0]].clone()
         text_encoder.requires_grad_(False)
-        text_encoder.set_input_embeddings(SplicedEmbedding(embeddings, self.token_ids))
+        text_encoder.set_input_embeddings(SplicedEmbedding(embeddings, token_ids))
+        return token_ids
 
     def trained_module(self, components: Components) -> torch.nn.Module:
-        return components.text_encoder
+        return components.text_model
 
     def caption(self, caption: str) -> str:
         return self.config.caption_template.format(
             token=" ".join(self.config.placeholder_tokens), caption=caption
         )
 
+    @staticmethod
+    def state_key(index: int) -> str:
+        """The checkpoint key of text encoder `index`'s table: embeddings, embeddings_2."""
+        return "embeddings" if index == 0 else f"embeddings_{index + 1}"
+
     def trainable_state(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-        return {"embeddings": module.get_input_embeddings().weight.detach().clone()}
+        return {
+            self.state_key(index): encoder.get_input_embeddings().weight.detach().clone()
+            for index, encoder in enumerate(module.encoders)
+        }
 
     def load_trainable_state(self, module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-        embeddings = module.get_input_embeddings()
-        check_checkpoint_shape("embeddings", state["embeddings"], embeddings.weight)
-        with torch.no_grad():
-            embeddings.rows.copy_(state["embeddings"][self.token_ids])
+        for index, encoder in enumerate(module.encoders):
+            embeddings, key = encoder.get_input_embeddings(), self.state_key(index)
+            check_checkpoint_shape(key, state[key], embeddings.weight)
+            with torch.no_grad():
+                embeddings.rows.copy_(state[key][self.encoder_token_ids[index]])
 
-    def learned(self, module: torch.nn.Module) -> torch.Tensor:
-        """The new rows, [num_vectors, width]."""
-        return module.get_input_embeddings().weight[self.token_ids].detach().float().cpu().contiguous()
+    def learned(self, encoder: torch.nn.Module, index: int = 0) -> torch.Tensor:
+        """Text encoder `index`'s new rows, [num_vectors, width]."""
+        rows = self.encoder_token_ids[index]
+        return encoder.get_input_embeddings().weight[rows].detach().float().cpu().contiguous()
 
     def save(self, module: torch.nn.Module, folder: Path) -> list[str]:
+        """A diffusers `{token: vectors}` file per text encoder (`learned_embeds.safetensors`, and for SDXL
+        `learned_embeds_2.safetensors`, as diffusers' SDXL example writes them) and the A1111/ComfyUI file
+        (`emb_params`; SDXL: `clip_l` and `clip_g`), each proven by loading it back."""
         from safetensors.torch import save_file
 
-        learned = self.learned(module)
+        family = self.components.family
+        learned = [self.learned(encoder, index) for index, encoder in enumerate(module.encoders)]
         token = self.config.placeholder_token
         # The initializer travels with the file: generate's effect check renders it as the reference.
         metadata = self.base_model | {
             "placeholder_token": token,
             "initializer_token": self.config.initializer_token,
         }
-        a1111 = a1111_file_name(token)
-        for name, key in ((TI_WEIGHTS, token), (a1111, "emb_params")):
+        for index, name in enumerate(family.embedding_files):
+            vectors = learned[index]
             write_atomic(
-                folder / name, lambda path, key=key: save_file({key: learned}, path, metadata=metadata)
+                folder / name,
+                lambda path, vectors=vectors: save_file({token: vectors}, path, metadata=metadata),
             )
-            self.proof.textual_inversion(folder / name, token, learned)
-        return [TI_WEIGHTS, a1111]
+            self.proof.textual_inversion(folder / name, token, vectors, encoder=index)
+        a1111 = a1111_file_name(token)
+        layout = dict(zip(family.embedding_keys, learned, strict=True))
+        write_atomic(folder / a1111, lambda path: save_file(layout, path, metadata=metadata))
+        self.proof.embedding_layout(folder / a1111, token, layout)
+        return [*family.embedding_files, a1111]
