@@ -32,7 +32,7 @@ def models_at(target):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_lora_and_ti_keys_become_adapter_arms_and_back():
+def test_lora_and_ti_keys_become_adapter_arms_and_back(tiny_model_dir):
     run_model, image_model = models_at(BEFORE)
     prompt_set = run_model._meta.get_field("prompt_set").related_model.objects.create(name="p")
     prompt = prompt_set.prompts.create(landmark="L", text="t")
@@ -74,7 +74,8 @@ def test_lora_and_ti_keys_become_adapter_arms_and_back():
     from generation.engine import GenerationConfig
 
     assert [
-        adapter.name for adapter in GenerationConfig.from_dict(config | {"model": "org/model"}).adapters
+        adapter.name
+        for adapter in GenerationConfig.from_dict(config | {"model": str(tiny_model_dir)}).adapters
     ] == [
         "lora",
         "ti",
