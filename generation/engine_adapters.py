@@ -94,7 +94,9 @@ def detect_adapter(path: Path) -> DetectedAdapter:
         if (path / PEFT_CONFIG_FILE).is_file():
             if not (path / PEFT_WEIGHTS_FILE).is_file():
                 raise UserInputError(f"{path} has {PEFT_CONFIG_FILE} but no {PEFT_WEIGHTS_FILE}.")
-            return DetectedAdapter(AdapterFormat.PEFT, peft_method(peft_config_read(path)), path)
+            return DetectedAdapter(
+                AdapterFormat.PEFT, peft_method(peft_config_read(path)), path / PEFT_WEIGHTS_FILE
+            )
         if (path / DIFFUSERS_LORA_FILE).is_file():
             weights = path / DIFFUSERS_LORA_FILE
             return DetectedAdapter(AdapterFormat.DIFFUSERS, lora_method(read_state_dict(weights)), weights)

@@ -37,13 +37,22 @@ def adapters_of(config: dict, lora_format: str) -> list[dict]:
     return adapters
 
 
+def images_of(apps, run) -> list[tuple[int, str, dict]]:
+    """(pk, arm, parameters) of the run's lora and ti images (values, not instances: an image instance reads
+    its file to fill missing dimensions)."""
+    images = apps.get_model("generation", "GeneratedImage").objects.filter(run=run, arm__in=["lora", "ti"])
+    return list(images.values_list("pk", "arm", "parameters"))
+
+
 def forwards(apps, schema_editor) -> None:
     run_model = apps.get_model("generation", "GenerationRun")
     for run in run_model.objects.all():
         if "adapters" in run.config:
             continue
-        lora_image = run.images.filter(arm="lora").first()
-        lora_format = (lora_image.parameters.get("lora_format") if lora_image else None) or "diffusers"
+        images = images_of(apps, run)
+        lora_format = (
+            next((p.get("lora_format") for _, arm, p in images if arm == "lora"), None) or "diffusers"
+        )
         old = {
             key: run.config.pop(key, None) for key in ("lora", "ti", "token", "lora_scale", "ti_initializer")
         }
@@ -51,14 +60,13 @@ def forwards(apps, schema_editor) -> None:
             {key: value for key, value in old.items() if value is not None}, lora_format
         )
         run.save(update_fields=["config"])
-        for image in run.images.filter(arm__in=["lora", "ti"]):
-            renames = LORA_PARAMETERS if image.arm == "lora" else TI_PARAMETERS
-            parameters = {renames.get(key, key): value for key, value in image.parameters.items()}
-            parameters["method"] = image.arm
-            if image.arm == "ti":
+        for pk, arm, old_parameters in images:
+            renames = LORA_PARAMETERS if arm == "lora" else TI_PARAMETERS
+            parameters = {renames.get(key, key): value for key, value in old_parameters.items()}
+            parameters["method"] = arm
+            if arm == "ti":
                 parameters["format"] = "embedding"
-            image.parameters = parameters
-            image.save(update_fields=["parameters"])
+            apps.get_model("generation", "GeneratedImage").objects.filter(pk=pk).update(parameters=parameters)
 
 
 def backwards(apps, schema_editor) -> None:

@@ -162,6 +162,7 @@ def test_gallery_is_staff_only_and_the_zip_has_a_manifest(client, tiny_model_dir
     assert page.count("<img ") == 2 * 2 * 2
     assert 'title="arm: lora\nseed: 0\nprompt: big ben clock tower' in page
     assert "scheduler: dpmsolver++" in page
+    assert f'<dt>Arm lora</dt><dd class="adapter">lora (diffusers): <code>{adapters["diffusers"]}</code>' in page
 
     response = client.get(urls[2])
     assert response.status_code == 200

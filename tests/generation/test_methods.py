@@ -18,8 +18,8 @@ PEFT_METHODS = ["dora", "loha", "lokr", "oft"]
 # Two tiny epochs at a learning rate that moves each method's weights far enough to show in a 64x64 render.
 TRAINED_OPTIONS = {
     "dora": {"rank": 4, "alpha": 4.0, "learning_rate": 1e-2},
-    "loha": {"rank": 4, "learning_rate": 1e-2},
-    "lokr": {"factor": 4, "learning_rate": 1e-2},
+    "loha": {"rank": 4, "learning_rate": 5e-2},
+    "lokr": {"factor": 4, "learning_rate": 5e-2},
     "oft": {"block_size": 8, "learning_rate": 1e-2},
 }
 
