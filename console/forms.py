@@ -25,6 +25,7 @@ from trainer.engine.config import (
 from trainer.engine.data import CAPTION_CHUNKS, caption_tokens_measure
 from trainer.engine.dataset import PrepareConfig
 from trainer.models import Dataset, TrainingRun
+from trainer.selectors import training_run_adapter_path
 
 
 class ConsoleForm(forms.Form):
@@ -310,7 +311,7 @@ class GenerationStartForm(ConsoleForm):
             adapters = tuple(
                 AdapterArm.detect(
                     run.method if methods.count(run.method) == 1 else f"{run.method}-{run.pk}",
-                    adapter_file(run),
+                    training_run_adapter_path(run=run),
                 )
                 for run in runs
             )
@@ -326,18 +327,6 @@ class GenerationStartForm(ConsoleForm):
 
         cleaned["config"] = user_error_to_form(build)
         return cleaned
-
-
-def adapter_file(run: TrainingRun) -> str:
-    """What generation loads from a finished run, as its method decides: TI's embedding file (its header names
-    the token); for every weight method the output folder (the diffusers file of LoRA and DoRA, the peft
-    adapter folder of LoHa, LoKr and OFT)."""
-    if run.method != "ti":
-        return run.output_path
-    embeddings = sorted(path for name, path in (run.files or {}).items() if name.endswith(".safetensors"))
-    if not embeddings:
-        raise forms.ValidationError(f"training run {run.pk} recorded no .safetensors embedding.")
-    return embeddings[0]
 
 
 def generation_run_choice_label(run: GenerationRun) -> str:

@@ -65,6 +65,18 @@ def training_run_adapter_files(*, run: TrainingRun) -> list[Path]:
     return [*adapters, *([run_json] if run_json.is_file() else [])]
 
 
+def training_run_adapter_path(*, run: TrainingRun) -> str:
+    """What generation loads from a finished run, as its method decides: TI's embedding file (its header names
+    the token); for every weight method the output folder (the diffusers file of LoRA and DoRA, the peft
+    adapter folder of LoHa, LoKr and OFT)."""
+    if run.method != TrainingRun.Method.TI:
+        return run.output_path
+    embeddings = sorted(path for name, path in (run.files or {}).items() if name.endswith(".safetensors"))
+    if not embeddings:
+        raise UserInputError(f"training run {run.pk} recorded no .safetensors embedding.")
+    return embeddings[0]
+
+
 def training_run_adapters_zip(*, run: TrainingRun, stream: BinaryIO) -> None:
     """Write the run's adapters in every format it saved (diffusers, kohya, A1111), run.json and a README."""
     files = training_run_adapter_files(run=run)

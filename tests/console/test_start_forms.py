@@ -181,6 +181,67 @@ def test_training_form_without_a_learning_rate_uses_the_methods_default(
     assert Job.objects.get().run.config["learning_rate"] == expected
 
 
+@pytest.mark.parametrize(
+    ("method", "typed", "expected"),
+    [
+        ("dora", {"rank": 8}, {"rank": 8, "alpha": 8.0, "dropout": 0.0}),
+        ("loha", {}, {"rank": 8, "alpha": 8.0, "rank_dropout": 0.0, "module_dropout": 0.0}),
+        (
+            "loha",
+            {"rank": 2, "alpha": 1, "module_dropout": 0.1},
+            {"rank": 2, "alpha": 1.0, "module_dropout": 0.1},
+        ),
+        ("lokr", {"factor": 4, "rank_dropout": 0.2}, {"rank": 8, "factor": 4, "rank_dropout": 0.2}),
+        ("oft", {"block_size": 16, "rank": 3}, {"block_size": 16, "cayley_neumann": True}),
+    ],
+)
+def test_training_form_offers_every_method_with_its_options(
+    method, typed, expected, staff_client, prepared_dataset, tiny_model_dir, settings, tmp_path
+):
+    settings.PEFTLAB_DATA_DIR = tmp_path / "data"
+    data = {
+        "dataset": prepared_dataset.pk,
+        "method": method,
+        "model": str(tiny_model_dir),
+        "output_name": f"run-{method}",
+        "epochs": 1,
+        "batch_size": 1,
+        "resolution": 64,
+        "seed": 0,
+        "processes": 1,
+        "max_caption_tokens": "77",
+    }
+    form = staff_client.get(reverse("console:training_new")).content.decode()
+    assert all(f'value="{name}"' in form for name in ("lora", "dora", "loha", "lokr", "oft", "ti"))
+    response = staff_client.post(reverse("console:training_new"), data | typed)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    config = Job.objects.get().run.config
+    assert config["method"] == method and config | expected == config
+    if method == "oft":
+        assert "rank" not in config  # an option the method lacks is not passed on
+
+
+def test_training_form_refuses_a_bad_method_option(staff_client, dataset, tiny_model_dir):
+    data = {
+        "dataset": dataset.pk,
+        "method": "loha",
+        "model": str(tiny_model_dir),
+        "output_name": "r1",
+        "epochs": 1,
+        "batch_size": 1,
+        "resolution": 64,
+        "seed": 0,
+        "processes": 1,
+    }
+    assert "--module-dropout must be in [0, 1), got 1.5" in post(
+        staff_client, "training_new", data | {"module_dropout": 1.5}
+    )
+    assert "--factor must be -1 or a positive integer" in post(
+        staff_client, "training_new", data | {"method": "lokr", "factor": 0}
+    )
+    assert not Job.objects.exists()
+
+
 # The tiny tokenizer spells "word" in 4 tokens: 25 of them are 100 tokens, more than one 75-token window.
 @pytest.mark.parametrize(("captions", "expected"), [(["short caption"], 77), (["word " * 25], 150)])
 def test_training_form_measures_the_captions_for_max_caption_tokens(

@@ -4,6 +4,9 @@ from pathlib import Path
 
 import pytest
 
+# The trainer's small prepared dataset and fast options, for the tests that train an adapter to render with.
+from tests.trainer.conftest import fast_options, prepared_dir  # noqa: F401
+
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 INITIALIZER = "style"
 

@@ -431,7 +431,7 @@ def test_lora_whose_product_overflows_renders_no_image(tiny_model_dir, adapters,
     )
     handed_out = []
     with pytest.raises(
-        UserInputError, match=r"the lora arm with LoRA .*huge rendered non-finite \(NaN or Inf\)"
+        UserInputError, match=r"the lora arm with lora adapter .*huge rendered non-finite \(NaN or Inf\)"
     ):
         generate(config, PROMPTS, handed_out.append)
     assert handed_out == []

@@ -1,6 +1,7 @@
 """Adapters of every method in one run (base + up to six arms), and the refusals: a dead adapter, a file with
 a module cut out or with keys the model lacks, a LyCORIS file, and settings that do not fit an arm."""
 
+import io
 import re
 import shutil
 from pathlib import Path
@@ -14,6 +15,13 @@ from peftlab.errors import UserInputError
 PROMPTS = [PromptItem(key=1, text="big ben clock tower at sunset")]
 METHODS = {"dora": "dora", "dora_diffusers": "dora", "loha": "loha", "lokr": "lokr", "oft": "oft"}
 PEFT_METHODS = ["dora", "loha", "lokr", "oft"]
+# Two tiny epochs at a learning rate that moves each method's weights far enough to show in a 64x64 render.
+TRAINED_OPTIONS = {
+    "dora": {"rank": 4, "alpha": 4.0, "learning_rate": 1e-2},
+    "loha": {"rank": 4, "learning_rate": 1e-2},
+    "lokr": {"factor": 4, "learning_rate": 1e-2},
+    "oft": {"block_size": 8, "learning_rate": 1e-2},
+}
 
 
 def config(model: Path, paths: dict[str, Path], *names: str, **settings) -> GenerationConfig:
@@ -275,3 +283,65 @@ def test_adapter_arms_that_do_not_fit_are_refused_in_one_line(
             adapters=adapters,
         )
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--adapter", "dora"], "--adapter takes NAME=VALUE, got 'dora'."),
+        (["--adapter", "lora={loha}", "--lora", "{loha}"], "arm 'lora' is given twice"),
+        (["--adapter", "a={loha}", "--adapter", "a={oft}"], "--adapter names arm 'a' twice."),
+        (
+            ["--adapter", "a={loha}", "--adapter-token", "b=<t>"],
+            "a token is given for arm 'b', which no --adapter",
+        ),
+        (["--token", "<t>"], "--token needs --ti"),
+        (["--adapter", "a={oft}", "--adapter-scale", "a=half"], "--adapter-scale takes NAME=NUMBER"),
+        (["--adapter", "a={oft}", "--template", "b={{prompt}}"], "a template is given for arm 'b'"),
+    ],
+)
+def test_generate_refuses_adapter_options_that_do_not_fit(
+    tiny_model_dir, method_adapters, arguments, message
+):
+    from django.core.management import CommandError, call_command
+
+    from generation.models import GenerationRun
+
+    filled = [argument.format(**{k: str(v) for k, v in method_adapters.items()}) for argument in arguments]
+    with pytest.raises(CommandError) as error:
+        call_command("generate", "--model", str(tiny_model_dir), *filled)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not GenerationRun.objects.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["dora", "loha", "lokr", "oft"])
+def test_a_trained_runs_best_folder_generates_for_every_method(
+    method, tmp_path, prepared_dir, fast_options, tiny_model_dir
+):
+    """What peftlab's trainer writes (DoRA: the diffusers file; LoHa, LoKr, OFT: the peft folder beside the
+    LyCORIS file) loads by its folder alone and passes the effect check."""
+    from django.core.management import call_command
+
+    from generation.models import GenerationRun
+
+    output = tmp_path / "run"
+    options = fast_options | TRAINED_OPTIONS[method]
+    call_command("train", method=method, data=prepared_dir, output=output, stdout=io.StringIO(), **options)
+    prompts = tmp_path / "one.csv"
+    prompts.write_text("landmark,text\nBig Ben,big ben clock tower\n")
+    call_command("load_prompts", str(prompts), stdout=io.StringIO())
+    call_command(
+        "generate",
+        "--model", str(tiny_model_dir),
+        "--adapter", f"{method}={output / 'best'}",
+        "--prompts", "one",
+        "--steps", "2",
+        "--size", "64",
+        stdout=io.StringIO(),
+    )  # fmt: skip
+    run = GenerationRun.objects.get()
+    assert run.status == GenerationRun.Status.FINISHED and run.effects[method] > 0.5
+    assert run.adapters[0]["method"] == method
