@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 
 from peftlab.errors import UserInputError
 from trainer.engine.export import WEIGHT_SUFFIXES
+from trainer.engine.families import SDXL
 from trainer.engine.methods import KOHYA_WEIGHTS, LORA_WEIGHTS, PEFT_CONFIG, PEFT_WEIGHTS, TI_WEIGHTS
 from trainer.engine.methods.lycoris import LohaMethod, LokrMethod
 from trainer.models import Dataset, EpochMetric, TrainingRun
@@ -17,12 +18,17 @@ ADAPTER_FORMATS = {
     LORA_WEIGHTS: "LoRA for diffusers: pipe.load_lora_weights(folder)",
     KOHYA_WEIGHTS: "LoRA in kohya's format: A1111 (models/Lora), ComfyUI, kohya's scripts",
     TI_WEIGHTS: "Textual Inversion for diffusers: pipe.load_textual_inversion(file, token=...)",
+    SDXL.embedding_files[1]: "Textual Inversion for diffusers, SDXL's second text encoder: "
+    "pipe.load_textual_inversion(file, token=..., text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)",
     PEFT_WEIGHTS: "PEFT adapter (LoHa, LoKr, OFT) with adapter_config.json: PeftModel.from_pretrained(pipe.unet, folder)",
     PEFT_CONFIG: "the PEFT adapter's config (peft_type, rank, targets), read with adapter_model.safetensors",
     LohaMethod.lycoris_file: "LoHa in LyCORIS's format: ComfyUI (models/loras), A1111 (models/Lora)",
     LokrMethod.lycoris_file: "LoKr in LyCORIS's format: ComfyUI (models/loras), A1111 (models/Lora)",
 }
-A1111_EMBEDDING = "Textual Inversion for A1111 (embeddings/; its file name is the trigger word)"
+A1111_EMBEDDING = (
+    "Textual Inversion for A1111 and ComfyUI (embeddings/; its file name is the trigger word; SDXL: keys clip_l "
+    "and clip_g)"
+)
 
 
 def dataset_get_by_path(*, path: Path) -> Dataset | None:

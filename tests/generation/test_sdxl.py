@@ -4,18 +4,34 @@ effect checks, a study built and analysed from them, and files of the other fami
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import save_file
 
-from generation.engine import GenerationConfig, PromptItem, Renderer, generate
+from generation.engine import AdapterArm, GenerationConfig, PromptItem, Renderer, generate
+from generation.engine_adapters import detect_adapter
 from peftlab.errors import UserInputError
 
 TOKEN = "<ghiblivis-xl>"
 
 
-def sdxl_config(model: Path, **overrides) -> GenerationConfig:
-    """A quick SDXL rendering: 64 px, 3 steps, seeds 0 and 1."""
-    return GenerationConfig(model=str(model), seeds=(0, 1), steps=3, width=64, height=64, **overrides)
+def sdxl_config(model: Path, *adapters: AdapterArm, **overrides) -> GenerationConfig:
+    """A quick rendering of base and `adapters`: 64 px, 3 steps, seeds 0 and 1."""
+    return GenerationConfig(
+        model=str(model),
+        arms=("base", *(adapter.name for adapter in adapters)),
+        adapters=adapters,
+        seeds=(0, 1),
+        steps=3,
+        width=64,
+        height=64,
+        **overrides,
+    )
+
+
+def sdxl_arms(runs: dict[str, Path], lora: str = "lora_kohya.safetensors") -> tuple[AdapterArm, ...]:
+    """The trained SDXL LoRA (its kohya file by default) and TI (its run folder: the clip_l/clip_g file)."""
+    return (
+        AdapterArm.detect("lora", str(runs["lora"] / lora if lora else runs["lora"])),
+        AdapterArm.detect("ti", str(runs["ti"]), token=TOKEN),
+    )
 
 
 def test_the_default_size_is_the_family_native_size(tiny_sdxl_dir, tiny_model_dir):
@@ -32,14 +48,10 @@ def test_the_default_size_is_the_family_native_size(tiny_sdxl_dir, tiny_model_di
 
 @pytest.mark.slow
 def test_sdxl_arms_pass_the_effect_checks_with_the_same_seeds(tiny_sdxl_runs, tiny_sdxl_dir):
-    config = sdxl_config(
-        tiny_sdxl_dir,
-        arms=("base", "lora", "ti"),
-        lora=str(tiny_sdxl_runs["lora"] / "lora_kohya.safetensors"),
-        ti=str(tiny_sdxl_runs["ti"] / "ghiblivis-xl.safetensors"),
-        token=TOKEN,
-        max_caption_tokens=150,  # the chunked encoding through both encoders, pooled included
-    )
+    # 150 tokens: the chunked encoding through both encoders, the pooled embedding included.
+    config = sdxl_config(tiny_sdxl_dir, *sdxl_arms(tiny_sdxl_runs), max_caption_tokens=150)
+    # The TI run folder resolves to its clip_l/clip_g file, not to one encoder's learned_embeds.safetensors.
+    assert detect_adapter(Path(config.adapter("ti").path)).weights.name == "ghiblivis-xl.safetensors"
     images = []
     result = generate(config, [PromptItem(1, "a red castle at sunset")], images.append)
     assert result.images == 6
@@ -55,45 +67,31 @@ def test_sdxl_arms_pass_the_effect_checks_with_the_same_seeds(tiny_sdxl_runs, ti
 def test_files_of_the_other_family_are_refused_in_one_line(
     tiny_sdxl_runs, tiny_sdxl_dir, tiny_model_dir, adapters
 ):
-    sd15_embedding = adapters["ti_a1111"]
+    sdxl_ti = tiny_sdxl_runs["ti"]
     cases = [
-        (tiny_sdxl_dir, {"lora": str(adapters["diffusers"])}, "is an SD 1.x LoRA but the model is SDXL"),
-        (tiny_sdxl_dir, {"lora": str(adapters["kohya"])}, "is an SD 1.x LoRA but the model is SDXL"),
-        (
-            tiny_sdxl_dir,
-            {"ti": str(sd15_embedding), "token": "<a>"},
-            "is an SD 1.x embedding but the model is SDXL",
-        ),
-        (tiny_model_dir, {"lora": str(tiny_sdxl_runs["lora"])}, "is an SDXL LoRA but the model is SD 1.x"),
+        (tiny_sdxl_dir, "lora", adapters["diffusers"], "is an SD 1.x LoRA but the model is SDXL"),
+        (tiny_sdxl_dir, "lora", adapters["kohya"], "is an SD 1.x LoRA but the model is SDXL"),
+        (tiny_sdxl_dir, "ti", adapters["ti_a1111"], "is an SD 1.x embedding but the model is SDXL"),
+        (tiny_model_dir, "lora", tiny_sdxl_runs["lora"], "is an SDXL LoRA but the model is SD 1.x"),
         (
             tiny_model_dir,
-            {"lora": str(tiny_sdxl_runs["lora"] / "lora_kohya.safetensors")},
+            "lora",
+            tiny_sdxl_runs["lora"] / "lora_kohya.safetensors",
             "is an SDXL LoRA but the model is SD 1.x",
         ),
-        (
-            tiny_model_dir,
-            {"ti": str(tiny_sdxl_runs["ti"] / "ghiblivis-xl.safetensors"), "token": "<a>"},
-            "is an SDXL embedding but the model is SD 1.x",
-        ),
+        (tiny_model_dir, "ti", sdxl_ti, "is an SDXL embedding but the model is SD 1.x"),
         (
             tiny_sdxl_dir,
-            {"ti": str(tiny_sdxl_runs["ti"] / "learned_embeds_2.safetensors"), "token": "<a>"},
+            "ti",
+            sdxl_ti / "learned_embeds_2.safetensors",
             "holds the vectors of one of SDXL's two text encoders",
         ),
     ]
-    for model, adapter, message in cases:
-        arms = ("base", "lora" if "lora" in adapter else "ti")
+    for model, name, path, message in cases:
+        arm = AdapterArm.detect(name, str(path), token="<a>" if name == "ti" else None)
         with pytest.raises(UserInputError, match=message) as refused:
-            Renderer(sdxl_config(model, arms=arms, **adapter))
+            Renderer(sdxl_config(model, arm))
         assert "\n" not in str(refused.value)
-
-
-@pytest.mark.slow
-def test_an_sdxl_embedding_without_clip_g_is_refused(tiny_sdxl_dir, tmp_path):
-    path = tmp_path / "only-l.safetensors"
-    save_file({"clip_l": torch.randn(1, 32) * 3, "clip_x": torch.randn(1, 64) * 3}, path)
-    with pytest.raises(UserInputError, match="entries"):
-        Renderer(sdxl_config(tiny_sdxl_dir, arms=("base", "ti"), ti=str(path), token="<a>"))
 
 
 @pytest.mark.slow
@@ -112,13 +110,7 @@ def test_a_study_is_built_and_analysed_from_an_sdxl_generation_run(
     prompts.write_text("landmark,text\nBig Ben,big ben clock tower\nPetra,petra stone temple\n")
     run = generation_run_render(
         prompt_set=prompt_set_load(path=prompts),
-        config=sdxl_config(
-            tiny_sdxl_dir,
-            arms=("base", "lora", "ti"),
-            lora=str(tiny_sdxl_runs["lora"]),
-            ti=str(tiny_sdxl_runs["ti"] / "ghiblivis-xl.safetensors"),
-            token=TOKEN,
-        ),
+        config=sdxl_config(tiny_sdxl_dir, *sdxl_arms(tiny_sdxl_runs, lora="")),
         name="sdxl: base vs LoRA vs TI",
     )
     assert run.images.count() == 12 and set(run.effects) == {"lora", "ti"}

@@ -1,6 +1,7 @@
 """SDXL training on the tiny SDXL-shaped model: its shape, the crop it is told, the kohya names, and every
 file proven again here through stock diffusers SDXL loading (as a user loads them)."""
 
+import io
 import json
 
 import pytest
@@ -32,6 +33,19 @@ def test_tiny_sdxl_model_is_an_sdxl_pipeline(tiny_sdxl_dir, tiny_model_dir):
     # Six size-and-crop ids of addition_time_embed_dim each, and the pooled embedding.
     assert config.projection_class_embeddings_input_dim == 6 * config.addition_time_embed_dim + 64
     assert pipe.vae.config.force_upcast and pipe.tokenizer_2.pad_token == "!"
+
+
+def test_make_tiny_model_family_sdxl_builds_the_same_files_offline(tmp_path):
+    from django.core.management import call_command
+
+    for name in ("a", "b"):
+        call_command("make_tiny_model", str(tmp_path / name), "--family", "sdxl", stdout=io.StringIO())
+    index = json.loads((tmp_path / "a" / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionXLPipeline" and "text_encoder_2" in index
+    weights = sorted(path.relative_to(tmp_path / "a") for path in (tmp_path / "a").rglob("*.safetensors"))
+    assert len(weights) == 4  # two text encoders, UNet, VAE
+    for path in weights:
+        assert (tmp_path / "a" / path).read_bytes() == (tmp_path / "b" / path).read_bytes()
 
 
 def test_kohya_sdxl_names_follow_the_original_unet():

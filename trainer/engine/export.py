@@ -100,8 +100,10 @@ def weights_stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 def base_model_fingerprint(model: str) -> dict[str, str]:
-    """The base model's name and the SHA-256 of its UNet and text-encoder weights, hashed once per process
-    for as long as the files keep their size and modification time."""
+    """The base model's name, family (sd15, sdxl) and the SHA-256 of its UNet and text-encoder weights,
+    hashed once per process for as long as the files keep their size and modification time."""
+    from trainer.engine.families import detect_family
+
     folder = Path(model)
     if not folder.is_dir():
         from huggingface_hub import snapshot_download
@@ -112,6 +114,7 @@ def base_model_fingerprint(model: str) -> dict[str, str]:
     if key not in _FINGERPRINTS:
         _FINGERPRINTS[key] = {
             "base_model_name_or_path": model,
+            "base_model_family": detect_family(model).name,
             "base_unet_sha256": weights_sha256(folder / "unet"),
             "base_text_encoder_sha256": weights_sha256(folder / "text_encoder"),
         }

@@ -15,7 +15,6 @@ from peftlab.errors import UserInputError
 from trainer.engine.config import AdapterTrainingConfig, TrainingConfig
 from trainer.engine.data import Components
 from trainer.engine.export import base_model_fingerprint
-from trainer.engine.families import detect_family
 from trainer.engine.proof import LoadProof
 
 
@@ -62,9 +61,7 @@ class Method:
     @functools.cached_property
     def base_model(self) -> dict[str, str]:
         """The base model's name, family and weights fingerprint, recorded in every output file and run.json."""
-        return base_model_fingerprint(self.config.model) | {
-            "base_model_family": detect_family(self.config.model).name
-        }
+        return base_model_fingerprint(self.config.model)
 
     @functools.cached_property
     def proof(self) -> LoadProof:
