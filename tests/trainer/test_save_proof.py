@@ -166,11 +166,18 @@ def test_the_base_model_is_hashed_once_until_its_files_change(tiny_model_dir, tm
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("background", "fault"),
+    [(False, "lost"), (True, "lost"), (True, "altered")],
+    ids=["inline", "bg-lost", "bg-altered"],
+)
 def test_a_failed_proof_mid_run_keeps_best_and_last_with_one_pipeline(
-    tmp_path, prepared_dir, fast_options, monkeypatch, script_validation, hashes
+    tmp_path, prepared_dir, fast_options, monkeypatch, script_validation, hashes, background, fault
 ):
-    """Epoch 2 improves, and its kohya file loses a module that does not sort first: the run stops with the
-    proof's line, best/ and last/ keep epoch 1's bytes, and the run built one pipeline and hashed the base once."""
+    """Epoch 2 improves, and its kohya file loses (or alters) a module that does not sort first: the run stops
+    with the proof's line, best/ and last/ keep epoch 1's bytes, the checkpoint stays at epoch 1, and the run
+    built one pipeline and hashed the base once. In the background, epoch 2's save fails while epoch 3 trains
+    and stops the run at epoch 3's save."""
     from trainer.engine import lora_formats
     from trainer.engine.loop import train
 
@@ -182,36 +189,39 @@ def test_a_failed_proof_mid_run_keeps_best_and_last_with_one_pipeline(
     monkeypatch.setattr(
         LoadProof, "lora", lambda self, path, expected: proofs.append(path) or prove(self, path, expected)
     )
-    convert, saves = lora_formats.diffusers_to_kohya, []
+    convert, saves, snapshot = lora_formats.diffusers_to_kohya, [], {}
 
-    def lossy(state, alpha):
+    def faulty(state, alpha):
         kohya = convert(state, alpha)
         saves.append(1)
         if len(saves) == 2:
-            names = sorted({key.split(".")[0] for key in kohya})
-            kohya = {key: value for key, value in kohya.items() if not key.startswith(f"{names[1]}.")}
+            # What epoch 1's save left, as epoch 2's save writes its files.
+            for folder in ("best", "last"):
+                snapshot[folder] = {
+                    path.name: path.read_bytes() for path in (tmp_path / "out" / folder).iterdir()
+                }
+            name = sorted({key.split(".")[0] for key in kohya})[1]
+            if fault == "lost":
+                kohya = {key: value for key, value in kohya.items() if not key.startswith(f"{name}.")}
+            else:
+                kohya[f"{name}.lora_up.weight"] = kohya[f"{name}.lora_up.weight"] * 2
         return kohya
 
-    monkeypatch.setattr(lora_formats, "diffusers_to_kohya", lossy)
-    script_validation([1.0, 0.9, 0.8])
-    snapshot = {}
-
-    def keep(result):
-        for folder in ("best", "last"):
-            snapshot[folder] = {
-                path.name: path.read_bytes() for path in (tmp_path / "out" / folder).iterdir()
-            }
-
-    config = build_config("lora", **fast_options)
-    with pytest.raises(UserInputError, match=r"lora_kohya.safetensors did not load back: 1 of \d+ trained"):
-        train(prepared_dir, tmp_path / "out", config, on_epoch=keep)
+    monkeypatch.setattr(lora_formats, "diffusers_to_kohya", faulty)
+    script_validation([1.0, 0.9, 0.8, 0.7])
+    config = build_config("lora", **{**fast_options, "epochs": 3}, background_saves=background)
+    message = r"1 of \d+ trained" if fault == "lost" else r"module .* differs from the trained weights"
+    with pytest.raises(UserInputError, match=rf"lora_kohya.safetensors did not load back: {message}"):
+        train(prepared_dir, tmp_path / "out", config)
     for folder in ("best", "last"):
         assert {path.name: path.read_bytes() for path in (tmp_path / "out" / folder).iterdir()} == snapshot[
             folder
         ]
     assert snapshot["best"] == snapshot["last"]
+    assert torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=False)["epochs_done"] == 1
     # Epoch 1 proved best/ (two loads); last/ was a copy, not proven again; epoch 2's kohya file failed parsing.
     assert [path.name for path in proofs] == [LORA_WEIGHTS, KOHYA_WEIGHTS, LORA_WEIGHTS]
+    assert len(saves) == 2  # nothing saved after the failed save
     assert len(built) == 1
     assert sorted(hashes) == ["text_encoder", "unet"]
     assert not list((tmp_path / "out").glob(".*staging"))

@@ -58,6 +58,17 @@ class Method:
 
     def save(self, module: torch.nn.Module, folder: Path) -> list[str]:
         """Write the artifacts to `folder`, prove each loads back as trained; return their file names."""
+        return self.write(self.saved_state(module), folder)
+
+    def saved_state(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The tensors the artifacts hold, copied to the CPU now (the next step changes the module's)."""
+        raise NotImplementedError
+
+    def write(self, state: dict[str, torch.Tensor], folder: Path) -> list[str]:
+        """Write `saved_state`'s tensors to `folder` as the artifacts, prove each loads back; their file names.
+
+        Reads nothing of the training's module: it may run on a background thread while the next epoch trains.
+        """
         raise NotImplementedError
 
     @functools.cached_property
@@ -127,21 +138,27 @@ class LoraMethod(Method):
     def trained_module(self, components: Components) -> torch.nn.Module:
         return components.unet
 
-    def save(self, module: torch.nn.Module, folder: Path) -> list[str]:
-        from diffusers import StableDiffusionPipeline
+    def saved_state(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
         from peft.utils import get_peft_model_state_dict
-        from safetensors.torch import load_file, save_file
-
-        from trainer.engine.lora_formats import diffusers_to_kohya, kohya_metadata
-        from trainer.engine.proof import trained_lora_deltas
 
         # PEFT's key names for every module: diffusers' converter renames only the attention projections,
         # and a file of mixed names loads only the modules named like its first key.
-        layers = get_peft_model_state_dict(module)
+        return {
+            key: value.detach().to("cpu", torch.float32, copy=True).contiguous()
+            for key, value in get_peft_model_state_dict(module).items()
+        }
+
+    def write(self, state: dict[str, torch.Tensor], folder: Path) -> list[str]:
+        from diffusers import StableDiffusionPipeline
+        from safetensors.torch import load_file, save_file
+
+        from trainer.engine.lora_formats import diffusers_to_kohya, kohya_metadata
+        from trainer.engine.proof import adapter_lora_deltas
+
         # The adapter metadata keeps lora_alpha in the file; without it loaders assume alpha == rank.
         StableDiffusionPipeline.save_lora_weights(
             folder,
-            unet_lora_layers={key: value.float().cpu().contiguous() for key, value in layers.items()},
+            unet_lora_layers=state,
             unet_lora_adapter_metadata=self.peft_config().to_dict()
             | {"base_model_name_or_path": self.config.model},
             safe_serialization=True,
@@ -150,7 +167,7 @@ class LoraMethod(Method):
         kohya = diffusers_to_kohya(load_file(folder / LORA_WEIGHTS), self.config.alpha)
         header = kohya_metadata(self.config, self.base_model)
         write_atomic(folder / KOHYA_WEIGHTS, lambda path: save_file(kohya, path, metadata=header))
-        expected = trained_lora_deltas(module, self.config.alpha / self.config.rank)
+        expected = adapter_lora_deltas(state, self.config.alpha / self.config.rank)
         self.proof.lora(folder / LORA_WEIGHTS, expected)
         self.proof.kohya(folder / KOHYA_WEIGHTS, expected)
         return [LORA_WEIGHTS, KOHYA_WEIGHTS]
@@ -249,10 +266,13 @@ class TextualInversionMethod(Method):
         """The new rows, [num_vectors, width]."""
         return module.get_input_embeddings().weight[self.token_ids].detach().float().cpu().contiguous()
 
-    def save(self, module: torch.nn.Module, folder: Path) -> list[str]:
+    def saved_state(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {"learned": self.learned(module)}  # gathered from the spliced table: a copy
+
+    def write(self, state: dict[str, torch.Tensor], folder: Path) -> list[str]:
         from safetensors.torch import save_file
 
-        learned = self.learned(module)
+        learned = state["learned"]
         token = self.config.placeholder_token
         # The initializer travels with the file: generate's effect check renders it as the reference.
         metadata = self.base_model | {
