@@ -225,3 +225,116 @@ def test_a_failed_proof_mid_run_keeps_best_and_last_with_one_pipeline(
     assert len(built) == 1
     assert sorted(hashes) == ["text_encoder", "unet"]
     assert not list((tmp_path / "out").glob(".*staging"))
+
+
+def test_draws_nothing_fills_what_loaders_start_at_random_with_nan_and_refuses_other_draws():
+    from trainer.engine.proof import DrawsNothing, ProofDrewRandomNumbers
+
+    state = torch.get_rng_state()
+    with DrawsNothing():
+        assert torch.nn.Embedding(4, 2).weight.isnan().all()
+        assert torch.empty(3).uniform_().isnan().all()
+        with pytest.raises(ProofDrewRandomNumbers, match="called randn"):
+            torch.randn(2)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert not torch.nn.Embedding(4, 2).weight.isnan().any()  # on this thread, only inside the block
+
+
+def training_draws_meanwhile(monkeypatch, loader: str) -> list:
+    """Make the stock `loader` wait while another thread draws 7 numbers, as training does while a background
+    proof loads; return the list of those draws."""
+    import threading
+
+    from diffusers import StableDiffusionPipeline
+
+    draws, real = [], getattr(StableDiffusionPipeline, loader)
+
+    def loading(*args, **kwargs):
+        thread = threading.Thread(target=lambda: draws.append(torch.randn(7)))
+        thread.start()
+        thread.join()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(StableDiffusionPipeline, loader, loading)
+    return draws
+
+
+def generator_after(start: torch.Tensor, draws: int) -> torch.Tensor:
+    """The global generator's state after `draws` draws of 7 numbers from `start` (the state is restored)."""
+    torch.set_rng_state(start)
+    for _ in range(draws):
+        torch.randn(7)
+    state = torch.get_rng_state()
+    torch.set_rng_state(start)
+    return state
+
+
+def test_a_proof_keeps_the_draws_training_makes_meanwhile_and_draws_nothing(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """On a background thread the proof runs while training draws from the same global generator: fork_rng
+    would rewind those draws at its end, and a proof's own draws would shift them; neither happens."""
+    method, parts = lora_run(tiny_model_dir)
+    method.save(parts.unet, tmp_path)  # the pipeline is built
+    expected = trained_lora_deltas(parts.unet, 2.0)
+    draws = training_draws_meanwhile(monkeypatch, "load_lora_weights")
+    start = torch.get_rng_state()
+    method.proof.lora(tmp_path / LORA_WEIGHTS, expected)
+    method.proof.kohya(tmp_path / KOHYA_WEIGHTS, expected)
+    assert len(draws) == 2 and torch.equal(torch.get_rng_state(), generator_after(start, 2))
+
+    from trainer.engine.data import load_components
+
+    ti = make_method(
+        build_config("ti", model=str(tiny_model_dir), placeholder_token="<zz>", initializer_token="style")
+    )
+    parts = load_components(str(tiny_model_dir))
+    ti.setup(parts)
+    ti.save(parts.text_encoder, tmp_path)
+    learned = ti.learned(parts.text_encoder)
+    draws = training_draws_meanwhile(monkeypatch, "load_textual_inversion")
+    start = torch.get_rng_state()
+    ti.proof.textual_inversion(tmp_path / TI_WEIGHTS, "<zz>", learned)
+    assert len(draws) == 1 and torch.equal(torch.get_rng_state(), generator_after(start, 1))
+
+
+def test_proofs_never_write_the_frozen_tensors_training_shares(tiny_model_dir, tmp_path):
+    """The proof pipeline holds the training's frozen tensors while the next epoch trains on them: loading,
+    refusing and unloading LoRA and TI files leaves every one of them as it was."""
+    from trainer.engine.data import load_components
+
+    method, parts = lora_run(tiny_model_dir)
+    ti = make_method(
+        build_config("ti", model=str(tiny_model_dir), placeholder_token="<zz>", initializer_token="style")
+    )
+    ti_parts = load_components(str(tiny_model_dir))
+    ti.setup(ti_parts)
+
+    def frozen() -> dict:
+        return {
+            f"{label}.{name}": tensor.clone()
+            for label, module in (("unet", parts.unet), ("text", ti_parts.text_encoder), ("vae", parts.vae))
+            for name, tensor in module.state_dict().items()
+            if ".lora_" not in name and not name.endswith(".rows")
+        }
+
+    before = frozen()
+    method.save(parts.unet, tmp_path)
+    expected = trained_lora_deltas(parts.unet, 2.0)
+    state = load_file(tmp_path / LORA_WEIGHTS)
+    with safe_open(tmp_path / LORA_WEIGHTS, framework="pt") as handle:
+        header = handle.metadata()
+    (tmp_path / "altered").mkdir()
+    save_file(
+        {key: value * 2 for key, value in state.items()}, tmp_path / "altered" / LORA_WEIGHTS, metadata=header
+    )
+    with pytest.raises(UserInputError, match="differs from the trained weights"):
+        method.proof.lora(tmp_path / "altered" / LORA_WEIGHTS, expected)
+    ti.save(ti_parts.text_encoder, tmp_path)
+    learned = ti.learned(ti_parts.text_encoder)
+    torch.save({"<zz>": learned * 2}, tmp_path / "altered.bin")
+    with pytest.raises(UserInputError, match="the vectors of '<zz>' differ"):
+        ti.proof.textual_inversion(tmp_path / "altered.bin", "<zz>", learned)
+    after = frozen()
+    assert after.keys() == before.keys()
+    assert [name for name in before if not torch.equal(before[name], after[name])] == []
