@@ -104,6 +104,8 @@ def report_context(
         # Without strengths the Bradley-Terry figure would only repeat the leaderboard's one line.
         "other_figures": [f for f in figures[1:] if f.name != "bradley-terry" or leaderboard],
         "exclusions_line": exclusions_line(report.exclusions),
+        # With three or more arms the ranking is the answer; the pairwise headline follows it.
+        "ranking_first": len(design.arms) >= 3,
         "methods": methods_paragraph(report, design, names),
         "results": results_paragraph(report, design, names),
         # Cautions are sentences: they go under the table, each with its row's display names.

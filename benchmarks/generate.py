@@ -6,6 +6,7 @@ the dtype a plain `from_pretrained` gives (float32), as the reference notebook d
     .venv/bin/python benchmarks/generate.py                       # tiny model, CPU, 64x64
     .venv/bin/python manage.py make_tiny_model var/sd15 --shape sd15   # SD-1.5-shaped random weights, offline
     .venv/bin/python benchmarks/generate.py --model var/sd15 --size 512 --steps 30 --images 32   # on a GPU
+    .venv/bin/python benchmarks/generate.py --adapters    # also: what five loaded adapters cost other arms
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from generation.engine import SCHEDULERS, GenerationConfig, PromptItem, Renderer  # noqa: E402
+from generation.engine import SCHEDULERS, AdapterArm, GenerationConfig, PromptItem, Renderer  # noqa: E402
 from trainer.engine.tiny_model import TinyModelConfig, build_tiny_model  # noqa: E402
 
 
@@ -32,18 +33,69 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def peftlab_images_per_second(config: GenerationConfig, prompts: list[PromptItem]) -> tuple[float, str, str]:
-    """(images/s, device, dtype) of the engine's batched path, after one warm-up batch."""
+def peftlab_images_per_second(
+    config: GenerationConfig, prompts: list[PromptItem], arm: str = "base"
+) -> tuple[float, str, str]:
+    """(images/s, device, dtype) of the engine's batched path for `arm`, after one warm-up batch."""
     renderer = Renderer(config)
     first = prompts[: config.batch_size]
-    renderer.render_batch(
-        "base", [p.text for p in first], [p.negative_prompt for p in first], [0] * len(first)
-    )
+    renderer.render_batch(arm, [p.text for p in first], [p.negative_prompt for p in first], [0] * len(first))
     synchronize(renderer.device)
     started = time.perf_counter()
-    count = sum(1 for _ in renderer.render_arm("base", prompts))
+    count = sum(1 for _ in renderer.render_arm(arm, prompts))
     synchronize(renderer.device)
     return count / (time.perf_counter() - started), renderer.device, renderer.dtype
+
+
+def weight_adapters(model: str, folder: Path) -> tuple[AdapterArm, ...]:
+    """One small random adapter per weight method on the UNet's attention projections, in peft's layout."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from peft import LoHaConfig, LoKrConfig, LoraConfig, OFTConfig, get_peft_model
+
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    configs = {
+        "lora": LoraConfig(r=8, lora_alpha=8, target_modules=targets),
+        "dora": LoraConfig(r=8, lora_alpha=8, target_modules=targets, use_dora=True),
+        "loha": LoHaConfig(r=8, alpha=8, target_modules=targets),
+        "lokr": LoKrConfig(r=8, alpha=8, target_modules=targets),
+        "oft": OFTConfig(r=0, oft_block_size=32, target_modules=targets),
+    }
+    arms = []
+    for method, peft_config in configs.items():
+        torch.manual_seed(0)
+        adapted = get_peft_model(UNet2DConditionModel.from_pretrained(model, subfolder="unet"), peft_config)
+        with torch.no_grad():
+            for parameter in adapted.parameters():
+                if parameter.requires_grad:
+                    parameter.add_(torch.randn_like(parameter) * 0.01)
+        adapted.save_pretrained(folder / method)
+        arms.append(AdapterArm.detect(method, str(folder / method)))
+    return tuple(arms)
+
+
+def adapter_costs(config: GenerationConfig, prompts: list[PromptItem], folder: Path) -> str:
+    """Images/s of the base arm and the OFT arm (the outermost layer) alone and beside four other methods'
+    adapters loaded on the same UNet, and the seconds loading all five takes."""
+    from dataclasses import replace
+
+    adapters = weight_adapters(config.model, folder)
+    alone = replace(config, arms=("base", "oft"), adapters=adapters[-1:])
+    shared = replace(config, arms=("base", *(a.name for a in adapters)), adapters=adapters)
+    load_s = time_renderer(shared) - time_renderer(config)
+    lines = [f"loading 5 adapters (lora, dora, loha, lokr, oft): {load_s:.2f} s beyond the base model"]
+    for arm in ("base", "oft"):
+        single = peftlab_images_per_second(alone if arm == "oft" else config, prompts, arm)[0]
+        among = peftlab_images_per_second(shared, prompts, arm)[0]
+        lines.append(f"{arm} arm: {single:.2f} images/s alone, {among:.2f} with all five loaded")
+    return "\n".join(lines)
+
+
+def time_renderer(config: GenerationConfig) -> float:
+    """Seconds to load the base pipeline alone."""
+    started = time.perf_counter()
+    Renderer(config)
+    return time.perf_counter() - started
 
 
 def plain_images_per_second(
@@ -86,6 +138,11 @@ def main() -> None:
     parser.add_argument(
         "--baseline-dtype", default="float32", help="The plain loop's dtype (default float32)."
     )
+    parser.add_argument(
+        "--adapters",
+        action="store_true",
+        help="Also measure arms beside five loaded adapters of different methods (instead of one at a time).",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -105,11 +162,12 @@ def main() -> None:
         )
         ours, device, dtype = peftlab_images_per_second(config, prompts)
         plain = plain_images_per_second(config, prompts, device, args.baseline_dtype)
+        costs = adapter_costs(config, prompts, Path(scratch)) if args.adapters else ""
     print(
         f"{args.images} images, {args.size}x{args.size}, {args.steps} steps, {config.scheduler}, on {device}\n"
         f"peftlab (batch {args.batch_size}, {dtype}): {ours:.2f} images/s\n"
         f"plain loop (batch 1, {args.baseline_dtype}): {plain:.2f} images/s\n"
-        f"speed-up: {ours / plain:.2f}x"
+        f"speed-up: {ours / plain:.2f}x" + (f"\n{costs}" if costs else "")
     )
 
 

@@ -17,19 +17,27 @@ generation against a plain pipeline loop in the same dtype; samples/s (images/s)
 FLOP utilisation in one table.
 --dry-run runs the --gpu table's code end to end with tiny sizes (on CPU where there is no GPU, in bf16).
 CPU --shape sd15: SD-1.5's layer sizes with random weights, peftlab's epochs only (the reference loops would
-take hours); with the tiny shape, the same epoch split is printed under the rates.
-    .venv/bin/python benchmarks/train.py [--gpu | --dry-run] [--shape sd15] [--images N] [--epochs N] [--inline-saves]
+take hours); with the tiny shape, the same epoch split is printed under the rates. --shape sdxl-tiny: the
+tiny SDXL-shaped model (two text encoders, text_time UNet), peftlab's epochs only. --inline-saves: the
+epochs save in line instead of on a background thread.
+--methods M [M ...]: instead, each method (lora dora loha lokr oft ti) through peftlab's loop on the same data, each
+in a fresh process: samples/s and peak memory per method (GPU: CUDA peak allocated; CPU: the process's peak RSS).
+    .venv/bin/python benchmarks/train.py [--gpu | --dry-run] [--shape sd15|sdxl-tiny] [--images N] [--epochs N] [--inline-saves]
+    .venv/bin/python benchmarks/train.py --methods lora dora loha lokr oft ti [--gpu | --dry-run]
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import functools
 import gc
 import json
 import logging
+import multiprocessing
 import os
+import resource
 import signal
 import statistics
 import sys
@@ -49,9 +57,10 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from trainer.engine.config import TrainingConfig, build_config  # noqa: E402
-from trainer.engine.data import load_components, read_dataset, tokenize  # noqa: E402
+from trainer.engine.data import load_components, read_dataset  # noqa: E402
 from trainer.engine.dataset import PrepareConfig, prepare_dataset  # noqa: E402
 from trainer.engine.distributed import make_accelerator  # noqa: E402
+from trainer.engine.families import tokenize  # noqa: E402
 from trainer.engine.loop import resolve_mixed_precision, train  # noqa: E402
 from trainer.engine.methods import LoraMethod  # noqa: E402
 from trainer.engine.synthetic import SyntheticDatasetConfig, make_synthetic_dataset  # noqa: E402
@@ -350,16 +359,22 @@ def print_epoch_split(table: dict[str, dict[str, float | None]]) -> None:
 
 
 def cpu_benchmark(args: argparse.Namespace) -> None:
-    # SD-1.5's shape on a CPU: the reference loops would take hours, so it measures peftlab's epochs alone.
+    # SD-1.5's shape on a CPU: the reference loops would take hours, so it measures peftlab's epochs alone;
+    # the reference loops are SD-1.x loops, so the tiny SDXL model measures peftlab's epochs alone too.
     reference = args.shape == "tiny"
+    sdxl = args.shape == "sdxl-tiny"
+    text_width = 32 if sdxl else 768
     with tempfile.TemporaryDirectory(prefix="peftlab-bench-") as folder:
         root = Path(folder)
-        model = build_tiny_model(root / "tiny", TinyModelConfig(text_width=768, shape=args.shape)).path
+        shape = TinyModelConfig(
+            text_width=text_width, shape="tiny" if sdxl else args.shape, family="sdxl" if sdxl else "sd15"
+        )
+        model = build_tiny_model(root / "tiny", shape).path
         if args.sd_vocabulary:
             sd_vocabulary(model)
         dataset = make_dataset(root, args.images, 64)
         print(
-            f"CPU, {args.shape} model with random weights (text width 768, "
+            f"CPU, {args.shape} model with random weights (text width {text_width}, "
             f"{'SD-sized' if args.sd_vocabulary else 'tiny'} token table), 64x64, {args.images} images, batch size 2, "
             f"float32, {args.epochs} {'interleaved ' if reference else ''}epochs each (median of epochs "
             f"2-{args.epochs}), torch threads {torch.get_num_threads()}, "
@@ -558,6 +573,73 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
         )
 
 
+def method_row(
+    method: str, model: str, dataset: str, output: str, options: dict[str, Any]
+) -> dict[str, float]:
+    """One method trained through peftlab's loop in this (fresh) process: its speed and peak memory."""
+    logging.disable(logging.WARNING)  # the run's own notes (captions cut) would break up the table
+    config = build_config(method, model=model, **options, **extra(method))
+    reset_peak_memory()
+    result = train(Path(dataset), Path(output), config)
+    after_first = result.epochs[2:] or result.epochs[1:]
+    # Linux reports the peak resident set in KiB.
+    peak = (
+        peak_memory_gib()
+        if torch.cuda.is_available()
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    )
+    return {
+        "samples_per_s": statistics.median(epoch.samples_per_s for epoch in after_first),
+        "epoch_seconds": statistics.median(epoch.seconds for epoch in after_first),
+        "peak_gib": peak,
+    }
+
+
+def methods_benchmark(args: argparse.Namespace) -> None:
+    """Every method of --methods on the same model, data, batch and precision, each in a fresh process."""
+    gpu = args.gpu or args.dry_run
+    shape, size = ("sd15", 512) if args.gpu else ("tiny", 64)
+    precision = "auto" if gpu else "no"
+    batch = 4 if args.gpu else 2
+    with tempfile.TemporaryDirectory(prefix="peftlab-bench-") as folder:
+        root = Path(folder)
+        model = build_tiny_model(
+            root / "model", TinyModelConfig(text_width=768, shape=shape, image_size=size)
+        ).path
+        dataset = make_dataset(root, args.images, size)
+        options = {
+            "resolution": size,
+            "epochs": args.epochs,
+            "batch_size": batch,
+            "mixed_precision": precision,
+            "cache_dir": str(root / "cache"),
+        }
+        print(
+            f"{'GPU' if torch.cuda.is_available() else 'CPU'}, {shape} model with random weights, {size}x{size}, "
+            f"{args.images} images, batch size {batch}, mixed precision {precision}, {args.epochs} epochs per method "
+            f"(median of epochs 2-{args.epochs}), each method in a fresh process; every method at its defaults"
+        )
+        print(f"{'method':<6} {'samples/s':>10} {'epoch s':>8} {'peak memory GiB':>16}")
+        rows = {}
+        context = multiprocessing.get_context("spawn")  # a fresh process: its peak memory is the method's own
+        for method in args.methods:
+            with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+                row = pool.submit(
+                    method_row, method, str(model), str(dataset), str(root / method), options
+                ).result()
+            rows[method] = row
+            print(
+                f"{method:<6} {row['samples_per_s']:>10.2f} {row['epoch_seconds']:>8.2f} {row['peak_gib']:>16.2f}",
+                flush=True,
+            )
+        print(
+            "peak memory: CUDA peak allocated on a GPU; on a CPU the process's peak resident set (model, data, "
+            "proof pipeline and Python included)."
+        )
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2), encoding="utf-8")
+
+
 def reset_peak_memory() -> None:
     """Free the previous run's models, so that the next peak is the next run's own."""
     gc.collect()
@@ -592,14 +674,21 @@ def main() -> None:
     )
     parser.add_argument(
         "--shape",
-        choices=("tiny", "sd15"),
+        choices=("tiny", "sd15", "sdxl-tiny"),
         default="tiny",
-        help="CPU: the model's layer sizes; sd15 (SD-1.5's, random weights) measures peftlab's epochs only.",
+        help="CPU: the model's layer sizes; sd15 (SD-1.5's, random weights) and sdxl-tiny (the tiny SDXL-shaped "
+        "model) measure peftlab's epochs only.",
     )
     parser.add_argument(
         "--inline-saves", action="store_true", help="CPU: save in line instead of on a background thread."
     )
     parser.add_argument("--json", help="CPU: also write the unrounded figures per method to this JSON file.")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=("lora", "dora", "loha", "lokr", "oft", "ti"),
+        help="Instead of the reference comparison: these methods' samples/s and peak memory on the same data.",
+    )
     parser.add_argument("--gen-images", type=int, default=16, help="Images per generation side.")
     parser.add_argument("--gen-steps", type=int, default=30, help="Generation steps (dry run 2).")
     parser.add_argument("--gen-batch", type=int, default=8, help="peftlab's generation batch.")
@@ -620,7 +709,9 @@ def main() -> None:
     if args.dry_run:
         args.gen_images, args.gen_steps, args.gen_batch = 4, 2, 2
     logging.disable(logging.INFO)  # the per-epoch log lines; the tables are the output
-    if gpu:
+    if args.methods:
+        methods_benchmark(args)
+    elif gpu:
         gpu_benchmark(args)
     else:
         cpu_benchmark(args)

@@ -1,6 +1,7 @@
 """The demo pipeline: every stage calls the same services as the commands, on the tiny offline model.
 
-captioned images -> prepared dataset -> LoRA and TI -> base/LoRA/TI renderings -> an open blind study
+captioned images -> prepared dataset -> LoRA, DoRA, LoKr and TI on one loop -> renderings of the base and
+each adapter under identical seeds -> an open blind study
 -> a pilot of simulated participants -> the analysis report. Then `make demo` serves it.
 """
 
@@ -15,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from analysis.services import study_plan_lock, study_report_write
-from generation.engine import GenerationConfig
+from generation.engine import AdapterArm, GenerationConfig
 from generation.services import generation_run_render, prompt_set_install_builtin
 from studies.models import Participant, Study
 from studies.services import (
@@ -27,14 +28,27 @@ from studies.services import (
 )
 from trainer.engine.config import build_config
 from trainer.engine.dataset import PrepareConfig
-from trainer.engine.methods import LORA_WEIGHTS, TI_WEIGHTS
 from trainer.engine.synthetic import SyntheticDatasetConfig, make_synthetic_dataset
 from trainer.engine.tiny_model import TinyModelConfig
+from trainer.selectors import training_run_adapter_path
 from trainer.services import dataset_prepare, tiny_model_build, training_run_create, training_run_execute
 
 DEMO_TOKEN = "<demo-style>"
 DEMO_RESEARCHER = "researcher"
-DEMO_STOPPING = {"rule": "anytime", "alpha": 0.05, "min_participants": 10, "max_participants": 60, "adaptive": True}
+# Each method's demo settings on the tiny model: learning rates high enough to move it in four short epochs.
+DEMO_METHODS = {
+    "lora": {"learning_rate": 1e-2, "rank": 4, "alpha": 4},
+    "dora": {"learning_rate": 1e-2, "rank": 4, "alpha": 4},
+    "lokr": {"learning_rate": 1e-2},
+    "ti": {"learning_rate": 5e-2, "placeholder_token": DEMO_TOKEN, "initializer_token": "style"},
+}
+DEMO_STOPPING = {
+    "rule": "anytime",
+    "alpha": 0.05,
+    "min_participants": 10,
+    "max_participants": 60,
+    "adaptive": True,
+}
 
 
 @dataclass(frozen=True)
@@ -56,13 +70,10 @@ def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: in
         source=output / "raw", output=output / "dataset", config=PrepareConfig(resolution=64, min_size=64)
     )
 
-    log("2/6 Training LoRA and Textual Inversion on the same loop")
+    log("2/6 Training LoRA, DoRA, LoKr and Textual Inversion on the same loop")
     shared = {"model": str(model.path), "resolution": 64, "epochs": 4, "batch_size": 4, "seed": 0}
     runs = {}
-    for method, overrides in (
-        ("lora", {"learning_rate": 1e-2, "rank": 4, "alpha": 4}),
-        ("ti", {"learning_rate": 5e-2, "placeholder_token": DEMO_TOKEN, "initializer_token": "style"}),
-    ):
+    for method, overrides in DEMO_METHODS.items():
         run_dir = output / "runs" / method
         shutil.rmtree(run_dir, ignore_errors=True)  # a rerun of the demo starts its runs afresh
         config = build_config(method, **shared, **overrides)
@@ -71,28 +82,35 @@ def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: in
         )
         runs[method] = training_run_execute(run=run)
 
-    log("3/6 Rendering the built-in landmark prompts with base, LoRA and TI under identical seeds")
+    log(
+        "3/6 Rendering the built-in landmark prompts with the base model and each adapter under identical seeds"
+    )
+    adapters = tuple(
+        AdapterArm.detect(method, training_run_adapter_path(run=run)) for method, run in runs.items()
+    )
+    arms = ["base", *(adapter.name for adapter in adapters)]
     generation = generation_run_render(
         prompt_set=prompt_set_install_builtin(),
         config=GenerationConfig(
             model=str(model.path),
-            arms=("base", "lora", "ti"),
-            lora=str(Path(runs["lora"].output_path) / LORA_WEIGHTS),
-            ti=str(Path(runs["ti"].output_path) / TI_WEIGHTS),
-            token=DEMO_TOKEN,
+            arms=tuple(arms),
+            adapters=adapters,
             seeds=(0, 1),
             steps=4,
             width=64,
             height=64,
         ),
-        name="demo: base vs LoRA vs TI",
+        name="demo: base vs LoRA vs DoRA vs LoKr vs TI",
     )
 
     log("4/6 Opening a blind study over every pair of arms, its plan and stopping rule preregistered")
     study = study_create_from_generation(
         run=generation,
-        arms=["base", "lora", "ti"],
-        arm_labels={"base": "Base model", "lora": "LoRA", "ti": "Textual Inversion"},
+        arms=arms,
+        arm_labels={
+            "base": "Base model",
+            **{method: run.get_method_display() for method, run in runs.items()},
+        },
         title="peftlab demo study",
         status=Study.Status.OPEN,
         # Recruitment as on Prolific: at most 60 admitted, and a code per outcome (the finished one is random).

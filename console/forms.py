@@ -7,17 +7,25 @@ from django import forms
 from django.conf import settings
 from django.utils.html import escape
 
-from generation.engine import GenerationConfig
+from generation.engine import MAX_ADAPTERS, AdapterArm, GenerationConfig
 from generation.models import GenerationRun, PromptSet
 from generation.selectors import generation_run_readiness
 from peftlab.errors import UserInputError
 from studies.models import EXTRA_OPTIONS, Study
 from studies.selectors import COMPLETION_OUTCOMES
 from studies.services import REFERENCE_QUESTIONS, generation_run_ready_check
-from trainer.engine.config import LoraTrainingConfig, TiTrainingConfig, build_config
+from trainer.engine.config import (
+    CONFIG_CLASSES,
+    LokrTrainingConfig,
+    LoraTrainingConfig,
+    OftTrainingConfig,
+    TiTrainingConfig,
+    build_config,
+)
 from trainer.engine.data import CAPTION_CHUNKS, caption_tokens_measure
 from trainer.engine.dataset import PrepareConfig
 from trainer.models import Dataset, TrainingRun
+from trainer.selectors import training_run_adapter_path
 
 
 class ConsoleForm(forms.Form):
@@ -81,8 +89,19 @@ def user_error_to_form(build):
         raise forms.ValidationError(str(error)) from None
 
 
+def methods_with(option: str) -> str:
+    """The methods whose config has `option`, by display name, for a field's help text."""
+    names = dict(TrainingRun.Method.choices)
+    return ", ".join(
+        names[method] for method, config in CONFIG_CLASSES.items() if option in config.__dataclass_fields__
+    )
+
+
 class TrainingStartForm(ConsoleForm):
-    """Start a LoRA or Textual Inversion run on a prepared dataset (the main hyperparameters)."""
+    """Start a run of any method on a prepared dataset (the main hyperparameters and each method's own options)."""
+
+    # The method options below, each passed on only to the methods whose config has it (empty: the default).
+    METHOD_OPTIONS = ("rank", "alpha", "dropout", "rank_dropout", "module_dropout", "factor", "block_size")
 
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.all())
     method = forms.ChoiceField(choices=TrainingRun.Method.choices)
@@ -96,12 +115,36 @@ class TrainingStartForm(ConsoleForm):
     learning_rate = forms.FloatField(
         required=False,
         min_value=0,
-        help_text=f"Empty: the method's default ({LoraTrainingConfig.learning_rate:g} LoRA, "
+        help_text=f"Empty: the method's default ({LoraTrainingConfig.learning_rate:g} LoRA and the other adapters, "
         f"{TiTrainingConfig.learning_rate:g} Textual Inversion).",
     )
     resolution = forms.IntegerField(initial=LoraTrainingConfig.resolution, min_value=8)
     seed = forms.IntegerField(initial=LoraTrainingConfig.seed)
-    rank = forms.IntegerField(initial=LoraTrainingConfig.rank, min_value=1, help_text="LoRA only.")
+    rank = forms.IntegerField(
+        required=False,
+        min_value=1,
+        help_text=f"{methods_with('rank')}. Empty: the method's default (LoRA, DoRA {LoraTrainingConfig.rank}; "
+        f"LoHa, LoKr {LokrTrainingConfig.rank}).",
+    )
+    alpha = forms.FloatField(
+        required=False,
+        help_text=f"{methods_with('alpha')}; the update is scaled by alpha / rank. Empty: equal to the rank.",
+    )
+    dropout = forms.FloatField(required=False, help_text=f"{methods_with('dropout')}. Empty: 0.")
+    rank_dropout = forms.FloatField(required=False, help_text=f"{methods_with('rank_dropout')}. Empty: 0.")
+    module_dropout = forms.FloatField(
+        required=False, help_text=f"{methods_with('module_dropout')}. Empty: 0."
+    )
+    factor = forms.IntegerField(
+        required=False,
+        help_text=f"{methods_with('factor')}: the Kronecker factor's side; empty: {LokrTrainingConfig.factor} "
+        "(the most balanced split).",
+    )
+    block_size = forms.IntegerField(
+        required=False,
+        help_text=f"{methods_with('block_size')}: side of each orthogonal block; it must divide every adapted "
+        f"layer's input width. Empty: {OftTrainingConfig.block_size}.",
+    )
     max_caption_tokens = forms.TypedChoiceField(
         choices=[("", "Measured: the fewest that keep every caption whole")]
         + [
@@ -132,9 +175,15 @@ class TrainingStartForm(ConsoleForm):
             for key in ("model", "epochs", "batch_size", "learning_rate", "resolution", "seed")
             if cleaned[key] is not None
         }
-        if cleaned["method"] == "lora":
-            options["rank"] = options["alpha"] = cleaned["rank"]
-        else:
+        fields = CONFIG_CLASSES[cleaned["method"]].__dataclass_fields__
+        options |= {
+            name: cleaned[name]
+            for name in self.METHOD_OPTIONS
+            if name in fields and cleaned[name] is not None
+        }
+        if "alpha" in fields and "rank" in options and "alpha" not in options:
+            options["alpha"] = float(options["rank"])
+        if cleaned["method"] == "ti":
             options["placeholder_token"] = cleaned["placeholder_token"]
             options["initializer_token"] = cleaned["initializer_token"]
         if cleaned["max_caption_tokens"] is not None:
@@ -201,8 +250,15 @@ class PromptSetUploadForm(ConsoleForm):
         }
 
 
+class AdapterRunsField(forms.ModelMultipleChoiceField):
+    """Finished training runs of any method, each listed with its method."""
+
+    def label_from_instance(self, run: TrainingRun) -> str:
+        return f"{run.get_method_display()} run {run.pk}: {Path(run.output_path).name}"
+
+
 class GenerationStartForm(ConsoleForm):
-    """Render a prompt set with the base model and adapters from finished training runs."""
+    """Render a prompt set with the base model and up to six adapters from finished training runs."""
 
     prompt_set = forms.ModelChoiceField(
         queryset=PromptSet.objects.all(),
@@ -211,11 +267,12 @@ class GenerationStartForm(ConsoleForm):
     model = forms.CharField(
         max_length=1000, help_text="Local diffusers folder (or hub id) of the base model."
     )
-    lora_run = forms.ModelChoiceField(
-        queryset=TrainingRun.objects.filter(method="lora", status="finished"), required=False
-    )
-    ti_run = forms.ModelChoiceField(
-        queryset=TrainingRun.objects.filter(method="ti", status="finished"), required=False
+    adapter_runs = AdapterRunsField(
+        queryset=TrainingRun.objects.filter(status=TrainingRun.Status.FINISHED),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=f"Up to {MAX_ADAPTERS} finished training runs of any method; each is an arm beside the base "
+        "model, named after its method (and its run number when two share one).",
     )
     # Initial values are the engine's defaults (one source: GenerationConfig).
     seeds = forms.CharField(
@@ -223,7 +280,9 @@ class GenerationStartForm(ConsoleForm):
     )
     steps = forms.IntegerField(initial=GenerationConfig.steps, min_value=1)
     size = forms.IntegerField(
-        initial=GenerationConfig.width, min_value=8, help_text="Width and height in pixels."
+        required=False,
+        min_value=8,
+        help_text="Width and height in pixels; blank: the model's native size (512 for SD 1.x, 1024 for SDXL).",
     )
     name = forms.CharField(max_length=200, required=False)
 
@@ -233,40 +292,41 @@ class GenerationStartForm(ConsoleForm):
         except ValueError:
             raise forms.ValidationError("Seeds must be comma-separated integers, e.g. 0,1,2.") from None
 
+    def clean_adapter_runs(self) -> list[TrainingRun]:
+        runs = sorted(self.cleaned_data["adapter_runs"], key=lambda run: run.pk)
+        if len(runs) > MAX_ADAPTERS:
+            raise forms.ValidationError(
+                f"{len(runs)} runs chosen; a generation run compares the base model with at most {MAX_ADAPTERS}."
+            )
+        return runs
+
     def clean(self) -> dict:
         cleaned = super().clean()
         if self.errors:
             return cleaned
-        arms, adapters = ["base"], {}
-        if cleaned["lora_run"]:
-            arms.append("lora")
-            adapters["lora"] = adapter_file(cleaned["lora_run"], "lora")
-        if cleaned["ti_run"]:
-            arms.append("ti")
-            adapters["ti"] = adapter_file(cleaned["ti_run"], "ti")
-            adapters["token"] = cleaned["ti_run"].config.get("placeholder_token")
-        cleaned["config"] = user_error_to_form(
-            lambda: GenerationConfig(
+        runs = cleaned["adapter_runs"]
+        methods = [run.method for run in runs]
+
+        def build() -> GenerationConfig:
+            adapters = tuple(
+                AdapterArm.detect(
+                    run.method if methods.count(run.method) == 1 else f"{run.method}-{run.pk}",
+                    training_run_adapter_path(run=run),
+                )
+                for run in runs
+            )
+            return GenerationConfig(
                 model=cleaned["model"],
-                arms=tuple(arms),
+                arms=("base", *(adapter.name for adapter in adapters)),
+                adapters=adapters,
                 seeds=cleaned["seeds"],
                 steps=cleaned["steps"],
-                width=cleaned["size"],
-                height=cleaned["size"],
-                **adapters,
+                width=cleaned["size"] or 0,
+                height=cleaned["size"] or 0,
             )
-        )
+
+        cleaned["config"] = user_error_to_form(build)
         return cleaned
-
-
-def adapter_file(run: TrainingRun, method: str) -> str:
-    """What generation loads from a finished run: LoRA's output folder, or TI's embedding file."""
-    if method == "lora":
-        return run.output_path
-    embeddings = sorted(path for name, path in (run.files or {}).items() if name.endswith(".safetensors"))
-    if not embeddings:
-        raise forms.ValidationError(f"training run {run.pk} recorded no .safetensors embedding.")
-    return embeddings[0]
 
 
 def generation_run_choice_label(run: GenerationRun) -> str:

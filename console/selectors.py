@@ -96,8 +96,8 @@ def latest_jobs(kind: str, run_ids: list[int]) -> dict[int, Job]:
 
 
 def adapter_paths(run: GenerationRun) -> list[Path]:
-    """The adapter files or folders a generation run loaded (its LoRA and textual inversion)."""
-    return [Path(run.config[key]).resolve() for key in ("lora", "ti") if run.config.get(key)]
+    """The adapter files or folders a generation run loaded, one per adapter arm."""
+    return [Path(adapter["path"]).resolve() for adapter in run.adapters]
 
 
 def generation_runs_using(

@@ -1,26 +1,42 @@
-"""Load LoRA and Textual-Inversion adapters into a pipeline, in every format users bring, and verify them.
+"""Load adapters of every method into a pipeline, in every format users bring, and verify them.
 
-No Django. Formats: a diffusers LoRA file or folder, a kohya LoRA file (both through diffusers'
-`load_lora_weights`), a peft adapter folder (through peft: diffusers' loader silently loads nothing for it),
-and TI embeddings as diffusers `{token: tensor}` or A1111 `emb_params` / `string_to_param` files.
+No Django. Methods: LoRA, DoRA, LoHa, LoKr and OFT (weight adapters: on the UNet, and for kohya files the
+text encoder too) and Textual Inversion (a new token). Formats: a diffusers LoRA/DoRA file or folder and a
+kohya LoRA file (both through diffusers' `load_lora_weights`), a peft adapter folder of any of those peft
+types (through peft itself: diffusers' loader silently loads nothing for it), and TI embeddings as diffusers
+`{token: tensor}` or A1111 `emb_params` / `string_to_param` files (SD 1.x), or SDXL's A1111/ComfyUI layout
+`{clip_l, clip_g}`. A file of another model family (SD 1.x, SDXL) than the model's is refused before it is
+loaded. Each weight adapter is loaded once under its own peft adapter name, so adapters of different peft
+types share one UNet (nested on a layer they both adapt) and an arm switches by making its adapter the only
+one that acts.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from peftlab.errors import UserInputError, error_line
+from trainer.engine.families import FAMILIES, SD15, SDXL, Family, refuse_other_family
 
-LORA_ADAPTER_NAME = "lora"
 PEFT_CONFIG_FILE = "adapter_config.json"
 PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
 DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
+TI_FILE = "learned_embeds.safetensors"  # the embedding a peftlab TI run writes in its output folder
 PEFT_KEY_PREFIX = "base_model.model."
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+WEIGHT_METHODS = ("lora", "dora", "loha", "lokr", "oft")
+METHODS = (*WEIGHT_METHODS, "ti")
+# adapter_config.json's peft_type -> the method (a LORA config with use_dora is DoRA).
+PEFT_TYPES = {"LORA": "lora", "LOHA": "loha", "LOKR": "lokr", "OFT": "oft"}
+# Key fragments of LyCORIS single files (kohya-style names), which diffusers' loader cannot read.
+METHOD_LABELS = {"lora": "LoRA", "dora": "DoRA", "loha": "LoHa", "lokr": "LoKr", "oft": "OFT"}
+LYCORIS_KEYS = {"hada_w1_a": "LoHa", "lokr_w1": "LoKr", "oft_blocks": "OFT", "oft_diag": "OFT"}
 # An embedding's vectors may be this many times the model's largest row; SD's rows are under 1, trained
 # vectors a few; 1e30 overflows the text encoder.
 MAX_NORM_RATIO = 1000
@@ -30,12 +46,23 @@ NEAR_ROW_FRACTION = 0.01
 logger = logging.getLogger(__name__)
 
 
-class LoraFormat(StrEnum):
-    """The on-disk layouts of a LoRA that peftlab recognises."""
+class AdapterFormat(StrEnum):
+    """The on-disk layouts of an adapter that peftlab recognises."""
 
     DIFFUSERS = "diffusers"
     KOHYA = "kohya"
     PEFT = "peft"
+    EMBEDDING = "embedding"
+
+
+@dataclass(frozen=True)
+class DetectedAdapter:
+    """What an adapter path holds: its format, its method, the file to read and (TI) the token it names."""
+
+    format: AdapterFormat
+    method: str
+    weights: Path
+    token: str | None = None
 
 
 def read_state_dict(path: Path) -> dict[str, Any]:
@@ -51,62 +78,154 @@ def read_state_dict(path: Path) -> dict[str, Any]:
         raise UserInputError(f"{path} is not a readable weights file ({type(error).__name__}).") from None
 
 
-def detect_lora_format(path: Path) -> LoraFormat:
-    """Which LoRA layout `path` holds; one-line error when it is none of them."""
+def is_sdxl_embedding(path: Path) -> bool:
+    """Whether a safetensors file holds SDXL's A1111/ComfyUI embedding layout (keys clip_l and clip_g)."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as handle:
+        return set(handle.keys()) == set(SDXL.embedding_keys)
+
+
+def detect_adapter(path: Path) -> DetectedAdapter:
+    """What `path` holds (an adapter file, a peft folder, or a peftlab run's output folder such as best/);
+    a one-line error when it is none of them."""
     path = Path(path)
     if path.is_dir():
         if (path / PEFT_CONFIG_FILE).is_file():
             if not (path / PEFT_WEIGHTS_FILE).is_file():
                 raise UserInputError(f"{path} has {PEFT_CONFIG_FILE} but no {PEFT_WEIGHTS_FILE}.")
-            return LoraFormat.PEFT
+            return DetectedAdapter(AdapterFormat.PEFT, peft_method(peft_config_read(path)), path)
         if (path / DIFFUSERS_LORA_FILE).is_file():
-            return LoraFormat.DIFFUSERS
+            weights = path / DIFFUSERS_LORA_FILE
+            return DetectedAdapter(AdapterFormat.DIFFUSERS, lora_method(read_state_dict(weights)), weights)
+        if (path / TI_FILE).is_file():
+            # An SDXL run's folder: its clip_l/clip_g file carries both encoders' vectors, TI_FILE only one's.
+            layouts = [file for file in sorted(path.glob("*.safetensors")) if is_sdxl_embedding(file)]
+            return detect_adapter(layouts[0] if layouts else path / TI_FILE)
         raise UserInputError(
-            f"{path} holds neither {PEFT_CONFIG_FILE} (peft) nor {DIFFUSERS_LORA_FILE} (diffusers); "
-            "give the LoRA's folder or file."
+            f"{path} holds neither {PEFT_CONFIG_FILE} (peft), {DIFFUSERS_LORA_FILE} (diffusers) nor {TI_FILE} "
+            "(textual inversion); give the adapter's folder or file."
         )
     if not path.is_file():
-        raise UserInputError(f"LoRA {path} does not exist.")
+        raise UserInputError(f"adapter {path} does not exist.")
     if path.suffix not in WEIGHT_SUFFIXES:
-        raise UserInputError(f"LoRA {path} must be one of {', '.join(WEIGHT_SUFFIXES)}.")
-    keys = list(read_state_dict(path))
-    if any(key.startswith(("lora_unet_", "lora_te_", "lora_te1_")) for key in keys):
-        return LoraFormat.KOHYA
+        raise UserInputError(f"adapter {path} must be one of {', '.join(WEIGHT_SUFFIXES)}.")
+    state = read_state_dict(path)
+    keys = list(state)
+    sdxl_layout = set(keys) == set(SDXL.embedding_keys)
+    if (
+        sdxl_layout
+        or "string_to_param" in state
+        or "emb_params" in state
+        or (len(keys) == 1 and "lora" not in keys[0])
+    ):
+        # diffusers' {token: tensor} names its token; peftlab's files say it in their header.
+        named = keys[0] if len(keys) == 1 and keys[0] != "emb_params" and not sdxl_layout else None
+        token = safetensors_metadata(path).get("placeholder_token") or named
+        return DetectedAdapter(AdapterFormat.EMBEDDING, "ti", path, token)
     if any(key.startswith(PEFT_KEY_PREFIX) for key in keys):
         raise UserInputError(
             f"{path} is a peft adapter file: pass its folder (with {PEFT_CONFIG_FILE}) instead of the file."
         )
+    lycoris = next((kind for key in keys for part, kind in LYCORIS_KEYS.items() if part in key), None)
+    if lycoris:
+        raise UserInputError(
+            f"{path} is a LyCORIS {lycoris} file, which generation does not read; pass the folder of its peft "
+            f"adapter ({PEFT_CONFIG_FILE} + {PEFT_WEIGHTS_FILE}), e.g. the training run's best/."
+        )
+    if any(key.startswith(("lora_unet_", "lora_te_", "lora_te1_")) for key in keys):
+        return DetectedAdapter(AdapterFormat.KOHYA, lora_method(state), path)
     if not any("lora" in key for key in keys):
-        raise UserInputError(f"{path} holds no LoRA weights (no key contains 'lora').")
-    return LoraFormat.DIFFUSERS
+        raise UserInputError(f"{path} holds no LoRA weights (no key contains 'lora') and is no embedding.")
+    return DetectedAdapter(AdapterFormat.DIFFUSERS, lora_method(state), path)
 
 
-def load_lora(pipe: Any, path: Path) -> LoraFormat:
-    """Load the LoRA at `path` into `pipe` as the adapter named `lora`, through the loader its format needs."""
+def file_family(path: Path, keys: list[str]) -> Family | None:
+    """The model family a LoRA or embedding file was made for, from its metadata (peftlab's
+    base_model_family, kohya's ss_base_model_version) or its keys; None when neither tells."""
+    metadata = safetensors_metadata(path)
+    if metadata.get("base_model_family") in FAMILIES:
+        return FAMILIES[metadata["base_model_family"]]
+    version = metadata.get("ss_base_model_version", "")
+    if version.startswith("sdxl"):
+        return SDXL
+    if version.startswith("sd_v1"):
+        return SD15
+    # SDXL's names: the original UNet's blocks in kohya files, its second text encoder, its embedding keys.
+    sdxl_marks = ("lora_unet_input_blocks", "lora_unet_output_blocks", "lora_unet_middle_block", "lora_te2_")
+    if any(key.startswith(sdxl_marks) or "text_encoder_2." in key or key == "clip_g" for key in keys):
+        return SDXL
+    # SD 1.x's first UNet level has attention; SDXL's has none.
+    if any("down_blocks.0.attentions" in key or "down_blocks_0_attentions" in key for key in keys):
+        return SD15
+    return None
+
+
+def lora_method(state: dict[str, Any]) -> str:
+    """'dora' for a LoRA file that carries DoRA magnitudes, else 'lora'."""
+    return "dora" if any("lora_magnitude_vector" in key or "dora_scale" in key for key in state) else "lora"
+
+
+def peft_config_read(path: Path) -> Any:
+    """The peft config of an adapter folder, of the class its `peft_type` names (LoRA, LoHa, LoKr, OFT)."""
+    from peft import LoHaConfig, LoKrConfig, LoraConfig, OFTConfig
+
+    classes = {"LORA": LoraConfig, "LOHA": LoHaConfig, "LOKR": LoKrConfig, "OFT": OFTConfig}
+    try:
+        peft_type = json.loads((path / PEFT_CONFIG_FILE).read_text(encoding="utf-8")).get("peft_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise UserInputError(f"{path / PEFT_CONFIG_FILE} is not a peft config ({error}).") from None
+    if peft_type not in classes:
+        raise UserInputError(
+            f"{path / PEFT_CONFIG_FILE} has peft_type {peft_type!r}; generation loads {', '.join(classes)}."
+        )
+    try:
+        return classes[peft_type].from_pretrained(path)
+    except (ValueError, TypeError) as error:
+        raise UserInputError(
+            f"{path / PEFT_CONFIG_FILE} is not a valid {peft_type} config ({error})."
+        ) from None
+
+
+def peft_method(config: Any) -> str:
+    """The method a peft config trains: LoRA with use_dora is DoRA."""
+    method = PEFT_TYPES[str(config.peft_type.value)]
+    return "dora" if method == "lora" and config.use_dora else method
+
+
+def load_weight_adapter(pipe: Any, path: Path, name: str, family: Family = SD15) -> AdapterFormat:
+    """Load the weight adapter at `path` into `pipe` (a `family` pipeline) as peft adapter `name`, through the
+    loader its format needs; one of another model family, one that loads only in part, or one that leaves a
+    parameter without values, is refused."""
     from trainer.engine.proof import refuse_meta_parameters
 
     path = Path(path)
-    lora_format = detect_lora_format(path)
-    if lora_format is LoraFormat.PEFT:
-        load_peft_folder(pipe.unet, path)
+    detected = detect_adapter(path)
+    if detected.format is AdapterFormat.EMBEDDING:
+        raise UserInputError(f"{path} is a textual-inversion embedding, not a weight adapter.")
+    found = file_family(detected.weights, list(read_state_dict(detected.weights)))
+    label = METHOD_LABELS[detected.method]
+    refuse_other_family(f"{label} {path}", label, found, family)
+    if detected.format is AdapterFormat.PEFT:
+        load_peft_folder(pipe.unet, path, name)
     else:
-        weights = path if path.is_file() else path / DIFFUSERS_LORA_FILE
-        in_file = len(complete_lora_modules(weights, read_state_dict(weights)))
+        in_file = len(complete_lora_modules(detected.weights, read_state_dict(detected.weights)))
         kwargs = {"weight_name": path.name} if path.is_file() else {}
         folder = path.parent if path.is_file() else path
         try:
-            pipe.load_lora_weights(folder, adapter_name=LORA_ADAPTER_NAME, **kwargs)
+            pipe.load_lora_weights(folder, adapter_name=name, **kwargs)
         except (ValueError, KeyError, RuntimeError) as error:
             raise UserInputError(f"LoRA {path} does not fit this model: {error_line(error)}") from None
-        loaded = lora_layer_count(pipe)
+        loaded = adapter_layer_count(pipe, name)
         # diffusers only warns when part of a file loads (e.g. mixed key names): a partial LoRA is refused.
         if loaded < in_file:
             raise UserInputError(
                 f"LoRA {path} loaded only {loaded} of its {in_file} modules into this model; the file mixes key "
                 "formats or names modules this model lacks."
             )
+        refuse_missing_targets(pipe, detected.weights, name)
     refuse_meta_parameters(pipe, path)
-    return lora_format
+    return detected.format
 
 
 def complete_lora_modules(path: Path, state: dict[str, Any]) -> set[str]:
@@ -135,28 +254,27 @@ def complete_lora_modules(path: Path, state: dict[str, Any]) -> set[str]:
     return downs
 
 
-def load_peft_folder(unet: Any, path: Path) -> None:
-    """Inject a peft adapter folder's LoRA into `unet` and fill it, refusing keys that match nothing."""
-    from peft import LoraConfig, set_peft_model_state_dict
+def load_peft_folder(unet: Any, path: Path, name: str) -> None:
+    """Inject a peft adapter folder (LoRA, DoRA, LoHa, LoKr or OFT) into `unet` as adapter `name` and fill it,
+    refusing a file whose keys match nothing or that lacks a module its config targets."""
+    from peft import inject_adapter_in_model, set_peft_model_state_dict
 
-    try:
-        config = LoraConfig.from_pretrained(path)
-    except (ValueError, TypeError, json.JSONDecodeError) as error:
-        raise UserInputError(f"{path / PEFT_CONFIG_FILE} is not a LoRA config ({error}).") from None
-    # A peft folder saved from a PeftModel-wrapped UNet prefixes every key with base_model.model.
+    config = peft_config_read(path)
+    # A folder saved from a PeftModel-wrapped UNet prefixes every key with base_model.model.
     state = {
         key.removeprefix(PEFT_KEY_PREFIX): value
         for key, value in read_state_dict(path / PEFT_WEIGHTS_FILE).items()
     }
     complete_lora_modules(path / PEFT_WEIGHTS_FILE, state)
-    unet.add_adapter(config, adapter_name=LORA_ADAPTER_NAME)
     try:
-        result = set_peft_model_state_dict(unet, state, adapter_name=LORA_ADAPTER_NAME)
-    except RuntimeError as error:  # a rank other than adapter_config.json's
+        inject_adapter_in_model(config, unet, adapter_name=name)
+        result = set_peft_model_state_dict(unet, state, adapter_name=name)
+    except (RuntimeError, ValueError) as error:  # a rank other than adapter_config.json's, or no target
         raise UserInputError(
             f"peft adapter {path} does not fit this model's UNet: {error_line(error)}"
         ) from None
-    missing = [key for key in result.missing_keys if f".{LORA_ADAPTER_NAME}." in key or "lora_" in key]
+    # The base model's and other adapters' keys are missing too (a non-strict load): count only this one's.
+    missing = [key for key in result.missing_keys if f".{name}." in key or key.endswith(f".{name}")]
     if result.unexpected_keys or missing:
         example = (list(result.unexpected_keys) or missing)[0]
         raise UserInputError(
@@ -165,20 +283,54 @@ def load_peft_folder(unet: Any, path: Path) -> None:
         )
 
 
-def lora_layer_count(pipe: Any) -> int:
-    """How many modules of the UNet and text encoder carry an enabled, active `lora` adapter."""
+def refuse_missing_targets(pipe: Any, weights: Path, name: str) -> None:
+    """Refuse a diffusers file that adapts fewer UNet modules than the target_modules its header records (a
+    file with modules cut out loads the rest without a word)."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    header = safetensors_metadata(weights).get("lora_adapter_metadata")
+    targets = json.loads(header).get("unet.target_modules") if header else None
+    if not targets:
+        return
+    config = LoraConfig(target_modules=targets)
+    expected = [key for key, _ in pipe.unet.named_modules() if check_target_module_exists(config, key)]
+    loaded = sum(name in layer._get_available_adapters() for layer in tuner_layers(pipe.unet))
+    if loaded < len(expected):
+        raise UserInputError(
+            f"LoRA {weights} adapts {loaded} of the {len(expected)} UNet modules its header's target_modules "
+            "name; modules were cut from the file."
+        )
+
+
+def tuner_layers(*components: Any) -> Iterator[Any]:
+    """Every peft tuner layer of `components` (nested ones included)."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    count = 0
-    for component in (pipe.unet, pipe.text_encoder):
+    for component in components:
         for module in component.modules():
-            if (
-                isinstance(module, BaseTunerLayer)
-                and not module.disable_adapters
-                and LORA_ADAPTER_NAME in module.active_adapters
-            ):
-                count += 1
-    return count
+            if isinstance(module, BaseTunerLayer):
+                yield module
+
+
+def pipe_adapted_parts(pipe: Any) -> list[Any]:
+    """The parts of `pipe` adapters can wrap: the UNet and each text encoder it has (SDXL has two)."""
+    parts = (getattr(pipe, name, None) for name in ("unet", "text_encoder", "text_encoder_2"))
+    return [part for part in parts if part is not None]
+
+
+def adapter_layer_count(pipe: Any, name: str) -> int:
+    """How many modules of the UNet and text encoder carry adapter `name`."""
+    return sum(name in layer._get_available_adapters() for layer in tuner_layers(*pipe_adapted_parts(pipe)))
+
+
+def adapter_activate(pipe: Any, name: str | None) -> None:
+    """Make adapter `name` the only one that acts (None: none does); other adapters' layers pass through."""
+    for layer in tuner_layers(*pipe_adapted_parts(pipe)):
+        holds = name is not None and name in layer._get_available_adapters()
+        if holds:
+            layer.set_adapter(name, inference_mode=True)
+        layer.enable_adapters(holds)
 
 
 def adapter_run_config(path: Path) -> dict[str, Any]:
@@ -238,19 +390,21 @@ def refuse_non_finite_vectors(path: Path, vectors: Any, table: Any) -> None:
         )
 
 
-def refuse_untrained_vectors(pipe: Any, path: Path, tensor: Any, foreign: bool = False) -> Any:
+def refuse_untrained_vectors(
+    tokenizer: Any, text_encoder: Any, path: Path, tensor: Any, foreign: bool = False
+) -> Any:
     """Refuse a non-finite, huge or all-zero embedding, or one whose vector equals an existing row of the
     model's table; for a `foreign` file (its initializer unknown) also one within a small distance of any
     row. Return each vector's nearest row of the table, [vectors, width]."""
     import torch
 
     vectors = tensor.reshape(-1, tensor.shape[-1]).float()
-    table = pipe.text_encoder.get_input_embeddings().weight.detach().float().cpu()
+    table = text_encoder.get_input_embeddings().weight.detach().float().cpu()
     refuse_non_finite_vectors(path, vectors, table)
     if not vectors.abs().sum(dim=1).all():
         raise UserInputError(f"embedding {path} holds an all-zero vector: it was never trained.")
     distances, nearest = torch.cdist(vectors, table).min(dim=1)
-    words = pipe.tokenizer.convert_ids_to_tokens(nearest.tolist())
+    words = tokenizer.convert_ids_to_tokens(nearest.tolist())
     for vector, row, word in zip(vectors, nearest.tolist(), words, strict=True):
         if torch.equal(table[row], vector):
             raise UserInputError(
@@ -291,36 +445,64 @@ def embedding_width(state: dict[str, Any]) -> tuple[Any, int]:
     return tensor, int(tensor.shape[-1])
 
 
+def embedding_tensors(path: Path, state: dict[str, Any], family: Family) -> list[Any]:
+    """The vectors of an embedding file for each of `family`'s text encoders: SD 1.x's one tensor
+    (diffusers or A1111), or SDXL's `clip_l` and `clip_g`; a file of the other family is refused."""
+    if set(state) == set(SDXL.embedding_keys):
+        refuse_other_family(f"embedding {path}", "embedding", SDXL, family)
+        return [state[key] for key in family.embedding_keys]
+    tensor, _ = embedding_width(state)
+    if len(family.text_parts) > 1:
+        found = file_family(path, list(state))
+        if found is family:  # one encoder's file of an SDXL pair, as diffusers' SDXL example writes them
+            raise UserInputError(
+                f"embedding {path} holds the vectors of one of {family.label}'s two text encoders; give the file "
+                f"with keys {' and '.join(family.embedding_keys)} (A1111/ComfyUI layout) instead."
+            )
+        refuse_other_family(f"embedding {path}", "embedding", SD15, family)
+    return [tensor]
+
+
 def load_textual_inversion(
-    pipe: Any, path: Path, token: str, initializer: str | None
-) -> tuple[list[int], Any]:
-    """Add `token` with the embedding at `path` to `pipe`: the new token ids (one per vector), and the
-    untrained state the effect check renders for reference: the `initializer`'s row, or (for an embedding
-    that names none) each vector's nearest row of the table."""
+    pipe: Any, path: Path, token: str, initializer: str | None, family: Family = SD15
+) -> list[tuple[Any, list[int], Any]]:
+    """Add `token` with the embedding at `path` to each text encoder of `pipe` (a `family` pipeline): per
+    encoder, the encoder, the new token ids (one per vector) and the untrained state the effect check
+    renders for reference: the `initializer`'s row, or (for an embedding that names none) each vector's
+    nearest row of the table."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"embedding {path} does not exist.")
-    tensor, width = embedding_width(read_state_dict(path))
-    expected = pipe.text_encoder.get_input_embeddings().weight.shape[1]
-    # diffusers' own message for this case prints literal {...} placeholders: say it plainly first.
-    if width != expected:
-        raise UserInputError(f"embedding {path.name}: expected width {expected}, file has {width}.")
-    if token in pipe.tokenizer.get_vocab():
-        raise UserInputError(f"token {token!r} is already in the model's vocabulary; choose another --token.")
-    nearest = refuse_untrained_vectors(pipe, path, tensor, foreign=initializer is None)
-    reference = nearest if initializer is None else initializer_row(pipe, path, initializer)
-    pipe.load_textual_inversion(str(path), token=token)
-    vectors = 1 if tensor.ndim == 1 else tensor.shape[0]
-    names = [token] + [f"{token}_{index}" for index in range(1, vectors)]
-    return pipe.tokenizer.convert_tokens_to_ids(names), reference
+    tensors = embedding_tensors(path, read_state_dict(path), family)
+    loaded = []
+    for part, tensor in zip(family.text_parts, tensors, strict=True):
+        tokenizer, text_encoder = getattr(pipe, part.tokenizer), getattr(pipe, part.encoder)
+        width = int(tensor.shape[-1])
+        expected = text_encoder.get_input_embeddings().weight.shape[1]
+        # diffusers' own message for this case prints literal {...} placeholders: say it plainly first.
+        if width != expected:
+            raise UserInputError(f"embedding {path.name}: expected width {expected}, file has {width}.")
+        if token in tokenizer.get_vocab():
+            raise UserInputError(
+                f"token {token!r} is already in the model's vocabulary; choose another --token."
+            )
+        nearest = refuse_untrained_vectors(tokenizer, text_encoder, path, tensor, foreign=initializer is None)
+        reference = (
+            nearest if initializer is None else initializer_row(tokenizer, text_encoder, path, initializer)
+        )
+        pipe.load_textual_inversion(tensor, token=token, tokenizer=tokenizer, text_encoder=text_encoder)
+        vectors = 1 if tensor.ndim == 1 else tensor.shape[0]
+        names = [token] + [f"{token}_{index}" for index in range(1, vectors)]
+        loaded.append((text_encoder, tokenizer.convert_tokens_to_ids(names), reference))
+    return loaded
 
 
-def initializer_row(pipe: Any, path: Path, token: str) -> Any:
+def initializer_row(tokenizer: Any, text_encoder: Any, path: Path, token: str) -> Any:
     """The model's embedding of the one-token word the TI vector started from."""
-    ids = pipe.tokenizer.encode(token, add_special_tokens=False)
+    ids = tokenizer.encode(token, add_special_tokens=False)
     if len(ids) != 1:
         raise UserInputError(
             f"initializer {token!r} of {path} is {len(ids)} tokens in this model; give --ti-initializer "
             "with the one-token word the embedding was trained from."
         )
-    return pipe.text_encoder.get_input_embeddings().weight[ids[0]].detach().clone()
+    return text_encoder.get_input_embeddings().weight[ids[0]].detach().clone()

@@ -46,7 +46,7 @@ class Prompt(models.Model):
 
 
 class GenerationRun(models.Model):
-    """One comparison rendering: every prompt x seed for each arm (base, lora, ti, ...)."""
+    """One comparison rendering: every prompt x seed for each arm (base and up to six adapters of any method)."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"  # the same word as a training run's and a job's
@@ -62,7 +62,11 @@ class GenerationRun(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     source = models.CharField(max_length=20, choices=Source.choices, default=Source.RENDERED)
     prompt_set = models.ForeignKey(PromptSet, on_delete=models.PROTECT, related_name="runs")
-    arms = models.JSONField(default=list, help_text='Arm names in order, e.g. ["base", "lora", "ti"].')
+    arms = models.JSONField(
+        default=list,
+        help_text='Arm names in order, e.g. ["base", "lora", "dora", "ti"]; config["adapters"] records '
+        "each adapter arm's path, method, format and token.",
+    )
     config = models.JSONField(
         default=dict, help_text="Every parameter of the run (model, adapters, seeds, ...)."
     )
@@ -83,6 +87,12 @@ class GenerationRun(models.Model):
 
     def __str__(self) -> str:
         return self.name or f"generation run {self.pk}"
+
+    @property
+    def adapters(self) -> list[dict]:
+        """Each adapter arm's record, in the run's arm order: name, path, method, format, token, scale."""
+        by_name = {adapter["name"]: adapter for adapter in self.config.get("adapters", [])}
+        return [by_name[arm] for arm in self.arms if arm in by_name]
 
 
 def opaque_image_name(instance: "GeneratedImage", filename: str) -> str:

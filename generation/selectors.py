@@ -106,7 +106,7 @@ def generation_run_grid(*, run: GenerationRun) -> tuple[list[int], list[GalleryR
 
 def image_adapter(image: GeneratedImage) -> str:
     """The adapter file an image's arm used, or '' for the base arm."""
-    return image.parameters.get("lora") or image.parameters.get("ti") or ""
+    return image.parameters.get("adapter", "")
 
 
 def generation_run_zip(*, run: GenerationRun, stream: BinaryIO) -> None:

@@ -17,7 +17,14 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from generation.engine import ARMS, GenerationConfig, PromptItem, RenderedImage, check_template, generate
+from generation.engine import (
+    GenerationConfig,
+    PromptItem,
+    RenderedImage,
+    check_arm_name,
+    check_template,
+    generate,
+)
 from generation.models import GeneratedImage, GenerationRun, Prompt, PromptSet
 from generation.pngs import png_clean
 from peftlab.errors import UserInputError
@@ -53,9 +60,13 @@ def clean_record(record: Any, where: str) -> dict[str, Any]:
     if not isinstance(templates, dict):
         raise UserInputError(f"{where}: field 'arm_templates' must map arm names to templates.")
     for arm, template in templates.items():
-        if arm not in ARMS or not isinstance(template, str):
-            raise UserInputError(f"{where}: field 'arm_templates' has {arm!r}; arms are {', '.join(ARMS)}.")
+        if not isinstance(template, str):
+            raise UserInputError(
+                f"{where}: field 'arm_templates' maps {arm!r} to {template!r}, not a template."
+            )
         try:
+            # Which arm is TI (its template must place {token}) is known when a run renders the set.
+            check_arm_name(arm)
             check_template(template, arm)
         except UserInputError as error:
             raise UserInputError(f"{where}: field 'arm_templates': {error}") from None

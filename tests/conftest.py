@@ -18,6 +18,39 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory) -> Path:
+    """A tiny SDXL-shaped pipeline (two text encoders, 32 and 64 wide; text_time UNet; 64px), built once."""
+    from trainer.engine.tiny_model import TinyModelConfig, build_tiny_model
+
+    return build_tiny_model(
+        tmp_path_factory.mktemp("models") / "tiny-sdxl", TinyModelConfig(family="sdxl")
+    ).path
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_runs(tmp_path_factory, tiny_sdxl_dir) -> dict[str, Path]:
+    """LoRA and TI trained once per session on the tiny SDXL model (the demo's synthetic data and settings):
+    each run's output folder, by method, and the prepared dataset under "dataset"."""
+    from trainer.engine.config import build_config
+    from trainer.engine.dataset import PrepareConfig, prepare_dataset
+    from trainer.engine.loop import train
+    from trainer.engine.synthetic import SyntheticDatasetConfig, make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("sdxl-runs")
+    make_synthetic_dataset(root / "raw", SyntheticDatasetConfig())
+    dataset = prepare_dataset(root / "raw", root / "dataset", PrepareConfig(resolution=64, min_size=64)).path
+    shared = {"model": str(tiny_sdxl_dir), "resolution": 64, "epochs": 4, "batch_size": 4, "seed": 0}
+    methods = {
+        "lora": {"learning_rate": 1e-2, "rank": 4, "alpha": 4},
+        "ti": {"learning_rate": 5e-2, "placeholder_token": "<ghiblivis-xl>", "initializer_token": "style"},
+    }
+    runs = {"dataset": dataset}
+    for method, overrides in methods.items():
+        runs[method] = train(dataset, root / method, build_config(method, **shared, **overrides)).output
+    return runs
+
+
+@pytest.fixture(scope="session")
 def ghibli_dir() -> Path:
     """The reference study's 113 captioned training images (read-only, never copied into the repo)."""
     path = SHARED_DATA / "ghibli-landmarks"

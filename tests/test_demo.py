@@ -22,10 +22,12 @@ def test_demo_pipeline_runs_end_to_end(tmp_path, client):
         dataset = Dataset.objects.get()
         assert dataset.num_train + dataset.num_validation == 16 and dataset.num_skipped == 0
         runs = TrainingRun.objects.all()
-        assert sorted(run.method for run in runs) == ["lora", "ti"]
+        # Four methods trained on one loop, each an arm of one study beside the base model.
+        assert sorted(run.method for run in runs) == ["dora", "lokr", "lora", "ti"]
         assert all(run.status == TrainingRun.Status.FINISHED for run in runs)
-        assert set(GeneratedImage.objects.values_list("arm", flat=True)) == {"base", "lora", "ti"}
+        assert set(GeneratedImage.objects.values_list("arm", flat=True)) == {"base", "lora", "dora", "lokr", "ti"}
         study = Study.objects.get()
+        assert sorted(study.arms) == ["base", "dora", "lokr", "lora", "ti"]
         assert study.status == Study.Status.OPEN
         assert study.plan["stopping"]["rule"] == "anytime" and study.plan_sha256
         assert Participant.objects.filter(study=study, finished_at__isnull=False).count() == 12
@@ -34,7 +36,9 @@ def test_demo_pipeline_runs_end_to_end(tmp_path, client):
         assert study.plan_locked_at is not None
         methods = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())["methods"]
         assert f"preregistered (sha256 {study.plan_sha256}" in methods and "no deviations" in methods
-        assert 'id="forest-plot"' in (tmp_path / "demo" / "report" / "report.html").read_text()
+        html = (tmp_path / "demo" / "report" / "report.html").read_text()
+        # Five arms: the Bradley-Terry ranking of them comes above the pairwise forest plot.
+        assert 'id="forest-plot"' in html and html.index('id="leaderboard"') < html.index('id="forest-plot"')
         # What the demo prints is what a person then opens: the participant page and, logged in, the report.
         participant_url = next(
             line.split()[-1] for line in text.splitlines() if line.startswith("participant")

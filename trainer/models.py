@@ -26,10 +26,14 @@ class Dataset(models.Model):
 
 
 class TrainingRun(models.Model):
-    """One `train_lora` or `train_ti` run: its config, state, timings and where its outputs are."""
+    """One training run of any method (`train --method`, `train_lora`, `train_ti`): its config, state, timings and where its outputs are."""
 
     class Method(models.TextChoices):
         LORA = "lora", "LoRA"
+        DORA = "dora", "DoRA"
+        LOHA = "loha", "LoHa"
+        LOKR = "lokr", "LoKr"
+        OFT = "oft", "OFT"
         TI = "ti", "Textual Inversion"
 
     class Status(models.TextChoices):

@@ -224,7 +224,8 @@ def headline_sentences(report: StudyReport, names: DisplayNames) -> list[str]:
 
 
 def results_paragraph(report: StudyReport, design: StudyDesign, names: DisplayNames) -> str:
-    """The Results paragraph: who was analysed, each headline row, position bias and the leaderboard."""
+    """The Results paragraph: who was analysed, each headline row, position bias and the leaderboard (with
+    three or more arms the leaderboard comes first: the ranking answers the question, the pairs detail it)."""
     sentences = [exclusions_line(report.exclusions)]
     if not report.headline.rows:
         sentences.append("No decisive votes have been cast yet, so there is no headline result.")
@@ -236,6 +237,15 @@ def results_paragraph(report: StudyReport, design: StudyDesign, names: DisplayNa
             f"({interval(overall.ci_low, overall.ci_high, 1)}, {p_value(overall.p_value)}), against 50% "
             "without position bias."
         )
+    ranking = bradley_terry_sentences(report, names)
+    if len(design.arms) >= 3:
+        return " ".join([sentences[0], *ranking, *sentences[1:]])
+    return " ".join(sentences + ranking)
+
+
+def bradley_terry_sentences(report: StudyReport, names: DisplayNames) -> list[str]:
+    """Per question, the arms in Bradley–Terry order with their strengths and intervals, or why not."""
+    sentences = []
     for question in dict.fromkeys(row.question for row in report.bradley_terry.rows):
         rows = sorted(
             (row for row in report.bradley_terry.rows if row.question == question), key=lambda row: row.rank
@@ -250,4 +260,4 @@ def results_paragraph(report: StudyReport, design: StudyDesign, names: DisplayNa
             for row in rows
         )
         sentences.append(f"Bradley–Terry strengths on {names.question(question)}: {ranked}.")
-    return " ".join(sentences)
+    return sentences

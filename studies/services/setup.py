@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from generation.engine import MAX_ADAPTERS
 from generation.models import GeneratedImage, GenerationRun, Prompt, PromptSet
 from generation.pngs import png_clean
 from generation.selectors import generation_run_readiness
@@ -26,6 +27,7 @@ from studies.selectors import COMPLETION_OUTCOMES
 from studies.services.preregistration import study_plan_guard
 from studies.services.stimuli import study_stimuli_check
 
+MAX_STUDY_ARMS = MAX_ADAPTERS + 1
 REFERENCE_QUESTIONS: list[dict] = [
     {
         "key": "artwork",
@@ -223,9 +225,15 @@ def arm_labels_clean(*, arms: list[str], labels: Mapping[str, str] | None) -> di
 
 
 def arms_validate(*, run: GenerationRun, arms: list) -> None:
-    """Raise UserInputError unless `arms` are two or more distinct arms with images in `run`."""
+    """Raise UserInputError unless `arms` are two to seven distinct arms with images in `run`."""
     if not isinstance(arms, list) or len(arms) < 2 or len(set(arms)) != len(arms):
         raise UserInputError(f'a study compares at least two distinct arms, e.g. ["lora", "ti"]; got {arms}.')
+    if len(arms) > MAX_STUDY_ARMS:
+        # 21 pairs per prompt at seven arms: more would ask each participant for too many pages.
+        raise UserInputError(
+            f"a study compares at most {MAX_STUDY_ARMS} arms (the base model and {MAX_ADAPTERS} adapters); "
+            f"got {len(arms)}."
+        )
     run_arms = sorted(set(run.images.values_list("arm", flat=True)))
     absent = [arm for arm in arms if arm not in run_arms]
     if absent:

@@ -68,6 +68,11 @@ def test_report_dir_from_a_file_with_three_arms_has_a_leaderboard(tmp_path):
     assert_self_contained(html)
     assert html.count('class="readable leaderboard"') == 2 and 'id="leaderboard-reason"' not in html
     assert "Bradley–Terry strengths on style" in html
+    # Three arms: the ranking comes first, above the pairwise forest plot, results and headline table ...
+    assert html.index('id="leaderboard"') < html.index('id="forest-plot"') < html.index('id="headline-table"')
+    # ... and the Results paragraph ranks the arms before it reports the pairs.
+    results = html[html.index('id="results"') :]
+    assert results.index("Bradley–Terry strengths on") < results.index("decisive votes")
 
 
 @pytest.mark.django_db
@@ -105,6 +110,23 @@ def test_two_arms_leaderboard_reason_names_the_arms():
     assert leaderboard_reason(report, NAMES).startswith(
         "No Bradley-Terry leaderboard: it ranks three or more arms, and this study compares 2 (Base, LoRA (r8))"
     )
+
+
+def test_two_arms_keep_the_pairwise_headline_first():
+    frame = three_arm_frame().query("left_arm != 'c' and right_arm != 'c'")
+    report = analyze_responses(frame)
+    context = report_context(
+        report=report,
+        design=design_from_frame(frame),
+        names=NAMES,
+        title="t",
+        figures=report_figures(report, NAMES, png=False),
+    )
+    from django.template.loader import render_to_string
+
+    html = render_to_string("analysis/_report_body.html", context)
+    assert context["ranking_first"] is False
+    assert html.index('id="forest-plot"') < html.index('id="headline-table"') < html.index('id="leaderboard"')
 
 
 def test_exclusions_line_counts_who_took_part_was_excluded_and_why_and_who_was_analysed():

@@ -62,7 +62,12 @@ def generation(training) -> GenerationRun:
         status="finished",
         prompt_set=PromptSet.objects.create(name="landmarks"),
         arms=["base", "lora"],
-        config={"model": "/m", "lora": training.files["adapter"], "ti": None},
+        config={
+            "model": "/m",
+            "adapters": [
+                {"name": "lora", "path": training.files["adapter"], "method": "lora", "format": "diffusers"}
+            ],
+        },
     )
     hours_ago(run, 2)
     return run

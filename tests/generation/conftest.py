@@ -4,6 +4,9 @@ from pathlib import Path
 
 import pytest
 
+# The trainer's small prepared dataset and fast options, for the tests that train an adapter to render with.
+from tests.trainer.conftest import fast_options, prepared_dir  # noqa: F401
+
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 INITIALIZER = "style"
 
@@ -139,3 +142,66 @@ def media_root(settings, tmp_path) -> Path:
     """Images of each test go to a temporary MEDIA_ROOT, never into the repository's var/."""
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT
+
+
+# The weight methods beside LoRA, as peft builds them for the tiny UNet, and the spread of the random values
+# that makes each visibly change a 64x64 render (LoHa and LoKr multiply their factors, so smaller is enough).
+METHOD_SPREAD = {"dora": 0.1, "loha": 0.5, "lokr": 0.5, "oft": 0.1}
+
+
+def method_config(method: str):
+    """A peft config of `method` on the tiny UNet's attention projections, peft's own initialisation."""
+    from peft import LoHaConfig, LoKrConfig, LoraConfig, OFTConfig
+
+    return {
+        "dora": lambda: LoraConfig(r=4, lora_alpha=4, target_modules=LORA_TARGETS, use_dora=True),
+        "loha": lambda: LoHaConfig(r=4, alpha=4, target_modules=LORA_TARGETS),
+        "lokr": lambda: LoKrConfig(r=4, alpha=4, target_modules=LORA_TARGETS),
+        "oft": lambda: OFTConfig(r=0, oft_block_size=4, target_modules=LORA_TARGETS),
+    }[method]()
+
+
+def method_model(model_dir: Path, method: str, trained: bool):
+    """A PeftModel of the tiny UNet with a `method` adapter: random non-zero values (`trained`), or peft's
+    initialisation, which changes nothing (a dead adapter)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from peft import get_peft_model
+
+    torch.manual_seed(11)
+    model = get_peft_model(
+        UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet"), method_config(method)
+    )
+    if trained:
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.requires_grad:
+                    parameter.copy_(torch.randn_like(parameter) * METHOD_SPREAD[method])
+    return model
+
+
+@pytest.fixture(scope="session")
+def method_adapters(tiny_model_dir: Path, tmp_path_factory) -> dict[str, Path]:
+    """Per method, a trained and a dead adapter in peft's save_pretrained layout ("loha", "loha_dead", ...),
+    and DoRA also as the diffusers file ("dora_diffusers", "dora_diffusers_dead"), from the same weights."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    root = tmp_path_factory.mktemp("methods")
+    paths: dict[str, Path] = {}
+    for method in METHOD_SPREAD:
+        for trained in (True, False):
+            name = method if trained else f"{method}_dead"
+            model = method_model(tiny_model_dir, method, trained)
+            model.save_pretrained(root / name)
+            paths[name] = root / name
+            if method == "dora":
+                unet = model.base_model.model
+                StableDiffusionPipeline.save_lora_weights(
+                    root / f"dora_diffusers{name[4:]}",
+                    unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)),
+                    unet_lora_adapter_metadata=method_config(method).to_dict(),
+                )
+                paths[f"dora_diffusers{name[4:]}"] = root / f"dora_diffusers{name[4:]}"
+    return paths

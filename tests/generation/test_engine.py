@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generation.engine import GenerationConfig, PromptItem, generate
+from generation.engine import AdapterArm, GenerationConfig, PromptItem, generate
 from peftlab.errors import UserInputError
 
 PROMPTS = [
@@ -31,6 +31,11 @@ def render(model: Path, **settings) -> dict[tuple[str, int, int], np.ndarray]:
     return images
 
 
+def lora_arm(path: Path, **settings) -> dict:
+    """The settings of a run whose one adapter arm, `lora`, loads `path`."""
+    return {"adapters": (AdapterArm.detect("lora", str(path), **settings),)}
+
+
 def mean_difference(first: np.ndarray, second: np.ndarray) -> float:
     return float(np.abs(first - second).mean())
 
@@ -50,7 +55,7 @@ def test_same_seed_renders_identical_base_images_across_runs(tiny_model_dir):
 @pytest.mark.parametrize("lora_format", ["diffusers", "peft", "kohya"])
 def test_every_lora_format_changes_the_image_and_base_stays_untouched(tiny_model_dir, adapters, lora_format):
     plain = render(tiny_model_dir)
-    images = render(tiny_model_dir, arms=("base", "lora"), lora=str(adapters[lora_format]))
+    images = render(tiny_model_dir, arms=("base", "lora"), **lora_arm(adapters[lora_format]))
     for key, seed in [(1, 0), (2, 1)]:
         # The base arm in a run with a LoRA loaded is exactly the base model ...
         assert np.array_equal(images[("base", key, seed)], plain[("base", key, seed)])
@@ -61,7 +66,8 @@ def test_every_lora_format_changes_the_image_and_base_stays_untouched(tiny_model
 @pytest.mark.slow
 @pytest.mark.parametrize("ti_file", ["ti", "ti_a1111"])
 def test_ti_arm_differs_from_base(tiny_model_dir, adapters, ti_file):
-    images = render(tiny_model_dir, arms=("base", "ti"), ti=str(adapters[ti_file]), token="<peftlab-ti>")
+    adapter = AdapterArm.detect("ti", str(adapters[ti_file]), token="<peftlab-ti>")
+    images = render(tiny_model_dir, arms=("base", "ti"), adapters=(adapter,))
     assert mean_difference(images[("ti", 1, 0)], images[("base", 1, 0)]) > 0.5
 
 
@@ -70,29 +76,27 @@ def test_zero_effect_lora_is_refused_before_any_image(tiny_model_dir, adapters):
     config = GenerationConfig(
         model=str(tiny_model_dir),
         arms=("base", "lora"),
-        lora=str(adapters["zero"]),
+        **lora_arm(adapters["zero"]),
         steps=2,
         width=64,
         height=64,
     )
     handed_out = []
     with pytest.raises(
-        UserInputError, match="had no visible effect.*differs from the same adapter at scale 0 by 0.000"
+        UserInputError, match="had no visible effect.*differs from the same adapter switched off by 0.000"
     ):
         generate(config, PROMPTS, handed_out.append)
     assert handed_out == []
 
 
-def ti_config(model: Path, path: Path, token: str, **settings) -> GenerationConfig:
+def ti_config(model: Path, path: Path, token: str, initializer: str | None = None) -> GenerationConfig:
     return GenerationConfig(
         model=str(model),
         arms=("base", "ti"),
-        ti=str(path),
-        token=token,
+        adapters=(AdapterArm.detect("ti", str(path), token=token, initializer=initializer),),
         steps=2,
         width=64,
         height=64,
-        **settings,
     )
 
 
@@ -139,15 +143,15 @@ def test_foreign_embedding_is_checked_against_the_whole_table(tiny_model_dir, ad
 @pytest.mark.slow
 def test_ti_initializer_can_be_given_for_a_foreign_embedding(tiny_model_dir, adapters):
     images = []
-    config = ti_config(tiny_model_dir, adapters["ti_unknown"], "<t>", ti_initializer="style")
+    config = ti_config(tiny_model_dir, adapters["ti_unknown"], "<t>", initializer="style")
     result = generate(config, PROMPTS[:1], images.append)
     assert result.effects["ti"] > 0.5 and len(images) == 2
 
 
 @pytest.mark.slow
 def test_lora_scale_changes_the_lora_arm_only(tiny_model_dir, adapters):
-    full = render(tiny_model_dir, arms=("base", "lora"), lora=str(adapters["diffusers"]))
-    half = render(tiny_model_dir, arms=("base", "lora"), lora=str(adapters["diffusers"]), lora_scale=0.5)
+    full = render(tiny_model_dir, arms=("base", "lora"), **lora_arm(adapters["diffusers"]))
+    half = render(tiny_model_dir, arms=("base", "lora"), **lora_arm(adapters["diffusers"], scale=0.5))
     assert np.array_equal(full[("base", 1, 0)], half[("base", 1, 0)])
     base_to_full = mean_difference(full[("lora", 1, 0)], full[("base", 1, 0)])
     assert 0 < mean_difference(half[("lora", 1, 0)], full[("base", 1, 0)]) < base_to_full
@@ -158,8 +162,7 @@ def test_wrong_width_embedding_names_both_widths(tiny_model_dir, adapters):
     config = GenerationConfig(
         model=str(tiny_model_dir),
         arms=("ti",),
-        ti=str(adapters["ti_wide"]),
-        token="<w>",
+        adapters=(AdapterArm.detect("ti", str(adapters["ti_wide"]), token="<w>"),),
         steps=2,
         width=64,
         height=64,
@@ -172,16 +175,15 @@ def test_wrong_width_embedding_names_both_widths(tiny_model_dir, adapters):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"arms": ("base", "lora")}, "the 'lora' arm and --lora go together"),
+        ({"arms": ("base", "lora")}, "--arms must be distinct names from base, every adapter's"),
         ({"arms": ("base", "sdxl")}, "--arms must be distinct names"),
         ({"scheduler": "heun9"}, "--scheduler must be one of dpmsolver\\+\\+"),
         (
-            {"templates": {"ti": "{prompt}"}, "arms": ("ti",), "token": "<t>"},
-            "the 'ti' arm, --ti and --token",
+            {"templates": {"ti": "{prompt}"}},
+            "a template is given for arm 'ti', which this run does not render",
         ),
         ({"templates": {"base": "a {subject}"}}, "only {prompt} and {token} exist"),
         ({"width": 60}, "--size must be multiples of 8"),
-        ({"lora_scale": 0.0}, "--lora-scale must be a positive number, got 0.0"),
         ({"safety_checker": "maybe"}, "--safety-checker must be on or off"),
     ],
 )
@@ -195,7 +197,7 @@ def test_peft_weights_file_alone_is_refused(tiny_model_dir, adapters):
         GenerationConfig(
             model=str(tiny_model_dir),
             arms=("lora",),
-            lora=str(adapters["peft"] / "adapter_model.safetensors"),
+            **lora_arm(adapters["peft"] / "adapter_model.safetensors"),
         )
 
 
@@ -241,7 +243,7 @@ def test_lora_arm_encodes_prompts_as_its_run_trained(tiny_model_dir, adapters, t
     shutil.copytree(adapters["diffusers"], folder)
     (folder / "run.json").write_text(json.dumps({"config": {"max_caption_tokens": 150}}))
     config = GenerationConfig(
-        model=str(tiny_model_dir), arms=("base", "lora"), lora=str(folder), steps=2, width=64, height=64
+        model=str(tiny_model_dir), arms=("base", "lora"), **lora_arm(folder), steps=2, width=64, height=64
     )
     images = {}
     generate(config, PROMPTS[:1], lambda image: images.__setitem__(image.arm, image))
@@ -282,7 +284,7 @@ def test_lora_that_loads_only_in_part_is_refused(tiny_model_dir, adapters):
     """The file diffusers' converter writes for proj_in/proj_out: stock loading wraps 8 of its 40 modules."""
     from generation.engine import Renderer
 
-    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), lora=str(adapters["mixed"]))
+    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), **lora_arm(adapters["mixed"]))
     with pytest.raises(UserInputError, match=r"loaded only 8 of its 40 modules into this model"):
         Renderer(config)
 
@@ -356,14 +358,14 @@ def test_non_finite_lora_is_refused_naming_the_tensor(tiny_model_dir, adapters, 
 
     folder = lora_file_variant(adapters, tmp_path, "poisoned", poison)
     key = last_up_key(load_file(folder / "pytorch_lora_weights.safetensors"))
-    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), lora=str(folder))
+    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), **lora_arm(folder))
     refused_line(config, re.escape(f"is not finite: tensor {key} holds 1 NaN or Inf values"))
 
 
 def test_lora_without_one_up_matrix_is_refused_before_loading(tiny_model_dir, adapters, tmp_path):
     """Stock diffusers leaves the missing matrix on the meta device and the UNet computes NaN."""
     folder = lora_file_variant(adapters, tmp_path, "half", lambda state: state.pop(last_up_key(state)))
-    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), lora=str(folder))
+    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), **lora_arm(folder))
     refused_line(
         config,
         r"half/pytorch_lora_weights.safetensors is incomplete: module unet\.up_blocks\.1\..*attn2\.to_v has its down \(A\) matrix but no up "
@@ -395,7 +397,7 @@ def test_lora_of_another_rank_than_its_header_names_the_shapes(tiny_model_dir, a
             state[key] = torch.cat([value, value], dim=0 if ".down." in key else 1)
 
     folder = lora_file_variant(adapters, tmp_path, "rank8", double_rank)
-    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), lora=str(folder))
+    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), **lora_arm(folder))
     refused_line(
         config,
         r"does not fit this model: size mismatch for .*: copying a param with shape torch\.Size\(\[8, 32\]\) "
@@ -411,7 +413,7 @@ def test_peft_folder_of_another_rank_names_the_shapes(tiny_model_dir, adapters, 
     shutil.copytree(adapters["peft"], folder)
     config_file = folder / "adapter_config.json"
     config_file.write_text(json.dumps(json.loads(config_file.read_text()) | {"r": 8}))
-    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), lora=str(folder))
+    config = GenerationConfig(model=str(tiny_model_dir), arms=("base", "lora"), **lora_arm(folder))
     refused_line(config, r"does not fit this model's UNet: size mismatch for .*torch\.Size\(\[4, 32\]\)")
 
 
@@ -425,11 +427,11 @@ def test_lora_whose_product_overflows_renders_no_image(tiny_model_dir, adapters,
 
     folder = lora_file_variant(adapters, tmp_path, "huge", huge)
     config = GenerationConfig(
-        model=str(tiny_model_dir), arms=("base", "lora"), lora=str(folder), steps=2, width=64, height=64
+        model=str(tiny_model_dir), arms=("base", "lora"), **lora_arm(folder), steps=2, width=64, height=64
     )
     handed_out = []
     with pytest.raises(
-        UserInputError, match=r"the lora arm with LoRA .*huge rendered non-finite \(NaN or Inf\)"
+        UserInputError, match=r"the lora arm with lora adapter .*huge rendered non-finite \(NaN or Inf\)"
     ):
         generate(config, PROMPTS, handed_out.append)
     assert handed_out == []
@@ -454,7 +456,7 @@ def test_flat_probe_is_not_counted_as_an_effect(tiny_model_dir, adapters, monkey
     config = GenerationConfig(
         model=str(tiny_model_dir),
         arms=("base", "lora"),
-        lora=str(adapters["diffusers"]),
+        **lora_arm(adapters["diffusers"]),
         steps=2,
         width=64,
         height=64,

@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from generation.engine import GenerationConfig
+from generation.engine import AdapterArm, GenerationConfig
 from generation.models import GeneratedImage, GenerationRun, PromptSet
 from generation.services import generation_run_render, prompt_set_load
 
@@ -129,7 +129,7 @@ def test_wrong_width_embedding_is_one_line_with_both_widths(tiny_model_dir, adap
 def test_unknown_prompt_set_and_missing_adapter_fail_before_rendering(tiny_model_dir, tmp_path):
     with pytest.raises(CommandError, match="no prompt set 'nope'"):
         call_command("generate", "--model", str(tiny_model_dir), "--prompts", "nope", *TINY)
-    with pytest.raises(CommandError, match="LoRA .*missing does not exist"):
+    with pytest.raises(CommandError, match="adapter .*missing does not exist"):
         call_command("generate", "--model", str(tiny_model_dir), "--lora", str(tmp_path / "missing"), *TINY)
     assert not GenerationRun.objects.exists()
 
@@ -138,7 +138,7 @@ def test_gallery_is_staff_only_and_the_zip_has_a_manifest(client, tiny_model_dir
     config = GenerationConfig(
         model=str(tiny_model_dir),
         arms=("base", "lora"),
-        lora=str(adapters["diffusers"]),
+        adapters=(AdapterArm.detect("lora", str(adapters["diffusers"])),),
         seeds=(0, 1),
         steps=2,
         width=64,
@@ -177,7 +177,7 @@ def test_progress_reports_the_whole_runs_share_of_images(tiny_model_dir, adapter
     config = GenerationConfig(
         model=str(tiny_model_dir),
         arms=("base", "lora"),
-        lora=str(adapters["peft"]),
+        adapters=(AdapterArm.detect("lora", str(adapters["peft"])),),
         seeds=(0, 1),
         steps=2,
         width=64,
@@ -197,3 +197,32 @@ def test_progress_reports_the_whole_runs_share_of_images(tiny_model_dir, adapter
         ("render lora", 2, 0.75),
         ("render lora", 4, 1.0),
     ]
+
+
+def test_generate_adapter_arms_of_several_methods_are_recorded_in_order(
+    tiny_model_dir, method_adapters, adapters, small_set, capsys
+):
+    call_command(
+        "generate",
+        "--model", str(tiny_model_dir),
+        "--adapter", f"dora={method_adapters['dora_diffusers']}",
+        "--adapter", f"lokr={method_adapters['lokr']}",
+        "--adapter", f"style={adapters['ti_a1111']}",
+        "--adapter-token", "style=<style-token>",
+        "--prompts", "two",
+        "--seeds", "0",
+        *TINY,
+    )  # fmt: skip
+    run = GenerationRun.objects.get()
+    assert run.arms == ["base", "dora", "lokr", "style"]
+    assert [(a["name"], a["method"], a["format"], a["token"]) for a in run.adapters] == [
+        ("dora", "dora", "diffusers", None),
+        ("lokr", "lokr", "peft", None),
+        ("style", "ti", "embedding", "<style-token>"),
+    ]
+    assert run.adapters[1]["path"] == str(method_adapters["lokr"])
+    assert set(run.effects) == {"dora", "lokr", "style"} and min(run.effects.values()) > 0.5
+    assert "8 images (base 2, dora 2, lokr 2, style 2)" in capsys.readouterr().out
+    style = run.images.filter(arm="style").first()
+    assert style.rendered_prompt.startswith("An image of <style-token>, ")
+    assert (style.parameters["method"], style.parameters["adapter"]) == ("ti", str(adapters["ti_a1111"]))

@@ -80,8 +80,8 @@ def test_load_prompts_reads_csv(tmp_path: Path):
         ("bad.csv", "landmark,prompt\nBig Ben,a tower\n", "bad.csv line 1: the header has no 'text' column."),
         (
             "bad.csv",
-            "landmark,text,template_ti\nPetra,the treasury,{prompt} only\n",
-            "bad.csv line 2: field 'arm_templates': template '{prompt} only' of arm 'ti' must contain {token}",
+            "landmark,text,template_TI\nPetra,the treasury,{prompt} only\n",
+            "bad.csv line 2: field 'arm_templates': arm name 'TI' must be 1-30 lower-case letters",
         ),
         (
             "bad.json",

@@ -126,7 +126,7 @@ def test_ti_files_load_back_and_a_changed_vector_is_refused(tiny_model_dir, tmp_
     method.setup(parts)
     with torch.no_grad():
         parts.text_encoder.get_input_embeddings().weight[method.token_ids] += 1.0
-    names = method.save(parts.text_encoder, tmp_path)
+    names = method.save(parts.text_model, tmp_path)
     assert names == [TI_WEIGHTS, "proof.safetensors"]
     with safe_open(tmp_path / TI_WEIGHTS, framework="pt") as handle:
         assert handle.metadata()["initializer_token"] == "style"

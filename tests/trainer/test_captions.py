@@ -5,7 +5,8 @@ import torch
 
 from peftlab.errors import UserInputError
 from trainer.engine.config import build_config
-from trainer.engine.data import caption_capacity, caption_token_counts, encode_text, tokenize
+from trainer.engine.data import caption_capacity, caption_token_counts
+from trainer.engine.families import encode_text, tokenize
 
 
 @pytest.fixture(scope="module")

@@ -230,6 +230,23 @@ def test_ti_on_two_processes_matches_one_process_with_the_global_batch(
 
 
 @pytest.mark.slow
+def test_lokr_on_two_processes_matches_one_process_with_the_global_batch(
+    tmp_path, dataset_dir, environment, lora_options
+):
+    # rank 2 decomposes LoKr's larger factor: both of PEFT's LoKr parameter layouts train.
+    options = {**lora_options, "epochs": 2, "rank": 2}
+    launch(
+        "train",
+        {**options, "method": "lokr", "data": dataset_dir, "output": tmp_path / "two", "batch_size": 1},
+        environment,
+    )
+    engine_train(dataset_dir, tmp_path / "one", build_config("lokr", **options, batch_size=2))
+    weights = assert_same_training(tmp_path / "one", tmp_path / "two", "adapter_model.safetensors")
+    small = torch.cat([value.flatten() for key, value in weights.items() if key.endswith(".lokr_w1")])
+    assert_moved(small, torch.zeros_like(small))  # LoKr's small factor starts at zero
+
+
+@pytest.mark.slow
 def test_two_process_run_killed_after_a_checkpoint_resumes_on_two_to_the_uninterrupted_result(
     tmp_path, dataset_dir, environment, lora_two, lora_options
 ):

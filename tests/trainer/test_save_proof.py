@@ -86,7 +86,7 @@ def test_ti_proof_shares_the_text_encoder_and_loads_the_token_as_users_do(
     method.setup(parts)
     with torch.no_grad():
         parts.text_encoder.get_input_embeddings().rows.normal_()
-    assert method.save(parts.text_encoder, tmp_path)[0] == TI_WEIGHTS
+    assert method.save(parts.text_model, tmp_path)[0] == TI_WEIGHTS
     pipe = method.proof.pipe
     assert "<zz>" not in pipe.tokenizer.get_vocab()  # unloaded again, and never the training tokenizer's
     # The rows the loader adds start as anything (the file's vectors replace them), not as a costly fit.
@@ -156,7 +156,9 @@ def test_the_base_model_is_hashed_once_until_its_files_change(tiny_model_dir, tm
     shutil.copytree(tiny_model_dir, model)
     first = export.base_model_fingerprint(str(model))
     for _ in range(2):  # two more runs of one process (a worker) on the same model
-        assert make_method(build_config("lora", model=str(model))).base_model == first
+        assert make_method(build_config("lora", model=str(model))).base_model == first | {
+            "base_model_family": "sd15"
+        }
     assert sorted(hashes) == ["text_encoder", "unet"]
     weights = next((model / "unet").glob("*.safetensors"))
     stamp = weights.stat()
@@ -290,7 +292,7 @@ def test_a_proof_keeps_the_draws_training_makes_meanwhile_and_draws_nothing(
     )
     parts = load_components(str(tiny_model_dir))
     ti.setup(parts)
-    ti.save(parts.text_encoder, tmp_path)
+    ti.save(parts.text_model, tmp_path)
     learned = ti.learned(parts.text_encoder)
     draws = training_draws_meanwhile(monkeypatch, "load_textual_inversion")
     start = torch.get_rng_state()
@@ -330,7 +332,7 @@ def test_proofs_never_write_the_frozen_tensors_training_shares(tiny_model_dir, t
     )
     with pytest.raises(UserInputError, match="differs from the trained weights"):
         method.proof.lora(tmp_path / "altered" / LORA_WEIGHTS, expected)
-    ti.save(ti_parts.text_encoder, tmp_path)
+    ti.save(ti_parts.text_model, tmp_path)
     learned = ti.learned(ti_parts.text_encoder)
     torch.save({"<zz>": learned * 2}, tmp_path / "altered.bin")
     with pytest.raises(UserInputError, match="the vectors of '<zz>' differ"):

@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 
 from trainer.engine import loop
 from trainer.engine.config import build_config
-from trainer.engine.data import encode_text, load_components
+from trainer.engine.data import load_components
+from trainer.engine.families import encode_text
 from trainer.engine.loop import posterior_sample, resolve_mixed_precision, scaled_moments
 from trainer.engine.loop import train as engine_train
 from trainer.engine.methods import SplicedEmbedding, make_method
@@ -106,7 +107,7 @@ def loss_pair_by_pair(trainer: loop.Trainer) -> float:
     with torch.no_grad():
         for image, latents in enumerate(trainer.val_latents):
             for index, timestep in enumerate(trainer.val_timesteps):
-                ids = trainer.val_ids[image : image + 1]
+                ids = trainer.val_ids[image : image + 1, 0]  # the one text encoder's ids
                 states = encode_text(trainer.components.text_encoder, ids, window)
                 noise = trainer.val_noise[image, index][None]
                 losses.append(trainer.loss(latents[None], states, noise, timestep[None]).item())

@@ -32,7 +32,15 @@ def option(default: Any, help: str, **extra: Any) -> Any:
 class TrainingConfig:
     """What both methods share: the model, the optimisation and the loop's schedule."""
 
-    model: str = option(DEFAULT_MODEL, "Local diffusers folder or hub id of the base model.")
+    model: str = option(
+        DEFAULT_MODEL,
+        "Local diffusers folder or hub id of the base model (SD 1.x or SDXL, from its model_index.json).",
+    )
+    vae: str = option(
+        "",
+        "Folder or hub id of a VAE to use instead of the model's, e.g. madebyollin/sdxl-vae-fp16-fix (SDXL's VAE "
+        "fixed for float16); default the model's own, kept in float32 where its config says float16 overflows.",
+    )
     epochs: int = option(10, "Passes over train.txt.")
     batch_size: int = option(1, "Images per step on each process.")
     gradient_accumulation: int = option(1, "Steps whose gradients add up before each optimizer step.")
@@ -112,33 +120,97 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
-class LoraTrainingConfig(TrainingConfig):
-    """LoRA on the UNet's attention projections; the base model stays frozen."""
+class AdapterTrainingConfig(TrainingConfig):
+    """What every PEFT adapter on the UNet shares: which modules it adapts; the base model stays frozen."""
 
-    learning_rate: float = option(1e-4, "Peak learning rate of AdamW.")
-    lr_scheduler: str = option("cosine", "Learning-rate schedule.", choices=SCHEDULERS)
-    rank: int = option(4, "LoRA rank r.")
-    alpha: float = option(4.0, "LoRA alpha; the update is scaled by alpha / rank.")
-    dropout: float = option(0.0, "Dropout on the LoRA branch.")
     target_modules: str = option("to_q,to_k,to_v,to_out.0", "Comma-separated UNet module names to adapt.")
-
-    method = "lora"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.rank <= 0:
-            raise UserInputError(f"--rank must be a positive integer, got {self.rank}.")
-        if not math.isfinite(self.alpha) or self.alpha <= 0:
-            raise UserInputError(f"--alpha must be a positive number, got {self.alpha}.")
-        if not 0 <= self.dropout < 1:
-            raise UserInputError(f"--dropout must be in [0, 1), got {self.dropout}.")
         if not self.target_module_list:
             raise UserInputError("--target-modules is empty; give e.g. to_q,to_k,to_v,to_out.0.")
+        for name in ("rank", "block_size"):
+            if hasattr(self, name) and getattr(self, name) <= 0:
+                raise UserInputError(f"--{flag(name)} must be a positive integer, got {getattr(self, name)}.")
+        if hasattr(self, "alpha") and (not math.isfinite(self.alpha) or self.alpha <= 0):
+            raise UserInputError(f"--alpha must be a positive number, got {self.alpha}.")
+        for name in ("dropout", "rank_dropout", "module_dropout"):
+            if hasattr(self, name) and not 0 <= getattr(self, name) < 1:
+                raise UserInputError(f"--{flag(name)} must be in [0, 1), got {getattr(self, name)}.")
 
     @property
     def target_module_list(self) -> list[str]:
         """The target modules as a list."""
         return [name.strip() for name in self.target_modules.split(",") if name.strip()]
+
+
+@dataclass(frozen=True)
+class LoraTrainingConfig(AdapterTrainingConfig):
+    """LoRA (Hu et al. 2021) on the UNet's attention projections: W + alpha/r * B A."""
+
+    rank: int = option(4, "Rank r of the update's low-rank factors.")
+    alpha: float = option(4.0, "Alpha; the update is scaled by alpha / rank.")
+    dropout: float = option(0.0, "Dropout on the LoRA branch.")
+
+    method = "lora"
+
+
+@dataclass(frozen=True)
+class DoraTrainingConfig(LoraTrainingConfig):
+    """DoRA (Liu et al. 2024): LoRA's direction update plus a trained magnitude per output row (PEFT use_dora)."""
+
+    method = "dora"
+
+
+@dataclass(frozen=True)
+class LohaTrainingConfig(AdapterTrainingConfig):
+    """LoHa (FedPara, Hyeon-Woo et al. 2022; LyCORIS): the update is the Hadamard product of two rank-r products."""
+
+    rank: int = option(8, "LoHa rank r of each of the two products (PEFT's default).")
+    alpha: float = option(8.0, "LoHa alpha; the update is scaled by alpha / rank (PEFT's default 8).")
+    rank_dropout: float = option(0.0, "Dropout of output rows of the update during training.")
+    module_dropout: float = option(0.0, "Probability of skipping a module's update in a training step.")
+
+    method = "loha"
+
+
+@dataclass(frozen=True)
+class LokrTrainingConfig(AdapterTrainingConfig):
+    """LoKr (LyCORIS, Yeh et al. 2024): the update is the Kronecker product of a small and a rank-r factor."""
+
+    rank: int = option(
+        8, "LoKr rank r of the larger Kronecker factor when it is decomposed (PEFT's default)."
+    )
+    alpha: float = option(8.0, "LoKr alpha; the update is scaled by alpha / rank (PEFT's default 8).")
+    factor: int = option(
+        -1, "Kronecker decomposition factor: the small factor's side; -1 picks the most balanced split."
+    )
+    decompose_both: bool = option(False, "Also decompose the small Kronecker factor into rank-r products.")
+    rank_dropout: float = option(0.0, "Dropout of output rows of the update during training.")
+    module_dropout: float = option(0.0, "Probability of skipping a module's update in a training step.")
+
+    method = "lokr"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.factor == 0 or self.factor < -1:
+            raise UserInputError(f"--factor must be -1 or a positive integer, got {self.factor}.")
+
+
+@dataclass(frozen=True)
+class OftTrainingConfig(AdapterTrainingConfig):
+    """OFT (Qiu et al. 2023; PEFT's OFT v2): a block-diagonal orthogonal rotation of each adapted layer's input."""
+
+    block_size: int = option(
+        32,
+        "Side of each orthogonal block (PEFT's default); it must divide every adapted layer's input width.",
+    )
+    cayley_neumann: bool = option(
+        True, "Cayley-Neumann approximation of the rotation (PEFT's default; faster, 5 Neumann terms)."
+    )
+    module_dropout: float = option(0.0, "Probability of skipping a block's rotation in a training step.")
+
+    method = "oft"
 
 
 @dataclass(frozen=True)
@@ -189,7 +261,17 @@ class TiTrainingConfig(TrainingConfig):
         ]
 
 
-CONFIG_CLASSES: dict[str, type[TrainingConfig]] = {"lora": LoraTrainingConfig, "ti": TiTrainingConfig}
+CONFIG_CLASSES: dict[str, type[TrainingConfig]] = {
+    config.method: config
+    for config in (
+        LoraTrainingConfig,
+        DoraTrainingConfig,
+        LohaTrainingConfig,
+        LokrTrainingConfig,
+        OftTrainingConfig,
+        TiTrainingConfig,
+    )
+}
 
 
 def flag(name: str) -> str:
@@ -197,12 +279,29 @@ def flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, config_class: type[TrainingConfig]) -> None:
-    """Add one option per field of `config_class`; unset options stay out of the parsed namespace."""
-    for item in fields(config_class):
+def add_config_arguments(parser: argparse.ArgumentParser, *config_classes: type[TrainingConfig]) -> None:
+    """Add one option per field of the config classes (one per name, their defaults said per method where they
+    differ, and the methods that have it where not all do); unset options stay out of the parsed namespace."""
+    by_name: dict[str, list[tuple[str, Any]]] = {}
+    for config_class in config_classes:
+        for item in fields(config_class):
+            by_name.setdefault(item.name, []).append((config_class.method, item))
+    for name, owners in by_name.items():
+        item = owners[0][1]
+        defaults = {method: entry.default for method, entry in owners}
         default = item.default if item.default is not MISSING else None
-        kwargs: dict[str, Any] = {"dest": item.name, "default": argparse.SUPPRESS}
-        suffix = "" if item.metadata.get("required") or default == "" else f" (default {default!r})"
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
+        if item.metadata.get("required") or default == "":
+            suffix = ""
+        elif len(set(map(repr, defaults.values()))) == 1:
+            suffix = f" (default {default!r})"
+        else:
+            grouped: dict[str, list[str]] = {}
+            for method, value in defaults.items():
+                grouped.setdefault(repr(value), []).append(method)
+            suffix = " (default " + "; ".join(f"{value} {', '.join(m)}" for value, m in grouped.items()) + ")"
+        if len(owners) < len(config_classes):
+            suffix += f" [{', '.join(defaults)} only]"
         kwargs["help"] = item.metadata.get("help", "") + suffix
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -210,7 +309,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type[Tra
             kwargs["type"] = type(default)
             if "choices" in item.metadata:
                 kwargs["choices"] = item.metadata["choices"]
-        parser.add_argument(f"--{flag(item.name)}", **kwargs)
+        parser.add_argument(f"--{flag(name)}", **kwargs)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

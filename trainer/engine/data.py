@@ -3,6 +3,7 @@ cached on disk (keyed by model, dtype, resolution or caption length, and content
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,20 +16,38 @@ from PIL import Image
 from peftlab.errors import UserInputError
 from peftlab.files import write_atomic
 from trainer.engine.dataset import read_split, sha256_file
+from trainer.engine.families import CAPTION_CHUNKS, Family, TextEncoders, detect_family
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")  # what the UNet predicts: the noise, or the velocity
 
 
 @dataclass
 class Components:
-    """The parts of a Stable Diffusion 1.x pipeline that training touches."""
+    """The parts of a Stable Diffusion pipeline that training touches; one tokenizer and text encoder per
+    text part of the model's family (SD 1.x one, SDXL two)."""
 
-    tokenizer: Any
-    text_encoder: Any
+    family: Family
+    tokenizers: list[Any]
+    text_encoders: list[Any]
     vae: Any
     unet: Any
     noise_scheduler: Any
     fingerprint: dict[str, str]  # per part, a hash that changes when its weights change
+
+    @property
+    def tokenizer(self) -> Any:
+        """The first tokenizer (the one every family has)."""
+        return self.tokenizers[0]
+
+    @property
+    def text_encoder(self) -> Any:
+        """The first text encoder (the one every family has)."""
+        return self.text_encoders[0]
+
+    @functools.cached_property
+    def text_model(self) -> TextEncoders:
+        """Every text encoder as one module: token ids [n, encoders, length] -> (states, pooled)."""
+        return TextEncoders(self.family, self.text_encoders, self.tokenizer.model_max_length)
 
 
 def check_model_exists(model: str) -> None:
@@ -42,20 +61,25 @@ def check_model_exists(model: str) -> None:
 
 
 def load_components(
-    model: str, dtype: torch.dtype = torch.float32, text_encoder_dtype: torch.dtype = torch.float32
+    model: str,
+    dtype: torch.dtype = torch.float32,
+    text_encoder_dtype: torch.dtype = torch.float32,
+    vae: str = "",
 ) -> Components:
-    """Load tokenizer, text encoder, VAE, UNet (in `dtype`) and DDPM scheduler from a diffusers folder or hub id."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    """Load tokenizers, text encoders, VAE, UNet (in `dtype`) and DDPM scheduler from a diffusers folder or hub
+    id; `vae`, a folder or hub id of a VAE to use instead of the model's."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
 
     check_model_exists(model)
+    family = detect_family(model)
     try:
+        tokenizers, encoders = family.load_text_parts(model, text_encoder_dtype)
+        vae_model = vae_load(model, vae, dtype)
         parts = Components(
-            tokenizer=CLIPTokenizer.from_pretrained(model, subfolder="tokenizer"),
-            text_encoder=CLIPTextModel.from_pretrained(
-                model, subfolder="text_encoder", dtype=text_encoder_dtype
-            ),
-            vae=AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype),
+            family=family,
+            tokenizers=tokenizers,
+            text_encoders=encoders,
+            vae=vae_model,
             unet=UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype),
             noise_scheduler=DDPMScheduler.from_pretrained(model, subfolder="scheduler"),
             fingerprint={},
@@ -73,8 +97,25 @@ def load_components(
             f"the model {model!r} predicts {prediction!r}; training supports "
             f"{' and '.join(PREDICTION_TYPES)} (set prediction_type in its scheduler/scheduler_config.json)."
         )
-    parts.fingerprint = {part: fingerprint(model, part) for part in ("vae", "text_encoder", "tokenizer")}
+    text = [name for part in family.text_parts for name in (part.encoder, part.tokenizer)]
+    parts.fingerprint = {part: fingerprint(model, part) for part in ("vae", *text)}
+    if vae:
+        parts.fingerprint["vae"] = fingerprint(vae, "")
     return parts
+
+
+def vae_load(model: str, vae: str, dtype: torch.dtype) -> Any:
+    """The model's VAE, or the one at `vae`; in float32 where its config says half precision overflows (SDXL's
+    `force_upcast`), as diffusers' SDXL examples and pipelines do, unless a fixed VAE is given."""
+    from diffusers import AutoencoderKL
+
+    if vae:
+        check_model_exists(vae)
+        return AutoencoderKL.from_pretrained(vae, torch_dtype=dtype)
+    loaded = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype)
+    if dtype == torch.float16 and getattr(loaded.config, "force_upcast", False):
+        loaded.to(torch.float32)
+    return loaded
 
 
 def fingerprint(model: str, subfolder: str) -> str:
@@ -204,9 +245,6 @@ def cached_latent_moments(
     return torch.stack([found[key] for key in keys])
 
 
-CAPTION_CHUNKS = {77: 1, 150: 2, 225: 3}  # --max-caption-tokens -> 75-token chunks
-
-
 def caption_token_counts(tokenizer: Any, captions: list[str]) -> list[int]:
     """Each caption's length in tokens of the model's own tokenizer, without BOS and EOS."""
     return [len(ids) for ids in tokenizer(captions, add_special_tokens=False, verbose=False).input_ids]
@@ -240,36 +278,6 @@ def caption_tokens_measure(model: str, dataset: Path) -> tuple[int, int]:
     return caption_tokens_fitting(tokenizer, captions)
 
 
-def tokenize(tokenizer: Any, captions: list[str], max_caption_tokens: int = 77) -> torch.Tensor:
-    """Token ids [n, chunks x window]: one window padded as the pipeline does at inference, or (for longer
-    captions) 75-token chunks each framed by BOS and EOS and kept whole: A1111's layout without its comma
-    backtrack; kohya's v1 form drops the inner BOS/EOS states after encoding (docs/training.md)."""
-    window = tokenizer.model_max_length
-    chunks = CAPTION_CHUNKS[max_caption_tokens]
-    # Tokenized to chunks x 75 caption tokens between one BOS and one EOS, padded; then cut into chunks.
-    ids = tokenizer(
-        captions,
-        padding="max_length",
-        max_length=chunks * (window - 2) + 2,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
-    if chunks == 1:
-        return ids
-    body = ids[:, 1:-1].reshape(len(captions), chunks, window - 2)
-    bos = torch.full((len(captions), chunks, 1), tokenizer.bos_token_id, dtype=ids.dtype)
-    eos = torch.full((len(captions), chunks, 1), tokenizer.eos_token_id, dtype=ids.dtype)
-    return torch.cat([bos, body, eos], dim=2).reshape(len(captions), chunks * window)
-
-
-def encode_text(text_encoder: Any, ids: torch.Tensor, window: int) -> torch.Tensor:
-    """Last hidden states [n, chunks x window, width]: each window-sized chunk encoded on its own, then
-    concatenated along the sequence axis (the UNet's cross-attention takes any length)."""
-    count, length = ids.shape
-    states = text_encoder(ids.reshape(-1, window))[0]
-    return states.reshape(count, length, states.shape[-1])
-
-
 @torch.no_grad()
 def cached_text_states(
     cache: DiskCache,
@@ -278,28 +286,60 @@ def cached_text_states(
     device: torch.device,
     max_caption_tokens: int = 77,
     batch_size: int = 16,
-) -> torch.Tensor:
-    """The frozen text encoder's last hidden states for each caption, from the cache where present."""
-    encoder = components.text_encoder
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The frozen text encoders' states for each caption and (SDXL) the pooled embedding, from the cache
+    where present."""
+    text_parts = sorted(key for key in components.fingerprint if key != "vae")
     keys = [
         cache_key(
             "text",
-            components.fingerprint["text_encoder"],
-            components.fingerprint["tokenizer"],
+            *(components.fingerprint[part] for part in text_parts),
             max_caption_tokens,
-            encoder.dtype,  # bf16 and fp32 encodings differ: never serve one for the other
+            components.text_encoder.dtype,  # bf16 and fp32 encodings differ: never serve one for the other
             caption,
         )
         for caption in captions
     ]
     found = {key: value for key in keys if (value := cache.get(key)) is not None}
+    found_pooled = {key: value for key in keys if (value := cache.get(f"{key}-pooled")) is not None}
     missing = [index for index, key in enumerate(keys) if key not in found]
     for start in range(0, len(missing), batch_size):
         chunk = missing[start : start + batch_size]
-        ids = tokenize(components.tokenizer, [captions[index] for index in chunk], max_caption_tokens)
-        window = components.tokenizer.model_max_length
-        states = encode_text(encoder, ids.to(device), window).float().cpu()
-        for index, state in zip(chunk, states, strict=True):
-            cache.put(keys[index], state)
-            found[keys[index]] = state
-    return torch.stack([found[key] for key in keys])
+        ids = components.family.tokenize(
+            components.tokenizers, [captions[index] for index in chunk], max_caption_tokens
+        )
+        states, pooled = components.text_model(ids.to(device))
+        for row, index in enumerate(chunk):
+            cache.put(keys[index], states[row].float())
+            found[keys[index]] = states[row].float().cpu()
+            if pooled is not None:
+                cache.put(f"{keys[index]}-pooled", pooled[row].float())
+                found_pooled[keys[index]] = pooled[row].float().cpu()
+    pooled_rows = [found_pooled[key] for key in keys if key in found_pooled]
+    return (
+        torch.stack([found[key] for key in keys]),
+        torch.stack(pooled_rows) if len(pooled_rows) == len(keys) else None,
+    )
+
+
+def image_sizes(dataset: Path, split: Split, resolution: int) -> list[tuple[int, int, int, int]]:
+    """Each image's source (height, width) and its crop's (top, left) at `resolution`, from the manifest;
+    a manifest written before crops were recorded gives the centre crop the preparation made."""
+    import json
+
+    manifest = json.loads((Path(dataset) / "manifest.json").read_text(encoding="utf-8"))
+    prepared = manifest.get("settings", {}).get("resolution") or resolution
+    pairs = {pair["image"]: pair for pair in manifest.get("pairs", [])}
+    sizes = []
+    for image in split.images:
+        pair = pairs.get(image, {})
+        width, height = pair.get("source_size") or (prepared, prepared)
+        if "crop_top_left" in pair:
+            top, left = pair["crop_top_left"]
+        else:
+            scale = prepared / min(width, height)
+            top = (max(prepared, round(height * scale)) - prepared) // 2
+            left = (max(prepared, round(width * scale)) - prepared) // 2
+        factor = resolution / prepared
+        sizes.append((height, width, round(top * factor), round(left * factor)))
+    return sizes

@@ -63,6 +63,9 @@ class Pair:
     source_image_sha256: str
     source_caption_sha256: str
     source_size: tuple[int, int]
+    # Where the square was cut from the resized source (top, left) in pixels at the prepared resolution;
+    # SDXL's UNet is told it (size-and-crop conditioning).
+    crop_top_left: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -109,8 +112,11 @@ def to_eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8))
 
 
-def load_square_rgb(path: Path, resolution: int, min_size: int) -> tuple[Image.Image, tuple[int, int]]:
-    """Open, orient, flatten to RGB, resize the short side to `resolution` and centre-crop to a square."""
+def load_square_rgb(
+    path: Path, resolution: int, min_size: int
+) -> tuple[Image.Image, tuple[int, int], tuple[int, int]]:
+    """Open, orient, flatten to RGB, resize the short side to `resolution` and centre-crop to a square; also
+    the source's (width, height) and the crop's (top, left)."""
     with Image.open(path) as opened:
         opened.load()  # raises on truncated or corrupt data
         image = ImageOps.exif_transpose(opened)
@@ -130,7 +136,7 @@ def load_square_rgb(path: Path, resolution: int, min_size: int) -> tuple[Image.I
     image = image.resize(resized, Image.Resampling.LANCZOS)
     left = (resized[0] - resolution) // 2
     top = (resized[1] - resolution) // 2
-    return image.crop((left, top, left + resolution, top + resolution)), size
+    return image.crop((left, top, left + resolution, top + resolution)), size, (top, left)
 
 
 def sha256_file(path: Path) -> str:
@@ -207,7 +213,9 @@ def prepare_dataset(
                 skipped.append(Skipped(image_path.name, "file name contains '|' or a line break"))
                 continue
             try:
-                square, source_size = load_square_rgb(image_path, config.resolution, config.min_size)
+                square, source_size, crop_top_left = load_square_rgb(
+                    image_path, config.resolution, config.min_size
+                )
             except ValueError as error:
                 skipped.append(Skipped(image_path.name, f"image {error}"))
                 continue
@@ -227,6 +235,7 @@ def prepare_dataset(
                     source_image_sha256=sha256_file(image_path),
                     source_caption_sha256=sha256_file(caption_path),
                     source_size=source_size,
+                    crop_top_left=crop_top_left,
                 )
             )
         skipped += [

@@ -38,17 +38,16 @@ from trainer.engine.data import (
     caption_token_counts,
     caption_tokens_fitting,
     check_model_exists,
-    encode_text,
+    image_sizes,
     load_components,
     load_pixels,
     read_dataset,
-    tokenize,
 )
 from trainer.engine.distributed import make_accelerator
 from trainer.engine.export import write_loss_plot, write_metrics_csv, write_run_json
 from trainer.engine.methods import Method, make_method
 from trainer.engine.results import EpochResult
-from trainer.engine.saving import BackgroundSaves
+from trainer.engine.saving import BackgroundSaves, TrainedSnapshot
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -172,12 +171,18 @@ class Trainer:
         self.resumed_from = 0
         self.stopped_early = False
         self.saves = BackgroundSaves()  # the main process's save in flight, if any
+        self.snapshot: TrainedSnapshot | None = None  # what background saves save from, made at their first
         # Filled by prepare_data; None where the setting (cache, method) does without them.
         self.train_mean: torch.Tensor | None = None  # latent means and standard deviations, pre-scaled
         self.train_std: torch.Tensor | None = None
         self.train_pixels: torch.Tensor | None = None
         self.train_states: torch.Tensor | None = None
         self.val_states: torch.Tensor | None = None
+        # The family's pooled text embeddings and per-image size-and-crop conditions; None where it has none.
+        self.train_pooled: torch.Tensor | None = None
+        self.val_pooled: torch.Tensor | None = None
+        self.train_conditions: torch.Tensor | None = None
+        self.val_conditions: torch.Tensor | None = None
 
     @contextlib.contextmanager
     def phase(self, name: str):
@@ -227,8 +232,8 @@ class Trainer:
         with self.phase("load"):
             # Frozen weights load in the mixed-precision dtype; what trains stays float32.
             text_dtype = torch.float32 if self.method.text_encoder_trains else weight_dtype
-            self.components = parts = load_components(config.model, weight_dtype, text_dtype)
-            for module in (parts.vae, parts.unet, parts.text_encoder):
+            self.components = parts = load_components(config.model, weight_dtype, text_dtype, config.vae)
+            for module in (parts.vae, parts.unet, *parts.text_encoders):
                 module.requires_grad_(False)
                 module.to(device)
             parts.vae.eval()
@@ -237,7 +242,8 @@ class Trainer:
             if config.gradient_checkpointing:
                 parts.unet.enable_gradient_checkpointing()
                 if self.method.text_encoder_trains:
-                    parts.text_encoder.activation_checkpointing_enable()
+                    for encoder in parts.text_encoders:
+                        encoder.activation_checkpointing_enable()
             if config.compile:
                 # In place (Module.compile), so state-dict keys, PEFT and saving see the same module.
                 parts.unet.compile()
@@ -292,11 +298,13 @@ class Trainer:
                     if checkpoint:
                         # The checkpoint's own copy of this entry lacks the save's time.
                         self.history[-1] = self.timed(result, start, saving)
-                    save = self.epoch_save(improved, epoch + 1 if checkpoint else None)
-                    if config.background_saves and epoch + 1 < config.epochs and not stopping:
+                    # The run's last save is made in line: no epoch is left to train meanwhile.
+                    background = config.background_saves and epoch + 1 < config.epochs and not stopping
+                    save = self.epoch_save(improved, epoch + 1 if checkpoint else None, background)
+                    if background:
                         self.saves.submit(save)
                     else:
-                        save()  # the run's last save: no epoch left to train meanwhile
+                        save()
                 accelerator.wait_for_everyone()
             self.history[-1] = result = self.timed(result, start, saving)
             self.on_epoch(result)
@@ -343,7 +351,7 @@ class Trainer:
         if config.cache:
             self.train_mean, self.train_std = scaled_moments(
                 cached_latent_moments(
-                    cache, parts, self.dataset, self.train_split, config.resolution, device, weight_dtype
+                    cache, parts, self.dataset, self.train_split, config.resolution, device, parts.vae.dtype
                 ).to(device),
                 scale,
             )
@@ -352,7 +360,7 @@ class Trainer:
         # Validation needs fixed latents whatever the cache setting: compute them once (in memory if not cached).
         self.val_latents, _ = scaled_moments(
             cached_latent_moments(
-                cache, parts, self.dataset, self.val_split, config.resolution, device, weight_dtype
+                cache, parts, self.dataset, self.val_split, config.resolution, device, parts.vae.dtype
             ).to(device),
             scale,
         )
@@ -362,22 +370,34 @@ class Trainer:
         }
         self.count_truncated(captions["train"] + captions["val"])
         tokens = config.max_caption_tokens
-        self.val_ids = tokenize(parts.tokenizer, captions["val"], tokens).to(device)
-        self.train_ids = tokenize(parts.tokenizer, captions["train"], tokens).to(device)
+        self.val_ids = parts.family.tokenize(parts.tokenizers, captions["val"], tokens).to(device)
+        self.train_ids = parts.family.tokenize(parts.tokenizers, captions["train"], tokens).to(device)
         if not self.method.text_encoder_trains:
-            self.val_states = cached_text_states(cache, parts, captions["val"], device, tokens).to(
-                device, weight_dtype
+            self.val_states, self.val_pooled = self.to_device(
+                cached_text_states(cache, parts, captions["val"], device, tokens), weight_dtype
             )
             if config.cache:
-                self.train_states = cached_text_states(cache, parts, captions["train"], device, tokens).to(
-                    device, weight_dtype
+                self.train_states, self.train_pooled = self.to_device(
+                    cached_text_states(cache, parts, captions["train"], device, tokens), weight_dtype
                 )
+        for name, split in (("train", self.train_split), ("val", self.val_split)):
+            conditions = parts.family.image_conditions(
+                image_sizes(self.dataset, split, config.resolution), config.resolution
+            )
+            setattr(self, f"{name}_conditions", None if conditions is None else conditions.to(device))
         # Evenly spaced timesteps and noise from a seeded generator: the same validation batch every epoch.
         steps = parts.noise_scheduler.config.num_train_timesteps
         self.val_timesteps = torch.linspace(0, steps - 1, config.validation_timesteps).round().long()
         generator = torch.Generator().manual_seed(config.seed)
         noise_shape = (len(self.val_split.images), config.validation_timesteps, *self.val_latents.shape[1:])
         self.val_noise = torch.randn(noise_shape, generator=generator).to(device)
+
+    def to_device(
+        self, encoded: tuple[torch.Tensor, torch.Tensor | None], dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Text states and pooled embeddings (if any) on the training device in `dtype`."""
+        device = self.accelerator.device
+        return tuple(None if value is None else value.to(device, dtype) for value in encoded)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Accelerate's autocast in mixed precision; nothing to enter in float32."""
@@ -441,25 +461,39 @@ class Trainer:
         rank = self.accelerator.process_index
         return drawn[rank * size : (rank + 1) * size]
 
-    def encoder_states(self, ids: torch.Tensor, cached: torch.Tensor | None) -> torch.Tensor:
-        """Text-encoder outputs: cached for a frozen encoder, computed (with gradients for TI) otherwise."""
+    def encoder_states(
+        self, ids: torch.Tensor, cached: tuple[torch.Tensor, torch.Tensor | None] | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Text-encoder outputs (states, pooled or None): cached for frozen encoders, computed (with gradients
+        for TI) otherwise."""
         if cached is not None:
             return cached
-        window = self.components.tokenizer.model_max_length
         if self.method.text_encoder_trains:
-            return encode_text(self.module, ids, window)
+            return self.module(ids)
         with torch.no_grad():
-            return encode_text(self.components.text_encoder, ids, window)
+            return self.components.text_model(ids)
+
+    def unet_kwargs(self, pooled: torch.Tensor | None, conditions: torch.Tensor | None) -> dict:
+        """The family's extra UNet conditioning of a batch: its pooled text embeddings and image conditions."""
+        dtype = self.components.unet.dtype
+        return self.components.family.unet_kwargs(
+            None if pooled is None else pooled.to(dtype), None if conditions is None else conditions.to(dtype)
+        )
 
     def loss(
-        self, latents: torch.Tensor, states: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+        self,
+        latents: torch.Tensor,
+        states: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        unet_kwargs: dict | None = None,
     ) -> torch.Tensor:
         """Per-sample noise-prediction MSE at `timesteps`, Min-SNR weighted when configured."""
         scheduler = self.components.noise_scheduler
         # Forward diffusion: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise.
         noisy = scheduler.add_noise(latents, noise, timesteps)
         unet = self.module if not self.method.text_encoder_trains else self.components.unet
-        prediction = unet(noisy, timesteps, states).sample
+        prediction = unet(noisy, timesteps, states, **(unet_kwargs or {})).sample
         target = (
             noise
             if scheduler.config.prediction_type == "epsilon"
@@ -513,13 +547,17 @@ class Trainer:
                     std,
                     self.share(torch.randn(self.global_shape(mean), device=device, dtype=mean.dtype)),
                 )
-                cached = None if self.train_states is None else self.train_states[indices_device]
+                cached = (
+                    None
+                    if self.train_states is None
+                    else (self.train_states[indices_device], rows_of(self.train_pooled, indices_device))
+                )
                 sync = (step + 1) % config.gradient_accumulation == 0 or step + 1 == len(batches)
                 with (
                     contextlib.nullcontext() if sync or single else accelerator.no_sync(self.module),
                     self.autocast(),
                 ):
-                    states = self.encoder_states(self.train_ids[indices_device], cached)
+                    states, pooled = self.encoder_states(self.train_ids[indices_device], cached)
                     noise = self.share(
                         torch.randn(self.global_shape(latents), device=device, dtype=latents.dtype)
                     )
@@ -531,7 +569,13 @@ class Trainer:
                             device=device,
                         )
                     )
-                    losses = self.loss(latents, states.to(parts.unet.dtype), noise, timesteps)
+                    losses = self.loss(
+                        latents,
+                        states.to(parts.unet.dtype),
+                        noise,
+                        timesteps,
+                        self.unet_kwargs(pooled, rows_of(self.train_conditions, indices_device)),
+                    )
                     loss = losses.mean()
                     accelerator.backward(loss / config.gradient_accumulation)
                 loss_sum += losses.detach().sum()
@@ -594,18 +638,20 @@ class Trainer:
         total = torch.zeros((), device=device)
         size = self.config.batch_size * VALIDATION_BATCH_FACTOR
         # A trained text encoder (TI) changes every epoch: encode each caption once here, not once per timestep.
-        val_states = self.val_states
+        val_states, val_pooled = self.val_states, self.val_pooled
         if val_states is None:
-            val_states = torch.cat([self.encoder_states(ids, None) for ids in self.val_ids.split(size)])
+            encoded = [self.encoder_states(ids, None) for ids in self.val_ids.split(size)]
+            val_states = torch.cat([states for states, _ in encoded])
+            val_pooled = None if encoded[0][1] is None else torch.cat([pooled for _, pooled in encoded])
         for start in range(0, count * steps, size):
             image, time_index = images[start : start + size], times[start : start + size]
-            states = val_states[image]
             with self.autocast():
                 losses = self.loss(
                     latents[image],
-                    states.to(self.components.unet.dtype),
+                    val_states[image].to(self.components.unet.dtype),
                     self.val_noise[image, time_index],
                     timesteps[time_index],
+                    self.unet_kwargs(rows_of(val_pooled, image), rows_of(self.val_conditions, image)),
                 )
             total += losses.sum()
         self.module.train()
@@ -616,29 +662,33 @@ class Trainer:
             )
         return value
 
-    def epoch_save(self, improved: bool, epochs_done: int | None) -> Callable[[], None]:
-        """This epoch's save: best/ if `improved`, last/, then the checkpoint of `epochs_done` if given. What
-        it writes is copied now, so it may run while the next steps change the module and the optimizer."""
-        state = self.method.saved_state(self.accelerator.unwrap_model(self.module))
+    def epoch_save(self, improved: bool, epochs_done: int | None, background: bool) -> Callable[[], None]:
+        """This epoch's save: best/ if `improved`, last/, then the checkpoint of `epochs_done` if given. In the
+        `background`, what it writes is copied now, so the next steps may change the module and optimizer."""
+        module = self.accelerator.unwrap_model(self.module)
+        if background:
+            if self.snapshot is None:
+                self.snapshot = TrainedSnapshot(module)
+            module = self.snapshot.take()
         checkpoint = None if epochs_done is None else self.checkpoint_state(epochs_done)
 
         def save() -> None:
             if improved:
-                self.save_weights(self.output / "best", state)
+                self.save_weights(self.output / "best", module)
                 # The same weights: last/ gets copies of best/'s proven files, not a second proof.
                 self.save_weights(self.output / "last", self.output / "best")
             else:
-                self.save_weights(self.output / "last", state)
+                self.save_weights(self.output / "last", module)
             if checkpoint is not None:
                 # Only now: a resume never starts from weights whose files are not proven and in place.
                 self.write_checkpoint(checkpoint)
 
         return save
 
-    def save_weights(self, folder: Path, source: dict[str, torch.Tensor] | Path) -> None:
-        """Write the method's artifacts of the `saved_state` tensors `source` to `folder` atomically (a staging
-        folder renamed into place), or copy them from the folder `source`, just written and proven from the
-        same weights."""
+    def save_weights(self, folder: Path, source: torch.nn.Module | Path) -> None:
+        """Write the method's artifacts of the trained module `source` to `folder` atomically (a staging folder
+        renamed into place), or copy them from the folder `source`, just written and proven from the same
+        weights."""
         staging = folder.with_name(f".{folder.name}-staging")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -647,7 +697,7 @@ class Trainer:
                 for path in sorted(source.iterdir()):
                     shutil.copyfile(path, staging / path.name)
             else:
-                self.method.write(source, staging)
+                self.method.save(source, staging)
         except BaseException:
             # A failed proof leaves the previous weights in place and no half-written staging folder.
             shutil.rmtree(staging, ignore_errors=True)
@@ -798,6 +848,11 @@ class Trainer:
             )
         self.accelerator.wait_for_everyone()
         return result
+
+
+def rows_of(value: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
+    """`value[rows]`, or None for a tensor the model's family does without."""
+    return None if value is None else value[rows]
 
 
 def scaled_moments(moments: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,18 +4,23 @@ One proof pipeline serves a whole run. Given the run's components it is built ar
 training already holds (a second module tree over the same storage, no second copy of the weights) and a
 fresh tokenizer; each file is loaded into it with the stock diffusers loaders and unloaded again.
 
-A LoRA file goes through stock `StableDiffusionPipeline.load_lora_weights` (diffusers and kohya files alike);
-every trained module must come back wrapped, with the trained update `scaling * B @ A`. A kohya file is also
-parsed directly. A Textual-Inversion file goes through `load_textual_inversion` and must give back the
-learned vectors. Any difference is an error naming the file, never a warning.
+A LoRA or DoRA file goes through the stock pipeline's `load_lora_weights` (`StableDiffusionPipeline` or
+`StableDiffusionXLPipeline`, by the model's family; diffusers and kohya files alike); every trained module
+must come back wrapped, with the trained update `scaling * B @ A` (and DoRA's magnitude vector). A kohya
+file is also parsed directly. A PEFT adapter folder (LoHa, LoKr, OFT) goes through
+`PeftModel.from_pretrained` into the pipeline's UNet, and each module's merged weight change must equal the
+trained one; a LyCORIS file is rebuilt independently of PEFT by the LyCORIS formulas and compared the same
+way. A Textual-Inversion file goes through `load_textual_inversion` (into each text encoder it holds vectors
+for) and must give back the learned vectors. Any difference is an error naming the file, never a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,9 @@ from torch.overrides import TorchFunctionMode
 from peftlab.errors import UserInputError, error_line
 
 PROOF_ADAPTER = "peftlab_proof"
+# The name parts of PEFT's trained tensors: LoRA and DoRA, LoHa, LoKr, OFT.
+ADAPTER_PARTS = (".lora_", ".hada_", ".lokr_", ".oft_R.")
+MAGNITUDE = ".lora_magnitude_vector"  # DoRA's trained magnitude, one per output row, in PEFT's state dict
 # Float32 files compared with float32 weights; kohya's loader folds alpha into the factors (rounding only).
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-6}
 
@@ -36,27 +44,68 @@ def lora_delta(down: torch.Tensor, up: torch.Tensor, scaling: float) -> torch.Te
 
 
 def trained_lora_deltas(unet: Any, scaling: float) -> dict[str, torch.Tensor]:
-    """Each LoRA-wrapped UNet module's update, by module path (`down_blocks.0....attn1.to_q`)."""
+    """Each LoRA-wrapped UNet module's update, by module path (`down_blocks.0....attn1.to_q`), and DoRA's
+    magnitude vector of each module, by `<module path>.lora_magnitude_vector`."""
     from peft.utils import get_peft_model_state_dict
 
-    return adapter_lora_deltas(get_peft_model_state_dict(unet), scaling)
-
-
-def adapter_lora_deltas(state: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
-    """Each module's update from PEFT's adapter state dict (`name.lora_A.weight`, `name.lora_B.weight`)."""
+    state = get_peft_model_state_dict(unet)
     modules = sorted(key.removesuffix(".lora_A.weight") for key in state if key.endswith(".lora_A.weight"))
+    magnitudes = {
+        key: value.detach().float().cpu() for key, value in state.items() if key.endswith(MAGNITUDE)
+    }
     return {
         name: lora_delta(state[f"{name}.lora_A.weight"], state[f"{name}.lora_B.weight"], scaling)
         for name in modules
+    } | magnitudes
+
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """Float32 matmuls in float32 on CUDA too (not TF32), so PEFT's and the file's products round alike."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def adapter_layers(unet: Any, adapter: str) -> dict[str, Any]:
+    """The UNet's PEFT layers that hold `adapter`, by module path."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return {
+        name: module
+        for name, module in unet.named_modules()
+        if isinstance(module, BaseTunerLayer)
+        and any(adapter in getattr(module, part, {}) for part in module.adapter_layer_names)
     }
 
 
-def compare_deltas(path: Path, expected: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor]) -> None:
+def weight_changes(unet: Any, adapter: str = "default") -> dict[str, torch.Tensor]:
+    """PEFT's own merged weight change of each module adapted by `adapter`, as [out, in x kernel] float32:
+    `get_delta_weight` for the additive methods (LoHa, LoKr), W (R^T - I) for OFT, whose merge is W R^T."""
+    from peft.tuners.oft.layer import OFTLayer
+
+    changes = {}
+    with torch.no_grad(), exact_float32():
+        for name, layer in sorted(adapter_layers(unet, adapter).items()):
+            delta = layer.get_delta_weight(adapter).float().cpu()
+            if isinstance(layer, OFTLayer):
+                weight = layer.get_base_layer().weight.float().cpu().flatten(1)
+                delta = weight @ delta.T - weight
+            changes[name] = delta.flatten(1)
+    return changes
+
+
+def compare_deltas(
+    path: Path, expected: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor], kind: str = "LoRA"
+) -> None:
     """Refuse a file whose loaded modules miss a trained one or carry other values."""
     missing = sorted(set(expected) - set(loaded))
     if missing:
         raise UserInputError(
-            f"{path} did not load back: {len(missing)} of {len(expected)} trained LoRA modules are missing "
+            f"{path} did not load back: {len(missing)} of {len(expected)} trained {kind} modules are missing "
             f"(e.g. {missing[0]}); the file is incomplete."
         )
     for name, delta in expected.items():
@@ -169,7 +218,9 @@ def keeps_training_rng(check: Callable[..., Any]) -> Callable[..., Any]:
 def refuse_meta_parameters(pipe: Any, path: Path) -> None:
     """Refuse a load that left a parameter without values (on torch's `meta` device): stock diffusers does
     that, silently, for a LoRA module whose file lacks one matrix, and the model then computes NaN."""
-    for component in ("unet", "text_encoder"):
+    for component in ("unet", "text_encoder", "text_encoder_2"):
+        if getattr(pipe, component, None) is None:
+            continue
         for name, parameter in getattr(pipe, component).named_parameters():
             if parameter.device.type == "meta":
                 raise UserInputError(
@@ -179,11 +230,11 @@ def refuse_meta_parameters(pipe: Any, path: Path) -> None:
 
 
 def base_tensors(module: torch.nn.Module, rows: int | None = None) -> dict[str, torch.Tensor]:
-    """`module`'s frozen tensors by the names of the plain model: PEFT's `base_layer` and the trained LoRA
-    matrices and Textual-Inversion rows left out, the embedding table cut to `rows` (views, never copies)."""
+    """`module`'s frozen tensors by the names of the plain model: PEFT's `base_layer` and the trained adapter
+    tensors and Textual-Inversion rows left out, the embedding table cut to `rows` (views, never copies)."""
     state = {}
     for name, tensor in module.state_dict().items():
-        if ".lora_" in name or name.endswith("token_embedding.rows"):
+        if any(part in name for part in ADAPTER_PARTS) or name.endswith("token_embedding.rows"):
             continue
         name = name.replace(".base_layer.", ".").replace("token_embedding.table.", "token_embedding.")
         state[name] = (
@@ -212,53 +263,67 @@ class LoadProof:
     given float32 ones, else loaded from `model` on the CPU in float32."""
 
     def __init__(self, model: str, components: Any = None) -> None:
+        from trainer.engine.families import detect_family
+
         self.model = model
         self.components = components
+        self.family = detect_family(model) if components is None else components.family
         self._pipe: Any = None
 
     @property
     @keeps_training_rng
     def pipe(self) -> Any:
         if self._pipe is None:
-            from diffusers import StableDiffusionPipeline
-
             # PEFT casts a loaded adapter to its base layer's dtype: over a half-precision UNet the file's float32
             # values would come back rounded, so such a run's proof loads its own float32 copy once instead.
             if self.components is None or self.components.unet.dtype != torch.float32:
-                self._pipe = StableDiffusionPipeline.from_pretrained(
-                    self.model, safety_checker=None, requires_safety_checker=False, dtype=torch.float32
+                no_checker = {"safety_checker": None, "requires_safety_checker": False}
+                self._pipe = self.family.pipeline().from_pretrained(
+                    self.model,
+                    dtype=torch.float32,
+                    **(no_checker if self.family.name == "sd15" else {}),
+                    **self.family.pipeline_kwargs(),
                 )
             else:
                 self._pipe = self.shared_pipeline()
             # The rows `load_textual_inversion` adds are overwritten by the file's vectors at once: skip
             # transformers' mean-and-covariance start for them (seconds per load on SD's 49,408-token table).
-            encoder = self._pipe.text_encoder
-            encoder.resize_token_embeddings = functools.partial(
-                encoder.resize_token_embeddings, mean_resizing=False
-            )
+            for part in self.family.text_parts:
+                encoder = getattr(self._pipe, part.encoder)
+                encoder.resize_token_embeddings = functools.partial(
+                    encoder.resize_token_embeddings, mean_resizing=False
+                )
         return self._pipe
 
     def shared_pipeline(self) -> Any:
-        """A pipeline over the training components' frozen tensors, with the tokenizer as the model ships it."""
-        from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
+        """A pipeline over the training components' frozen tensors, with the tokenizers as the model ships them."""
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTokenizer
 
         parts = self.components
-        # Textual Inversion added its tokens to the training tokenizer; the proof loads them as a user would.
-        tokenizer = CLIPTokenizer.from_pretrained(self.model, subfolder="tokenizer")
-        text_config = copy.deepcopy(parts.text_encoder.config)
-        text_config.vocab_size = len(tokenizer)
-        return StableDiffusionPipeline(
+        text: dict[str, Any] = {}
+        for part, encoder in zip(self.family.text_parts, parts.text_encoders, strict=True):
+            # Textual Inversion added its tokens to the training tokenizers; the proof loads them as a user would.
+            tokenizer = CLIPTokenizer.from_pretrained(self.model, subfolder=part.tokenizer)
+            text_config = copy.deepcopy(encoder.config)
+            text_config.vocab_size = len(tokenizer)
+            text[part.tokenizer] = tokenizer
+            text[part.encoder] = shared_twin(
+                encoder,
+                lambda encoder=encoder, text_config=text_config: type(encoder)(text_config),
+                rows=len(tokenizer),
+            )
+        extra = (
+            {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+            if self.family.name == "sd15"
+            else self.family.pipeline_kwargs()
+        )
+        return self.family.pipeline()(
             vae=parts.vae,  # never touched by a load
-            text_encoder=shared_twin(
-                parts.text_encoder, lambda: CLIPTextModel(text_config), rows=len(tokenizer)
-            ),
-            tokenizer=tokenizer,
             unet=shared_twin(parts.unet, lambda: UNet2DConditionModel.from_config(parts.unet.config)),
             scheduler=parts.noise_scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
+            **text,
+            **extra,
         )
 
     @keeps_training_rng
@@ -273,15 +338,17 @@ class LoadProof:
             raise UserInputError(f"{path} did not load back into the pipeline: {error_line(error)}") from None
         try:
             refuse_meta_parameters(pipe, path)
-            loaded = {
-                name: lora_delta(
-                    module.lora_A[PROOF_ADAPTER].weight,
-                    module.lora_B[PROOF_ADAPTER].weight,
-                    module.scaling[PROOF_ADAPTER],
-                )
-                for name, module in pipe.unet.named_modules()
-                if isinstance(module, BaseTunerLayer) and PROOF_ADAPTER in getattr(module, "lora_A", {})
-            }
+            loaded = {}
+            for name, module in pipe.unet.named_modules():
+                if isinstance(module, BaseTunerLayer) and PROOF_ADAPTER in getattr(module, "lora_A", {}):
+                    loaded[name] = lora_delta(
+                        module.lora_A[PROOF_ADAPTER].weight,
+                        module.lora_B[PROOF_ADAPTER].weight,
+                        module.scaling[PROOF_ADAPTER],
+                    )
+                    if PROOF_ADAPTER in module.lora_magnitude_vector:
+                        magnitude = module.lora_magnitude_vector[PROOF_ADAPTER].weight
+                        loaded[name + MAGNITUDE] = magnitude.detach().float().cpu()
         finally:
             pipe.delete_adapters(PROOF_ADAPTER)
         compare_deltas(path, expected, loaded)
@@ -295,26 +362,88 @@ class LoadProof:
 
         compare_deltas(
             path,
-            {kohya_module_name(name): delta for name, delta in expected.items()},
+            {kohya_module_name(name, self.family): delta for name, delta in expected.items()},
             kohya_deltas(load_file(path)),
         )
         self.lora(path, expected)
 
     @keeps_training_rng
-    def textual_inversion(self, path: Path, token: str, learned: torch.Tensor) -> None:
-        """Load the embedding at `path` with `load_textual_inversion` and compare the token's rows."""
+    def textual_inversion(self, path: Path, token: str, learned: torch.Tensor, encoder: int = 0) -> None:
+        """Load the embedding file at `path` with `load_textual_inversion` into text encoder `encoder` (with its
+        tokenizer) and compare the token's rows."""
+        self.load_embedding(path, str(path), token, learned, encoder)
+
+    @keeps_training_rng
+    def embedding_layout(self, path: Path, token: str, layout: dict[str, torch.Tensor]) -> None:
+        """Prove the A1111/ComfyUI file at `path`: one key (`emb_params`) loads as a file; several (SDXL's
+        `clip_l`, `clip_g`) load tensor by tensor into their encoders, as diffusers' SDXL documentation does."""
+        from safetensors.torch import load_file
+
+        if len(layout) == 1:
+            self.load_embedding(path, str(path), token, next(iter(layout.values())), 0)
+            return
+        state = load_file(path)
+        missing = sorted(set(layout) - set(state))
+        if missing:
+            raise UserInputError(
+                f"{path} did not load back: it lacks the key {missing[0]!r}; the file is corrupt."
+            )
+        for encoder, (key, learned) in enumerate(layout.items()):
+            self.load_embedding(path, state[key], token, learned, encoder)
+
+    def load_embedding(
+        self, path: Path, source: Any, token: str, learned: torch.Tensor, encoder: int
+    ) -> None:
+        """Load `source` (a file path or a tensor read from `path`) as `token` into text encoder `encoder`,
+        compare its rows with `learned`, and unload it."""
         pipe = self.pipe
+        part = self.family.text_parts[encoder]
+        tokenizer, text_encoder = getattr(pipe, part.tokenizer), getattr(pipe, part.encoder)
         try:
-            pipe.load_textual_inversion(str(path), token=token)
+            pipe.load_textual_inversion(source, token=token, tokenizer=tokenizer, text_encoder=text_encoder)
         except (ValueError, KeyError, RuntimeError) as error:
             raise UserInputError(f"{path} did not load back into the pipeline: {error_line(error)}") from None
         try:
             names = [token] + [f"{token}_{index}" for index in range(1, len(learned))]
-            ids = pipe.tokenizer.convert_tokens_to_ids(names)
-            rows = pipe.text_encoder.get_input_embeddings().weight[ids].detach().float().cpu()
+            ids = tokenizer.convert_tokens_to_ids(names)
+            rows = text_encoder.get_input_embeddings().weight[ids].detach().float().cpu()
         finally:
-            pipe.unload_textual_inversion(names)
+            pipe.unload_textual_inversion(names, tokenizer=tokenizer, text_encoder=text_encoder)
         if rows.shape != learned.shape or not torch.equal(rows, learned.float()):
             raise UserInputError(
-                f"{path} did not load back: the vectors of {token!r} differ from the learned ones; the file is corrupt."
+                f"{path} did not load back: the vectors of {token!r} differ from the learned ones ({part.encoder}); "
+                "the file is corrupt."
             )
+
+    @keeps_training_rng
+    def peft_folder(self, folder: Path, expected: dict[str, torch.Tensor]) -> None:
+        """Load the PEFT adapter folder with `PeftModel.from_pretrained` (the config class from its
+        adapter_config.json) into the pipeline's UNet and compare each module's merged weight change."""
+        from peft import PeftModel
+
+        unet = self.pipe.unet
+        try:
+            model = PeftModel.from_pretrained(unet, folder, adapter_name=PROOF_ADAPTER)
+        except (ValueError, KeyError, RuntimeError, OSError, TypeError) as error:
+            raise UserInputError(f"{folder} did not load back through PEFT: {error_line(error)}") from None
+        try:
+            loaded = weight_changes(unet, PROOF_ADAPTER)
+        finally:
+            model.unload()  # the UNet's own layers back in place, the adapter gone
+        compare_deltas(folder / "adapter_model.safetensors", expected, loaded, "adapter")
+
+    @staticmethod
+    def lycoris(path: Path, expected: dict[str, torch.Tensor]) -> None:
+        """Rebuild each module's weight change from the LyCORIS file (LoHa, LoKr) by the LyCORIS formulas and
+        compare it with the trained model's own (PEFT's merged change), module by module."""
+        from safetensors.torch import load_file
+
+        from trainer.engine.lora_formats import kohya_module_name
+        from trainer.engine.lycoris_formats import lycoris_deltas
+
+        try:
+            loaded = lycoris_deltas(load_file(path))
+        except (KeyError, RuntimeError) as error:
+            raise UserInputError(f"{path} did not load back: {error_line(error)}") from None
+        expected = {kohya_module_name(name): delta for name, delta in expected.items()}
+        compare_deltas(path, expected, loaded, "adapter")

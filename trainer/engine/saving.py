@@ -1,8 +1,8 @@
 """Saves off the training's critical path: an epoch's files are written and proven on a background thread
 while the next epoch trains, with the guarantees of a save made in line.
 
-The training thread copies what a save needs (the trained tensors to the CPU, the checkpoint's state) before
-the next step changes it, then hands the save to `BackgroundSaves`. One save is in flight at a time: the next
+The training thread copies what a save needs before the next step changes it (the trained tensors into a
+`TrainedSnapshot`, the checkpoint's state), then hands the save to `BackgroundSaves`. One save is in flight at a time: the next
 save, the run's end, early stopping and any error first wait for it, and a failed save's error is raised on
 the training thread there, so the run stops with its one line. The save itself is the in-line one: each
 folder replaced only by a proven staging folder, the checkpoint written only once its epoch's files are in
@@ -11,8 +11,11 @@ place (a resume never points at unproven weights), a crash mid-proof leaving the
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
+
+import torch
 
 
 class BackgroundSaves:
@@ -43,3 +46,26 @@ class BackgroundSaves:
         error, self._error = self._error, None
         if error is not None:
             raise error
+
+
+class TrainedSnapshot:
+    """A second module tree over the trained module's frozen tensors (shared, never copied) whose trainable
+    tensors are copies, refreshed by `take()`: a method saves from it as from the trained module, while the
+    next steps change the trained module's own tensors."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        # deepcopy reuses what its memo already holds: the frozen parameters and buffers are shared.
+        frozen = [tensor for tensor in [*module.parameters(), *module.buffers()] if not tensor.requires_grad]
+        self.module = copy.deepcopy(module, memo={id(tensor): tensor for tensor in frozen})
+        self.pairs = [
+            (copied, trained)
+            for copied, trained in zip(self.module.parameters(), module.parameters(), strict=True)
+            if trained.requires_grad
+        ]
+
+    def take(self) -> torch.nn.Module:
+        """The snapshot with the trained module's current trainable values (no save may be reading it)."""
+        with torch.no_grad():
+            for copied, trained in self.pairs:
+                copied.copy_(trained)
+        return self.module

@@ -1,7 +1,10 @@
-"""Build a tiny Stable-Diffusion-1.x-shaped pipeline offline, from configs, deterministically.
+"""Build a tiny Stable-Diffusion-1.x- or SDXL-shaped pipeline offline, from configs, deterministically.
 
 Same shapes and file layout as SD 1.x (UNet with cross-attention, VAE with scale factor 8, CLIP text
 encoder and BPE tokenizer, DDPM scheduler with SD's betas), small enough to train and render on a CPU.
+The SDXL shape adds SDXL's second text encoder (with projection, twice as wide, its tokenizer padding with
+"!"), a UNet with `addition_embed_type="text_time"` and two levels of two blocks, and a VAE that asks to be
+upcast from float16, saved as a StableDiffusionXLPipeline.
 """
 
 from __future__ import annotations
@@ -61,8 +64,13 @@ class TinyModelConfig:
     text_width: int = 32  # 768 gives SD-1.x's embedding width
     image_size: int = 64  # pixels; the UNet sees image_size // 8 latents
     shape: str = "tiny"  # a key of SHAPES
+    family: str = "sd15"  # sd15 or sdxl
 
     def __post_init__(self) -> None:
+        if self.family not in ("sd15", "sdxl"):
+            raise UserInputError(f"--family must be sd15 or sdxl, got {self.family!r}.")
+        if self.family == "sdxl" and self.shape != "tiny":
+            raise UserInputError("--family sdxl builds the tiny shape only; leave --shape at tiny.")
         if self.text_width < 8 or self.text_width % 4:
             raise UserInputError(
                 f"--text-width must be a multiple of 4 and at least 8, got {self.text_width}."
@@ -136,8 +144,9 @@ def merge_pair(pieces: list[str], pair: tuple[str, str]) -> list[str]:
 
 
 def build_tiny_model(output: Path, config: TinyModelConfig) -> TinyModel:
-    """Write a tiny StableDiffusionPipeline in diffusers format to `output` (replacing what is there)."""
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
+    """Write a tiny StableDiffusionPipeline (or StableDiffusionXLPipeline) in diffusers format to `output`
+    (replacing what is there)."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
     from transformers import CLIPTokenizer
 
     output = Path(output)
@@ -160,7 +169,7 @@ def build_tiny_model(output: Path, config: TinyModelConfig) -> TinyModel:
                 raise RuntimeError(f"the tiny tokenizer splits {word!r}; its merge list is inconsistent")
 
         text_encoder = make_text_encoder(config, vocab)
-        unet = make_unet(config)
+        unet = make_unet(config) if config.family == "sd15" else make_sdxl_unet(config)
         vae = make_vae(config)
         scheduler = DDPMScheduler(
             num_train_timesteps=1000,
@@ -171,40 +180,59 @@ def build_tiny_model(output: Path, config: TinyModelConfig) -> TinyModel:
             clip_sample=False,
             prediction_type="epsilon",
         )
-        pipeline = StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        text_encoders = [text_encoder]
+        if config.family == "sd15":
+            pipeline = StableDiffusionPipeline(
+                vae=vae,
+                text_encoder=text_encoder,
+                tokenizer=tokenizer,
+                unet=unet,
+                scheduler=scheduler,
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
+            )
+        else:
+            # SDXL's second tokenizer pads with "!" where the first pads with its end token.
+            tokenizer_2 = CLIPTokenizer.from_pretrained(tokenizer_dir, model_max_length=77, pad_token="!")
+            text_encoders.append(make_text_encoder(config, vocab, second=True))
+            pipeline = StableDiffusionXLPipeline(
+                vae=vae,
+                text_encoder=text_encoder,
+                text_encoder_2=text_encoders[1],
+                tokenizer=tokenizer,
+                tokenizer_2=tokenizer_2,
+                unet=unet,
+                scheduler=scheduler,
+                add_watermarker=False,
+            )
         model_dir = staging / "model"
         pipeline.save_pretrained(model_dir, safe_serialization=True)
         # Keep the BPE source files beside tokenizer.json so slow and fast tokenizers both load.
-        for name in ("vocab.json", "merges.txt"):
-            shutil.copy(tokenizer_dir / name, model_dir / "tokenizer" / name)
+        for folder in ("tokenizer", "tokenizer_2")[: len(text_encoders)]:
+            for name in ("vocab.json", "merges.txt"):
+                shutil.copy(tokenizer_dir / name, model_dir / folder / name)
         swap_folder(model_dir, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    parameter_count = sum(p.numel() for module in (unet, vae, text_encoder) for p in module.parameters())
+    parameter_count = sum(p.numel() for module in (unet, vae, *text_encoders) for p in module.parameters())
     return TinyModel(path=output, vocab_size=len(vocab), parameter_count=parameter_count)
 
 
-def make_text_encoder(config: TinyModelConfig, vocab: dict[str, int]) -> Any:
-    """A CLIP text encoder of the config's shape and width with seeded random weights."""
+def make_text_encoder(config: TinyModelConfig, vocab: dict[str, int], second: bool = False) -> Any:
+    """A CLIP text encoder of the config's shape and width with seeded random weights; `second`: SDXL's
+    second encoder, twice as wide (1280 against 768 on the real model) and with a text projection."""
     import torch
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     shape = SHAPES[config.shape]
-    torch.manual_seed(config.seed)
-    return CLIPTextModel(
+    torch.manual_seed(config.seed + 3 * second)
+    width = config.text_width * (2 if second else 1)
+    return (CLIPTextModelWithProjection if second else CLIPTextModel)(
         CLIPTextConfig(
             vocab_size=len(vocab),
-            hidden_size=config.text_width,
-            intermediate_size=config.text_width * 4,
+            hidden_size=width,
+            intermediate_size=width * 4,
             num_hidden_layers=shape.text_layers,
             num_attention_heads=shape.text_heads,
             max_position_embeddings=77,
@@ -212,7 +240,7 @@ def make_text_encoder(config: TinyModelConfig, vocab: dict[str, int]) -> Any:
             bos_token_id=vocab[BOS_TOKEN],
             eos_token_id=vocab[EOS_TOKEN],
             pad_token_id=vocab[EOS_TOKEN],
-            projection_dim=config.text_width,
+            projection_dim=width,
         )
     )
 
@@ -239,6 +267,35 @@ def make_unet(config: TinyModelConfig) -> Any:
     )
 
 
+def make_sdxl_unet(config: TinyModelConfig) -> Any:
+    """An SDXL-shaped UNet: a plain first level, then cross-attention with two transformer layers, two blocks
+    per level, linear projections, and the pooled text and size-and-crop ids added to the time embedding."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(config.seed + 1)
+    time_width = 8  # SDXL: 256 per id
+    pooled_width = config.text_width * 2  # encoder 2's projection
+    return UNet2DConditionModel(
+        sample_size=config.image_size // 8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        cross_attention_dim=config.text_width * 3,  # both encoders' states side by side
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_width,
+        # Six size-and-crop ids, each embedded time_width wide, and the pooled text embedding.
+        projection_class_embeddings_input_dim=6 * time_width + pooled_width,
+        norm_num_groups=32,
+    )
+
+
 def make_vae(config: TinyModelConfig) -> Any:
     """A VAE whose four blocks downsample three times (scale factor 8, as in SD 1.x), with seeded weights."""
     import torch
@@ -256,5 +313,7 @@ def make_vae(config: TinyModelConfig) -> Any:
         up_block_types=("UpDecoderBlock2D",) * 4,
         layers_per_block=shape.vae_layers_per_block,
         norm_num_groups=32,
-        scaling_factor=0.18215,
+        # SDXL's VAE has its own latent scale and overflows in float16 (its config asks to be upcast).
+        scaling_factor=0.18215 if config.family == "sd15" else 0.13025,
+        force_upcast=config.family == "sdxl",
     )

@@ -1,4 +1,4 @@
-"""The shared body of `train_lora` and `train_ti`: options from the config dataclass, then the services."""
+"""The shared body of `train`, `train_lora` and `train_ti`: options from the config dataclasses, then the services."""
 
 import json
 from pathlib import Path
@@ -11,11 +11,15 @@ from trainer.services import training_join, training_run_create, training_run_ex
 
 
 class TrainingCommand(PeftlabCommand):
-    """Train one method; subclasses set `method`."""
+    """Train one method: `method` set by a subclass, or (empty) chosen with --method."""
 
     method = ""
 
     def add_arguments(self, parser):
+        if not self.method:
+            parser.add_argument(
+                "--method", required=True, choices=list(CONFIG_CLASSES), help="What to train."
+            )
         parser.add_argument(
             "--data", type=Path, required=True, help="A prepared dataset folder (prepare_dataset)."
         )
@@ -26,13 +30,16 @@ class TrainingCommand(PeftlabCommand):
         parser.add_argument(
             "--resume", action="store_true", help="Continue the run in --output from its checkpoint."
         )
-        add_config_arguments(parser, CONFIG_CLASSES[self.method])
+        classes = [CONFIG_CLASSES[self.method]] if self.method else list(CONFIG_CLASSES.values())
+        add_config_arguments(parser, *classes)
 
     def handle(self, *args, **options):
+        method = self.method or options["method"]
         file_values = read_config_file(options["config"]) if options.get("config") else {}
-        names = CONFIG_CLASSES[self.method].__dataclass_fields__
+        # Every method's options are parsed; one the chosen method lacks is refused by build_config.
+        names = {name for config in CONFIG_CLASSES.values() for name in config.__dataclass_fields__}
         config = build_config(
-            self.method, file_values, **{name: options[name] for name in names if name in options}
+            method, file_values, **{name: options[name] for name in names if name in options}
         )
         if not is_main_process():
             training_join(
@@ -40,7 +47,7 @@ class TrainingCommand(PeftlabCommand):
             )
             return
         run = training_run_create(
-            method=self.method,
+            method=method,
             dataset_dir=options["data"],
             output=options["output"],
             config=config,

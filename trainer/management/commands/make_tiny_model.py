@@ -24,6 +24,13 @@ class Command(PeftlabCommand):
             help="tiny: for CPU tests and the demo (default); sd15: SD 1.5's sizes, for GPU benchmarks.",
         )
         parser.add_argument(
+            "--family",
+            choices=("sd15", "sdxl"),
+            default="sd15",
+            help="sd15: a StableDiffusionPipeline (default); sdxl: a StableDiffusionXLPipeline with two text "
+            "encoders (the second twice as wide, with projection) and a text_time UNet.",
+        )
+        parser.add_argument(
             "--text-width", type=int, help="Text encoder width; 768 matches SD-1.x (default: 32, sd15: 768)."
         )
         parser.add_argument(
@@ -35,11 +42,12 @@ class Command(PeftlabCommand):
         config = TinyModelConfig(
             seed=options["seed"],
             shape=options["shape"],
+            family=options["family"],
             text_width=options["text_width"] or width,
             image_size=options["image_size"] or size,
         )
         model = tiny_model_build(output=options["output"], config=config)
         self.stdout.write(
-            f"Model written to {model.path}: {config.shape} shape, {model.parameter_count:,} parameters, "
+            f"Model written to {model.path}: {config.family} {config.shape} shape, {model.parameter_count:,} parameters, "
             f"vocabulary {model.vocab_size}, text width {config.text_width}, {config.image_size}px."
         )

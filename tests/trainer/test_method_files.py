@@ -1,0 +1,233 @@
+"""DoRA, LoHa, LoKr and OFT files: written, proven at save time, and refused with a module lost or altered."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from peftlab.errors import UserInputError
+from trainer.engine.config import CONFIG_CLASSES, build_config
+from trainer.engine.lora_formats import kohya_module_name
+from trainer.engine.lycoris_formats import lycoris_deltas, peft_to_lycoris
+from trainer.engine.methods import LORA_WEIGHTS, METHODS, PEFT_CONFIG, PEFT_WEIGHTS, make_method
+from trainer.engine.methods.lycoris import PEFT_PREFIX
+from trainer.engine.proof import MAGNITUDE, trained_lora_deltas, weight_changes
+
+# Attention projections (linear) and proj_in (a 1x1 convolution in SD 1.x and the tiny model).
+TARGETS = "to_q,to_k,to_v,to_out.0,proj_in"
+FILES = {
+    "dora": [LORA_WEIGHTS],
+    "loha": [PEFT_CONFIG, PEFT_WEIGHTS, "loha_lycoris.safetensors"],
+    "lokr": [PEFT_CONFIG, PEFT_WEIGHTS, "lokr_lycoris.safetensors"],
+    "oft": [PEFT_CONFIG, PEFT_WEIGHTS],
+}
+
+
+def trained(tiny_model_dir, method: str, **options):
+    """`method` set up on the tiny UNet, every trained tensor moved off its start (as training would)."""
+    from trainer.engine.data import load_components
+
+    config = build_config(method, model=str(tiny_model_dir), target_modules=TARGETS, **options)
+    adapter = make_method(config)
+    parts = load_components(str(tiny_model_dir))
+    adapter.setup(parts)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in parts.unet.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    return adapter, parts.unet
+
+
+def middle(names) -> str:
+    """A module in the middle of the sorted names: a check that stopped after the first one would miss it."""
+    ordered = sorted(names)
+    assert ordered[len(ordered) // 2] != ordered[0]
+    return ordered[len(ordered) // 2]
+
+
+def rewrite(source, target, change) -> None:
+    """Copy the safetensors file `source` to `target` with `change(tensors)` applied, its header kept."""
+    with safe_open(source, framework="pt") as handle:
+        header = handle.metadata()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_file(change(load_file(source)), target, metadata=header)
+
+
+def test_every_method_is_registered_with_its_config():
+    assert METHODS.keys() == CONFIG_CLASSES.keys() == {"lora", "dora", "loha", "lokr", "oft", "ti"}
+    for name, method in METHODS.items():
+        assert method.config_class is CONFIG_CLASSES[name] and method.config_class.method == name
+
+
+@pytest.mark.parametrize("method", sorted(FILES))
+def test_each_method_writes_and_proves_its_files(tiny_model_dir, tmp_path, method):
+    adapter, unet = trained(tiny_model_dir, method)
+    assert adapter.save(unet, tmp_path) == FILES[method]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(FILES[method])
+    if method == "dora":
+        expected = trained_lora_deltas(unet, 1.0)
+        assert sum(name.endswith(MAGNITUDE) for name in expected) == len(expected) // 2 == 36
+        return
+    config = json.loads((tmp_path / PEFT_CONFIG).read_text())
+    assert config["peft_type"] == method.upper() and config["base_model_name_or_path"] == str(tiny_model_dir)
+    assert sorted(config["target_modules"]) == sorted(TARGETS.split(","))
+    tensors = load_file(tmp_path / PEFT_WEIGHTS)
+    assert tensors and all(key.startswith(PEFT_PREFIX) for key in tensors)
+    assert len(weight_changes(unet)) == 36
+
+
+def test_peft_folder_loads_through_peft_by_its_config(tiny_model_dir, tmp_path):
+    """What generation does with the folder: the config class from adapter_config.json, then PeftModel."""
+    from diffusers import UNet2DConditionModel
+    from peft import PeftConfig, PeftModel
+
+    adapter, unet = trained(tiny_model_dir, "lokr")
+    adapter.save(unet, tmp_path)
+    assert type(PeftConfig.from_pretrained(tmp_path)).__name__ == "LoKrConfig"
+    fresh = UNet2DConditionModel.from_pretrained(tiny_model_dir, subfolder="unet")
+    model = PeftModel.from_pretrained(fresh, tmp_path)
+    loaded = weight_changes(model.base_model.model)
+    for name, change in weight_changes(unet).items():
+        torch.testing.assert_close(loaded[name], change)
+
+
+def test_dora_file_with_a_lost_or_altered_module_is_refused(tiny_model_dir, tmp_path):
+    adapter, unet = trained(tiny_model_dir, "dora")
+    adapter.save(unet, tmp_path)
+    expected = trained_lora_deltas(unet, 1.0)
+    name = middle(key for key in expected if not key.endswith(MAGNITUDE))
+    rewrite(
+        tmp_path / LORA_WEIGHTS,
+        tmp_path / "lost" / LORA_WEIGHTS,
+        lambda state: {key: value for key, value in state.items() if f".{name}." not in key},
+    )
+    with pytest.raises(
+        UserInputError, match=r"lost/pytorch_lora_weights.safetensors did not load back: 2 of 72"
+    ):
+        adapter.proof.lora(tmp_path / "lost" / LORA_WEIGHTS, expected)
+    magnitude = f"unet.{name}{MAGNITUDE}"
+    rewrite(
+        tmp_path / LORA_WEIGHTS,
+        tmp_path / "altered" / LORA_WEIGHTS,
+        lambda state: state | {magnitude: state[magnitude] * 1.01},
+    )
+    with pytest.raises(UserInputError, match=f"module {name}{MAGNITUDE} differs from the trained weights"):
+        adapter.proof.lora(tmp_path / "altered" / LORA_WEIGHTS, expected)
+
+
+@pytest.mark.parametrize("method", ["loha", "lokr", "oft"])
+def test_peft_folder_with_a_lost_or_altered_module_is_refused(tiny_model_dir, tmp_path, method):
+    adapter, unet = trained(tiny_model_dir, method)
+    adapter.save(unet, tmp_path)
+    expected = weight_changes(unet)
+    name = middle(expected)
+    for case, change in (
+        ("lost", lambda state: {key: value for key, value in state.items() if f".{name}." not in key}),
+        (
+            "altered",
+            lambda state: {key: value * (1.5 if f".{name}." in key else 1) for key, value in state.items()},
+        ),
+    ):
+        (tmp_path / case).mkdir()
+        shutil.copyfile(tmp_path / PEFT_CONFIG, tmp_path / case / PEFT_CONFIG)
+        rewrite(tmp_path / PEFT_WEIGHTS, tmp_path / case / PEFT_WEIGHTS, change)
+        with pytest.raises(
+            UserInputError, match=f"{case}/{PEFT_WEIGHTS} did not load back: module {name} differs"
+        ):
+            adapter.proof.peft_folder(tmp_path / case, expected)
+    # A refused folder leaves the proof pipeline's UNet as it was: the good folder still proves.
+    adapter.proof.peft_folder(tmp_path, expected)
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [("loha", {}), ("lokr", {}), ("lokr", {"rank": 2}), ("lokr", {"rank": 2, "decompose_both": True})],
+)
+def test_lycoris_file_with_a_lost_or_altered_module_is_refused(tiny_model_dir, tmp_path, method, options):
+    adapter, unet = trained(tiny_model_dir, method, **options)
+    adapter.save(unet, tmp_path)
+    expected = weight_changes(unet)
+    path = tmp_path / adapter.lycoris_file
+    name = kohya_module_name(middle(expected))
+    rewrite(
+        path,
+        tmp_path / "lost.safetensors",
+        lambda state: {k: v for k, v in state.items() if not k.startswith(f"{name}.")},
+    )
+    with pytest.raises(
+        UserInputError, match=f"lost.safetensors did not load back: 1 of {len(expected)} trained"
+    ):
+        adapter.proof.lycoris(tmp_path / "lost.safetensors", expected)
+    first = sorted(
+        key for key in load_file(path) if key.startswith(f"{name}.") and not key.endswith(".alpha")
+    )[0]
+    rewrite(path, tmp_path / "altered.safetensors", lambda state: state | {first: state[first] * 1.01})
+    with pytest.raises(UserInputError, match=f"module {name} differs from the trained weights"):
+        adapter.proof.lycoris(tmp_path / "altered.safetensors", expected)
+
+
+def test_lycoris_keys_follow_the_kohya_layout(tiny_model_dir, tmp_path):
+    adapter, unet = trained(tiny_model_dir, "loha")
+    adapter.save(unet, tmp_path)
+    name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    state = load_file(tmp_path / "loha_lycoris.safetensors")
+    parts = sorted(key.removeprefix(f"{name}.") for key in state if key.startswith(f"{name}."))
+    assert parts == ["alpha", "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"]
+    assert float(state[f"{name}.alpha"]) == 8.0 and state[f"{name}.hada_w1_a"].shape == (32, 8)
+    with safe_open(tmp_path / "loha_lycoris.safetensors", framework="pt") as handle:
+        header = handle.metadata()
+    assert header["ss_network_module"] == "lycoris.kohya" and json.loads(header["ss_network_args"]) == {
+        "algo": "loha"
+    }
+
+
+def test_lycoris_formulas_rebuild_the_update_by_hand():
+    """The rebuild follows LyCORIS: a Hadamard product of two low-rank products, a Kronecker product."""
+    torch.manual_seed(0)
+    a, b, c, d = torch.randn(6, 2), torch.randn(2, 4), torch.randn(6, 2), torch.randn(2, 4)
+    loha = lycoris_deltas(
+        {"m.hada_w1_a": a, "m.hada_w1_b": b, "m.hada_w2_a": c, "m.hada_w2_b": d, "m.alpha": torch.tensor(4.0)}
+    )
+    torch.testing.assert_close(loha["m"], (a @ b) * (c @ d) * 2.0)
+    w1, w2a, w2b = torch.randn(2, 2), torch.randn(3, 1), torch.randn(1, 2)
+    lokr = lycoris_deltas(
+        {"m.lokr_w1": w1, "m.lokr_w2_a": w2a, "m.lokr_w2_b": w2b, "m.alpha": torch.tensor(3.0)}
+    )
+    expected = torch.stack(
+        [torch.cat([w1[i, j] * (w2a @ w2b) for j in range(2)], 1) for i in range(2)]
+    ).flatten(0, 1)
+    torch.testing.assert_close(lokr["m"], expected * 3.0)
+    # Both factors whole: the loaders apply no alpha, so PEFT's alpha / rank goes into w1.
+    whole = peft_to_lycoris({"m.lokr_w1": w1, "m.lokr_w2": w2a @ w2b}, alpha=8.0, rank=4)
+    assert "lora_unet_m.alpha" not in whole
+    torch.testing.assert_close(lycoris_deltas(whole)["lora_unet_m"], torch.kron(w1, w2a @ w2b) * 2.0)
+
+
+def test_oft_block_size_that_does_not_divide_a_layer_is_one_line(tiny_model_dir):
+    from trainer.engine.data import load_components
+
+    adapter = make_method(build_config("oft", model=str(tiny_model_dir), block_size=5))
+    with pytest.raises(
+        UserInputError, match="--block-size 5 does not divide the input width 32 of down_blocks"
+    ):
+        adapter.setup(load_components(str(tiny_model_dir)))
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "message"),
+    [
+        ("loha", {"rank": 0}, "--rank must be a positive integer"),
+        ("lokr", {"factor": 0}, "--factor must be -1 or a positive integer"),
+        ("oft", {"block_size": 0}, "--block-size must be a positive integer"),
+        ("loha", {"module_dropout": 1.0}, r"--module-dropout must be in \[0, 1\)"),
+        ("lokr", {"alpha": -1.0}, "--alpha must be a positive number"),
+        ("loha", {"dropout": 0.1}, "unknown loha option"),
+    ],
+)
+def test_bad_method_options_are_one_line(method, options, message):
+    with pytest.raises(UserInputError, match=message):
+        build_config(method, **options)
