@@ -71,8 +71,8 @@ def test_cpu_benchmark_prints_ratio_and_bound_per_method(tmp_path):
             f"{unrounded['model_only'] / unrounded['reference']:.2f}",
         )
         assert row.groups() == expected
-        # The epoch split: run.json's parts of the median epoch, the saves' share and epoch/train.
-        split = re.search(rf"^{method}" + rf" +({NUMBER})" * 6 + "$", out, re.M)
+        # The epoch split: run.json's parts of the median epoch, the saves' share, epoch/train and the run's time.
+        split = re.search(rf"^{method}" + rf" +({NUMBER})" * 7 + "$", out, re.M)
         assert split, out
         assert split.groups() == (
             *(
@@ -81,6 +81,7 @@ def test_cpu_benchmark_prints_ratio_and_bound_per_method(tmp_path):
             ),
             f"{unrounded['save_seconds'] / unrounded['seconds']:.3f}",
             f"{unrounded['seconds'] / unrounded['train_seconds']:.3f}",
+            f"{unrounded['run_seconds']:.1f}",
         )
 
 

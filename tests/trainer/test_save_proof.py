@@ -156,7 +156,9 @@ def test_the_base_model_is_hashed_once_until_its_files_change(tiny_model_dir, tm
     shutil.copytree(tiny_model_dir, model)
     first = export.base_model_fingerprint(str(model))
     for _ in range(2):  # two more runs of one process (a worker) on the same model
-        assert make_method(build_config("lora", model=str(model))).base_model == first
+        assert make_method(build_config("lora", model=str(model))).base_model == first | {
+            "base_model_family": "sd15"
+        }
     assert sorted(hashes) == ["text_encoder", "unet"]
     weights = next((model / "unet").glob("*.safetensors"))
     stamp = weights.stat()
@@ -166,11 +168,18 @@ def test_the_base_model_is_hashed_once_until_its_files_change(tiny_model_dir, tm
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("background", "fault"),
+    [(False, "lost"), (True, "lost"), (True, "altered")],
+    ids=["inline", "bg-lost", "bg-altered"],
+)
 def test_a_failed_proof_mid_run_keeps_best_and_last_with_one_pipeline(
-    tmp_path, prepared_dir, fast_options, monkeypatch, script_validation, hashes
+    tmp_path, prepared_dir, fast_options, monkeypatch, script_validation, hashes, background, fault
 ):
-    """Epoch 2 improves, and its kohya file loses a module that does not sort first: the run stops with the
-    proof's line, best/ and last/ keep epoch 1's bytes, and the run built one pipeline and hashed the base once."""
+    """Epoch 2 improves, and its kohya file loses (or alters) a module that does not sort first: the run stops
+    with the proof's line, best/ and last/ keep epoch 1's bytes, the checkpoint stays at epoch 1, and the run
+    built one pipeline and hashed the base once. In the background, epoch 2's save fails while epoch 3 trains
+    and stops the run at epoch 3's save."""
     from trainer.engine import lora_formats
     from trainer.engine.loop import train
 
@@ -182,36 +191,152 @@ def test_a_failed_proof_mid_run_keeps_best_and_last_with_one_pipeline(
     monkeypatch.setattr(
         LoadProof, "lora", lambda self, path, expected: proofs.append(path) or prove(self, path, expected)
     )
-    convert, saves = lora_formats.diffusers_to_kohya, []
+    convert, saves, snapshot = lora_formats.diffusers_to_kohya, [], {}
 
-    def lossy(state, alpha):
+    def faulty(state, alpha):
         kohya = convert(state, alpha)
         saves.append(1)
         if len(saves) == 2:
-            names = sorted({key.split(".")[0] for key in kohya})
-            kohya = {key: value for key, value in kohya.items() if not key.startswith(f"{names[1]}.")}
+            # What epoch 1's save left, as epoch 2's save writes its files.
+            for folder in ("best", "last"):
+                snapshot[folder] = {
+                    path.name: path.read_bytes() for path in (tmp_path / "out" / folder).iterdir()
+                }
+            name = sorted({key.split(".")[0] for key in kohya})[1]
+            if fault == "lost":
+                kohya = {key: value for key, value in kohya.items() if not key.startswith(f"{name}.")}
+            else:
+                kohya[f"{name}.lora_up.weight"] = kohya[f"{name}.lora_up.weight"] * 2
         return kohya
 
-    monkeypatch.setattr(lora_formats, "diffusers_to_kohya", lossy)
-    script_validation([1.0, 0.9, 0.8])
-    snapshot = {}
-
-    def keep(result):
-        for folder in ("best", "last"):
-            snapshot[folder] = {
-                path.name: path.read_bytes() for path in (tmp_path / "out" / folder).iterdir()
-            }
-
-    config = build_config("lora", **fast_options)
-    with pytest.raises(UserInputError, match=r"lora_kohya.safetensors did not load back: 1 of \d+ trained"):
-        train(prepared_dir, tmp_path / "out", config, on_epoch=keep)
+    monkeypatch.setattr(lora_formats, "diffusers_to_kohya", faulty)
+    script_validation([1.0, 0.9, 0.8, 0.7])
+    config = build_config("lora", **{**fast_options, "epochs": 3}, background_saves=background)
+    message = r"1 of \d+ trained" if fault == "lost" else r"module .* differs from the trained weights"
+    with pytest.raises(UserInputError, match=rf"lora_kohya.safetensors did not load back: {message}"):
+        train(prepared_dir, tmp_path / "out", config)
     for folder in ("best", "last"):
         assert {path.name: path.read_bytes() for path in (tmp_path / "out" / folder).iterdir()} == snapshot[
             folder
         ]
     assert snapshot["best"] == snapshot["last"]
+    assert torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=False)["epochs_done"] == 1
     # Epoch 1 proved best/ (two loads); last/ was a copy, not proven again; epoch 2's kohya file failed parsing.
     assert [path.name for path in proofs] == [LORA_WEIGHTS, KOHYA_WEIGHTS, LORA_WEIGHTS]
+    assert len(saves) == 2  # nothing saved after the failed save
     assert len(built) == 1
     assert sorted(hashes) == ["text_encoder", "unet"]
     assert not list((tmp_path / "out").glob(".*staging"))
+
+
+def test_draws_nothing_fills_what_loaders_start_at_random_with_nan_and_refuses_other_draws():
+    from trainer.engine.proof import DrawsNothing, ProofDrewRandomNumbers
+
+    state = torch.get_rng_state()
+    with DrawsNothing():
+        assert torch.nn.Embedding(4, 2).weight.isnan().all()
+        assert torch.empty(3).uniform_().isnan().all()
+        with pytest.raises(ProofDrewRandomNumbers, match="called randn"):
+            torch.randn(2)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert not torch.nn.Embedding(4, 2).weight.isnan().any()  # on this thread, only inside the block
+
+
+def training_draws_meanwhile(monkeypatch, loader: str) -> list:
+    """Make the stock `loader` wait while another thread draws 7 numbers, as training does while a background
+    proof loads; return the list of those draws."""
+    import threading
+
+    from diffusers import StableDiffusionPipeline
+
+    draws, real = [], getattr(StableDiffusionPipeline, loader)
+
+    def loading(*args, **kwargs):
+        thread = threading.Thread(target=lambda: draws.append(torch.randn(7)))
+        thread.start()
+        thread.join()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(StableDiffusionPipeline, loader, loading)
+    return draws
+
+
+def generator_after(start: torch.Tensor, draws: int) -> torch.Tensor:
+    """The global generator's state after `draws` draws of 7 numbers from `start` (the state is restored)."""
+    torch.set_rng_state(start)
+    for _ in range(draws):
+        torch.randn(7)
+    state = torch.get_rng_state()
+    torch.set_rng_state(start)
+    return state
+
+
+def test_a_proof_keeps_the_draws_training_makes_meanwhile_and_draws_nothing(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """On a background thread the proof runs while training draws from the same global generator: fork_rng
+    would rewind those draws at its end, and a proof's own draws would shift them; neither happens."""
+    method, parts = lora_run(tiny_model_dir)
+    method.save(parts.unet, tmp_path)  # the pipeline is built
+    expected = trained_lora_deltas(parts.unet, 2.0)
+    draws = training_draws_meanwhile(monkeypatch, "load_lora_weights")
+    start = torch.get_rng_state()
+    method.proof.lora(tmp_path / LORA_WEIGHTS, expected)
+    method.proof.kohya(tmp_path / KOHYA_WEIGHTS, expected)
+    assert len(draws) == 2 and torch.equal(torch.get_rng_state(), generator_after(start, 2))
+
+    from trainer.engine.data import load_components
+
+    ti = make_method(
+        build_config("ti", model=str(tiny_model_dir), placeholder_token="<zz>", initializer_token="style")
+    )
+    parts = load_components(str(tiny_model_dir))
+    ti.setup(parts)
+    ti.save(parts.text_model, tmp_path)
+    learned = ti.learned(parts.text_encoder)
+    draws = training_draws_meanwhile(monkeypatch, "load_textual_inversion")
+    start = torch.get_rng_state()
+    ti.proof.textual_inversion(tmp_path / TI_WEIGHTS, "<zz>", learned)
+    assert len(draws) == 1 and torch.equal(torch.get_rng_state(), generator_after(start, 1))
+
+
+def test_proofs_never_write_the_frozen_tensors_training_shares(tiny_model_dir, tmp_path):
+    """The proof pipeline holds the training's frozen tensors while the next epoch trains on them: loading,
+    refusing and unloading LoRA and TI files leaves every one of them as it was."""
+    from trainer.engine.data import load_components
+
+    method, parts = lora_run(tiny_model_dir)
+    ti = make_method(
+        build_config("ti", model=str(tiny_model_dir), placeholder_token="<zz>", initializer_token="style")
+    )
+    ti_parts = load_components(str(tiny_model_dir))
+    ti.setup(ti_parts)
+
+    def frozen() -> dict:
+        return {
+            f"{label}.{name}": tensor.clone()
+            for label, module in (("unet", parts.unet), ("text", ti_parts.text_encoder), ("vae", parts.vae))
+            for name, tensor in module.state_dict().items()
+            if ".lora_" not in name and not name.endswith(".rows")
+        }
+
+    before = frozen()
+    method.save(parts.unet, tmp_path)
+    expected = trained_lora_deltas(parts.unet, 2.0)
+    state = load_file(tmp_path / LORA_WEIGHTS)
+    with safe_open(tmp_path / LORA_WEIGHTS, framework="pt") as handle:
+        header = handle.metadata()
+    (tmp_path / "altered").mkdir()
+    save_file(
+        {key: value * 2 for key, value in state.items()}, tmp_path / "altered" / LORA_WEIGHTS, metadata=header
+    )
+    with pytest.raises(UserInputError, match="differs from the trained weights"):
+        method.proof.lora(tmp_path / "altered" / LORA_WEIGHTS, expected)
+    ti.save(ti_parts.text_model, tmp_path)
+    learned = ti.learned(ti_parts.text_encoder)
+    torch.save({"<zz>": learned * 2}, tmp_path / "altered.bin")
+    with pytest.raises(UserInputError, match="the vectors of '<zz>' differ"):
+        ti.proof.textual_inversion(tmp_path / "altered.bin", "<zz>", learned)
+    after = frozen()
+    assert after.keys() == before.keys()
+    assert [name for name in before if not torch.equal(before[name], after[name])] == []

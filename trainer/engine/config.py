@@ -63,6 +63,11 @@ class TrainingConfig:
     snr_gamma: float = option(0.0, "Min-SNR loss weighting gamma (5 is usual); 0 turns it off.")
     max_grad_norm: float = option(1.0, "Clip gradients to this norm; 0 turns clipping off.")
     checkpoint_every: int = option(1, "Write a resumable checkpoint every N epochs (the last epoch always).")
+    background_saves: bool = option(
+        True,
+        "Write and prove each epoch's best/, last/ and checkpoint on a background thread while the next epoch "
+        "trains (the same files and guarantees; see docs/training.md).",
+    )
     early_stopping_patience: int = option(
         0, "Stop after N epochs without a lower validation loss; 0 never stops."
     )

@@ -8,6 +8,7 @@ atomically so `resume=True` continues a killed run to the same result.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import json
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from peftlab.errors import UserInputError
+from peftlab.errors import UserInputError, error_line
 from peftlab.files import swap_folder, write_atomic
 from peftlab.progress import Progress, ProgressCallback, ignore_progress
 from trainer.engine.config import TrainingConfig
@@ -46,14 +47,15 @@ from trainer.engine.distributed import make_accelerator
 from trainer.engine.export import write_loss_plot, write_metrics_csv, write_run_json
 from trainer.engine.methods import Method, make_method
 from trainer.engine.results import EpochResult
+from trainer.engine.saving import BackgroundSaves, TrainedSnapshot
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 VALIDATION_BATCH_FACTOR = 4  # validation batch = this x --batch-size (inference needs far less memory)
 PROGRESS_EVERY = 10  # steps between progress reports; each report reads the loss, a host synchronisation
 # Options that do not change the trained weights, so a resume may change them.
-# --compile changes how the UNet runs, not what it computes.
-RESUMABLE_CHANGES = frozenset({"cache", "cache_dir", "checkpoint_every", "compile"})
+# --compile changes how the UNet runs, not what it computes; background saves write the same files.
+RESUMABLE_CHANGES = frozenset({"background_saves", "cache", "cache_dir", "checkpoint_every", "compile"})
 
 
 @dataclass
@@ -168,6 +170,8 @@ class Trainer:
         self.start_epoch = 0
         self.resumed_from = 0
         self.stopped_early = False
+        self.saves = BackgroundSaves()  # the main process's save in flight, if any
+        self.snapshot: TrainedSnapshot | None = None  # what background saves save from, made at their first
         # Filled by prepare_data; None where the setting (cache, method) does without them.
         self.train_mean: torch.Tensor | None = None  # latent means and standard deviations, pre-scaled
         self.train_std: torch.Tensor | None = None
@@ -194,10 +198,18 @@ class Trainer:
         try:
             return self.train_all()
         except BaseException:
+            self.settle_saves()
             if not self.output_existed and self.output.is_dir():
                 if not any(path.is_file() for path in self.output.rglob("*")):
                     shutil.rmtree(self.output, ignore_errors=True)
             raise
+
+    def settle_saves(self) -> None:
+        """Let the save in flight end before the run stops on an error (the error it keeps)."""
+        try:
+            self.saves.wait()
+        except BaseException as error:  # the run's own error is the one raised
+            logger.warning("the background save failed as well: %s", error_line(error))
 
     def train_all(self) -> TrainingResult:
         """The loop: load, cache, train epochs, validate, save, finish."""
@@ -273,19 +285,26 @@ class Trainer:
             improved = result.val_loss < self.best_val_loss
             if improved:
                 self.best_epoch, self.best_val_loss = result.epoch, result.val_loss
+            patience = config.early_stopping_patience
+            stopping = (
+                bool(patience) and result.epoch - self.best_epoch >= patience and result.epoch < config.epochs
+            )
             with self.phase("save"):
                 saving = time.perf_counter()
                 if accelerator.is_main_process:
-                    if improved:
-                        self.save_weights(self.output / "best")
-                        # The same weights: last/ gets copies of best/'s proven files, not a second proof.
-                        self.save_weights(self.output / "last", proven=self.output / "best")
-                    else:
-                        self.save_weights(self.output / "last")
-                    if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
-                        # The checkpoint's own copy of this entry lacks the checkpoint's write time.
+                    # The previous epoch's save ends first (raising its error): this one replaces its files.
+                    self.saves.wait()
+                    checkpoint = (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs
+                    if checkpoint:
+                        # The checkpoint's own copy of this entry lacks the save's time.
                         self.history[-1] = self.timed(result, start, saving)
-                        self.save_checkpoint(epoch + 1)
+                    # The run's last save is made in line: no epoch is left to train meanwhile.
+                    background = config.background_saves and epoch + 1 < config.epochs and not stopping
+                    save = self.epoch_save(improved, epoch + 1 if checkpoint else None, background)
+                    if background:
+                        self.saves.submit(save)
+                    else:
+                        save()
                 accelerator.wait_for_everyone()
             self.history[-1] = result = self.timed(result, start, saving)
             self.on_epoch(result)
@@ -306,11 +325,11 @@ class Trainer:
             )
             if accelerator.is_main_process:
                 logger.info(line)
-            patience = config.early_stopping_patience
-            if patience and result.epoch - self.best_epoch >= patience and result.epoch < config.epochs:
+            if stopping:
                 self.stopped_early = True
                 break
         with self.phase("save"):
+            self.saves.wait()
             if accelerator.is_main_process and self.stopped_early:
                 # Record the stop, so that resuming a stopped run finishes without training more.
                 self.save_checkpoint(self.history[-1].epoch)
@@ -643,18 +662,42 @@ class Trainer:
             )
         return value
 
-    def save_weights(self, folder: Path, proven: Path | None = None) -> None:
-        """Write the method's artifacts to `folder` atomically (a staging folder renamed into place), or copy
-        them from `proven`, a folder just written and proven from the same weights."""
+    def epoch_save(self, improved: bool, epochs_done: int | None, background: bool) -> Callable[[], None]:
+        """This epoch's save: best/ if `improved`, last/, then the checkpoint of `epochs_done` if given. In the
+        `background`, what it writes is copied now, so the next steps may change the module and optimizer."""
+        module = self.accelerator.unwrap_model(self.module)
+        if background:
+            if self.snapshot is None:
+                self.snapshot = TrainedSnapshot(module)
+            module = self.snapshot.take()
+        checkpoint = None if epochs_done is None else self.checkpoint_state(epochs_done)
+
+        def save() -> None:
+            if improved:
+                self.save_weights(self.output / "best", module)
+                # The same weights: last/ gets copies of best/'s proven files, not a second proof.
+                self.save_weights(self.output / "last", self.output / "best")
+            else:
+                self.save_weights(self.output / "last", module)
+            if checkpoint is not None:
+                # Only now: a resume never starts from weights whose files are not proven and in place.
+                self.write_checkpoint(checkpoint)
+
+        return save
+
+    def save_weights(self, folder: Path, source: torch.nn.Module | Path) -> None:
+        """Write the method's artifacts of the trained module `source` to `folder` atomically (a staging folder
+        renamed into place), or copy them from the folder `source`, just written and proven from the same
+        weights."""
         staging = folder.with_name(f".{folder.name}-staging")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
-            if proven is None:
-                self.method.save(self.accelerator.unwrap_model(self.module), staging)
-            else:
-                for path in sorted(proven.iterdir()):
+            if isinstance(source, Path):
+                for path in sorted(source.iterdir()):
                     shutil.copyfile(path, staging / path.name)
+            else:
+                self.method.save(source, staging)
         except BaseException:
             # A failed proof leaves the previous weights in place and no half-written staging folder.
             shutil.rmtree(staging, ignore_errors=True)
@@ -662,15 +705,23 @@ class Trainer:
         swap_folder(staging, folder)
 
     def save_checkpoint(self, epochs_done: int) -> None:
-        """Everything a resume needs, written to a temporary file and renamed."""
-        state = {
+        """Everything a resume needs, written now."""
+        self.write_checkpoint(self.checkpoint_state(epochs_done))
+
+    def write_checkpoint(self, state: dict) -> None:
+        """A `checkpoint_state`, written to a temporary file and renamed."""
+        write_atomic(self.output / CHECKPOINT, lambda temporary: torch.save(state, temporary))
+
+    def checkpoint_state(self, epochs_done: int) -> dict:
+        """Everything a resume needs, copied now (the optimizer's state tensors change in place each step)."""
+        return {
             "config": self.config.to_dict(),
             "manifest_sha256": self.manifest_sha256,
             "epochs_done": epochs_done,
             "processes": self.accelerator.num_processes,
             "trainable": self.method.trainable_state(self.accelerator.unwrap_model(self.module)),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": copy.deepcopy(self.scheduler.state_dict()),
             "rng": {
                 "python": random.getstate(),
                 "numpy": np.random.get_state(),
@@ -680,10 +731,9 @@ class Trainer:
             "history": [asdict(result) for result in self.history],
             "best_epoch": self.best_epoch,
             "best_val_loss": self.best_val_loss,
-            "seconds": self.seconds,
+            "seconds": dict(self.seconds),
             "stopped_early": self.stopped_early,
         }
-        write_atomic(self.output / CHECKPOINT, lambda temporary: torch.save(state, temporary))
 
     def load_checkpoint(self) -> None:
         """Restore a checkpoint written by the same config on the same dataset."""

@@ -19,11 +19,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from peftlab.errors import UserInputError, error_line
 
@@ -130,18 +132,86 @@ def kohya_deltas(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return deltas
 
 
-def keeps_training_rng(check: Callable[..., None]) -> Callable[..., None]:
-    """Run a check without touching the global CPU generator the training draws from.
+# In-place fills a loader uses to start a tensor it then overwrites with loaded values.
+RANDOM_FILLS = frozenset(
+    {
+        torch.Tensor.normal_,
+        torch.Tensor.uniform_,
+        torch.nn.init.normal_,
+        torch.nn.init.uniform_,
+        torch.nn.init.trunc_normal_,
+        torch.nn.init.kaiming_normal_,
+        torch.nn.init.kaiming_uniform_,
+        torch.nn.init.xavier_normal_,
+        torch.nn.init.xavier_uniform_,
+        torch.nn.init.orthogonal_,
+    }
+)
+# Every other way to draw from a global generator.
+RANDOM_DRAWS = frozenset(
+    {
+        torch.rand,
+        torch.rand_like,
+        torch.randn,
+        torch.randn_like,
+        torch.randint,
+        torch.randint_like,
+        torch.randperm,
+        torch.normal,
+        torch.bernoulli,
+        torch.multinomial,
+        torch.poisson,
+        torch.Tensor.random_,
+        torch.Tensor.bernoulli_,
+        torch.Tensor.exponential_,
+        torch.Tensor.geometric_,
+        torch.Tensor.cauchy_,
+        torch.Tensor.log_normal_,
+        torch.nn.functional.dropout,
+    }
+)
 
-    Loading a pipeline and `load_textual_inversion` (which resizes the token table) draw random numbers, and
-    only the main process runs the checks: without this, the other processes' draws would drift from its
-    draws, and a run's weights would depend on how often it saved.
+
+class ProofDrewRandomNumbers(RuntimeError):
+    """A proof drew from a global random generator (a bug: the training's draws would shift)."""
+
+
+class DrawsNothing(TorchFunctionMode):
+    """On this thread only: tensors started at random are filled with NaN instead, any other draw is refused.
+
+    A tensor a loader starts at random is overwritten by the values it loads, so NaN changes no proven value
+    and a value left unwritten fails the comparison.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func in RANDOM_FILLS:
+            # nn.init passes the tensor by keyword when it hands itself to a mode.
+            tensor = args[0] if args else kwargs["tensor"]
+            with torch.no_grad():
+                return tensor.fill_(math.nan)
+        if func in RANDOM_DRAWS:
+            raise ProofDrewRandomNumbers(
+                f"the load proof called {getattr(func, '__name__', func)}, a draw from the generator training uses"
+            )
+        return func(*args, **kwargs)
+
+
+def keeps_training_rng(check: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a proof step without touching the global generators the training draws from.
+
+    Building the pipeline and the stock loaders start new tensors at random (`load_textual_inversion` and
+    its unload build whole token tables), and only the main process proves: each draw would make the
+    processes' draws drift apart, and a run's weights depend on how often it saved. `fork_rng` cannot keep
+    a proof that runs on a background save's thread away from the draws of the epoch training meanwhile:
+    both threads share the one global generator, and fork_rng restores at its end the state it saw at its
+    start, over the training's draws. So the proof draws nothing at all (`DrawsNothing`, on its thread).
     """
 
     @functools.wraps(check)
-    def wrapped(*args: Any, **kwargs: Any) -> None:
-        with torch.random.fork_rng(devices=[]):
-            check(*args, **kwargs)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with DrawsNothing():
+            return check(*args, **kwargs)
 
     return wrapped
 
@@ -202,6 +272,7 @@ class LoadProof:
         self._pipe: Any = None
 
     @property
+    @keeps_training_rng
     def pipe(self) -> Any:
         if self._pipe is None:
             # PEFT casts a loaded adapter to its base layer's dtype: over a half-precision UNet the file's float32
