@@ -84,3 +84,31 @@ def redis_url() -> str:
     connection.flushdb()
     yield test_url
     connection.flushdb()
+
+
+# What marks a test as one that touches the database (pytest-django's marker, or a fixture that opens it).
+DATABASE_FIXTURES = {
+    "db",
+    "transactional_db",
+    "django_db_reset_sequences",
+    "django_db_serialized_rollback",
+    "live_server",
+}
+
+
+def touches_database(item: pytest.Item) -> bool:
+    """Whether `item` opens the test database."""
+    return item.get_closest_marker("django_db") is not None or bool(
+        DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the PostgreSQL leg (scripts/test-legs), keep only the tests that touch the database: a test that never
+    opens it answered the same on the SQLite leg, and the model-training tests would double CI's time."""
+    if os.environ.get("PEFTLAB_TEST_LEG") != "postgresql":
+        return
+    dropped = [item for item in items if not touches_database(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if touches_database(item)]
