@@ -117,3 +117,25 @@ def test_a_gpu_row_past_its_time_box_is_skipped_with_a_line_and_the_next_rows_go
     assert bench.boxed("lora", 4, 60.0, lambda: 1.5) == 1.5  # a row inside its box gives its figure
     assert bench.boxed("lora", 4, None, lambda: 2.5) == 2.5  # no box (the dry run)
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.slow
+def test_methods_benchmark_prints_speed_and_memory_per_method(tmp_path):
+    """--methods: one row per method on the same data, each the unrounded figures it names, rounded."""
+    figures_file = tmp_path / "methods.json"
+    out = run(
+        sys.executable,
+        *("benchmarks/train.py", "--methods", "lokr", "oft", "--images", "4", "--epochs", "2"),
+        *("--json", str(figures_file)),
+    )
+    figures = json.loads(figures_file.read_text())
+    assert list(figures) == ["lokr", "oft"]
+    for method, unrounded in figures.items():
+        row = re.search(rf"^{method} +({NUMBER}) +({NUMBER}) +({NUMBER})$", out, re.M)
+        assert row, out
+        assert row.groups() == (
+            f"{unrounded['samples_per_s']:.2f}",
+            f"{unrounded['epoch_seconds']:.2f}",
+            f"{unrounded['peak_gib']:.2f}",
+        )
+        assert unrounded["samples_per_s"] > 0 and unrounded["peak_gib"] > 0

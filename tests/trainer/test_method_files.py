@@ -239,3 +239,33 @@ def test_oft_block_size_that_does_not_divide_a_layer_is_one_line(tiny_model_dir)
 def test_bad_method_options_are_one_line(method, options, message):
     with pytest.raises(UserInputError, match=message):
         build_config(method, **options)
+
+
+def test_the_loop_names_no_method():
+    """Methods are registered objects behind `Method`: the loop's code (docstrings aside) names none of them."""
+    import ast
+    import inspect
+
+    from trainer.engine import loop
+
+    tree = ast.parse(inspect.getsource(loop))
+    words = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    words |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    words |= {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+        and ast.get_docstring(node) is not None
+    }
+    words |= {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    }
+    names = set(METHODS) | {method.__name__ for method in METHODS.values()}
+    names |= {method.config_class.__name__ for method in METHODS.values()}
+    assert not {word for word in words if word.lower() in {name.lower() for name in names}}
+    assert {"Method", "make_method"} <= words

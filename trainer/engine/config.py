@@ -129,14 +129,14 @@ class AdapterTrainingConfig(TrainingConfig):
         super().__post_init__()
         if not self.target_module_list:
             raise UserInputError("--target-modules is empty; give e.g. to_q,to_k,to_v,to_out.0.")
-        for name in ("rank", "block_size"):
-            if hasattr(self, name) and getattr(self, name) <= 0:
-                raise UserInputError(f"--{flag(name)} must be a positive integer, got {getattr(self, name)}.")
-        if hasattr(self, "alpha") and (not math.isfinite(self.alpha) or self.alpha <= 0):
-            raise UserInputError(f"--alpha must be a positive number, got {self.alpha}.")
-        for name in ("dropout", "rank_dropout", "module_dropout"):
-            if hasattr(self, name) and not 0 <= getattr(self, name) < 1:
-                raise UserInputError(f"--{flag(name)} must be in [0, 1), got {getattr(self, name)}.")
+        # Each method's own options say their range in their field's metadata.
+        for item in fields(self):
+            value, bound = getattr(self, item.name), item.metadata.get("bound")
+            if bound == "positive" and (not math.isfinite(value) or value <= 0):
+                kind = "integer" if isinstance(value, int) else "number"
+                raise UserInputError(f"--{flag(item.name)} must be a positive {kind}, got {value}.")
+            if bound == "probability" and not 0 <= value < 1:
+                raise UserInputError(f"--{flag(item.name)} must be in [0, 1), got {value}.")
 
     @property
     def target_module_list(self) -> list[str]:
@@ -148,9 +148,9 @@ class AdapterTrainingConfig(TrainingConfig):
 class LoraTrainingConfig(AdapterTrainingConfig):
     """LoRA (Hu et al. 2021) on the UNet's attention projections: W + alpha/r * B A."""
 
-    rank: int = option(4, "Rank r of the update's low-rank factors.")
-    alpha: float = option(4.0, "Alpha; the update is scaled by alpha / rank.")
-    dropout: float = option(0.0, "Dropout on the LoRA branch.")
+    rank: int = option(4, "Rank r of the update's low-rank factors.", bound="positive")
+    alpha: float = option(4.0, "Alpha; the update is scaled by alpha / rank.", bound="positive")
+    dropout: float = option(0.0, "Dropout on the LoRA branch.", bound="probability")
 
     method = "lora"
 
@@ -166,10 +166,16 @@ class DoraTrainingConfig(LoraTrainingConfig):
 class LohaTrainingConfig(AdapterTrainingConfig):
     """LoHa (FedPara, Hyeon-Woo et al. 2022; LyCORIS): the update is the Hadamard product of two rank-r products."""
 
-    rank: int = option(8, "LoHa rank r of each of the two products (PEFT's default).")
-    alpha: float = option(8.0, "LoHa alpha; the update is scaled by alpha / rank (PEFT's default 8).")
-    rank_dropout: float = option(0.0, "Dropout of output rows of the update during training.")
-    module_dropout: float = option(0.0, "Probability of skipping a module's update in a training step.")
+    rank: int = option(8, "LoHa rank r of each of the two products (PEFT's default).", bound="positive")
+    alpha: float = option(
+        8.0, "LoHa alpha; the update is scaled by alpha / rank (PEFT's default 8).", bound="positive"
+    )
+    rank_dropout: float = option(
+        0.0, "Dropout of output rows of the update during training.", bound="probability"
+    )
+    module_dropout: float = option(
+        0.0, "Probability of skipping a module's update in a training step.", bound="probability"
+    )
 
     method = "loha"
 
@@ -179,15 +185,23 @@ class LokrTrainingConfig(AdapterTrainingConfig):
     """LoKr (LyCORIS, Yeh et al. 2024): the update is the Kronecker product of a small and a rank-r factor."""
 
     rank: int = option(
-        8, "LoKr rank r of the larger Kronecker factor when it is decomposed (PEFT's default)."
+        8,
+        "LoKr rank r of the larger Kronecker factor when it is decomposed (PEFT's default).",
+        bound="positive",
     )
-    alpha: float = option(8.0, "LoKr alpha; the update is scaled by alpha / rank (PEFT's default 8).")
+    alpha: float = option(
+        8.0, "LoKr alpha; the update is scaled by alpha / rank (PEFT's default 8).", bound="positive"
+    )
     factor: int = option(
         -1, "Kronecker decomposition factor: the small factor's side; -1 picks the most balanced split."
     )
     decompose_both: bool = option(False, "Also decompose the small Kronecker factor into rank-r products.")
-    rank_dropout: float = option(0.0, "Dropout of output rows of the update during training.")
-    module_dropout: float = option(0.0, "Probability of skipping a module's update in a training step.")
+    rank_dropout: float = option(
+        0.0, "Dropout of output rows of the update during training.", bound="probability"
+    )
+    module_dropout: float = option(
+        0.0, "Probability of skipping a module's update in a training step.", bound="probability"
+    )
 
     method = "lokr"
 
@@ -204,11 +218,14 @@ class OftTrainingConfig(AdapterTrainingConfig):
     block_size: int = option(
         32,
         "Side of each orthogonal block (PEFT's default); it must divide every adapted layer's input width.",
+        bound="positive",
     )
     cayley_neumann: bool = option(
         True, "Cayley-Neumann approximation of the rotation (PEFT's default; faster, 5 Neumann terms)."
     )
-    module_dropout: float = option(0.0, "Probability of skipping a block's rotation in a training step.")
+    module_dropout: float = option(
+        0.0, "Probability of skipping a block's rotation in a training step.", bound="probability"
+    )
 
     method = "oft"
 

@@ -1,8 +1,8 @@
-"""THE training loop, shared by LoRA and Textual Inversion so that comparisons between them are fair.
+"""THE training loop, shared by every method (trainer/engine/methods/) so that comparisons between them are fair.
 
-Latents (and, for LoRA, text-encoder outputs) are computed once and cached; each epoch trains on a seeded
-shuffle, measures a deterministic validation loss, keeps the best and the last weights, and checkpoints
-atomically so `resume=True` continues a killed run to the same result.
+Latents (and, where the text encoder is frozen, its outputs) are computed once and cached; each epoch trains on
+a seeded shuffle, measures a deterministic validation loss, keeps the best and the last weights, and
+checkpoints atomically so `resume=True` continues a killed run to the same result.
 """
 
 from __future__ import annotations
@@ -342,7 +342,7 @@ class Trainer:
         return dataclasses.replace(result, seconds=now - start, save_seconds=now - saving)
 
     def prepare_data(self, device: torch.device, weight_dtype: torch.dtype) -> None:
-        """Latent moments and (for LoRA) text states once; token ids for TI; fixed validation noise."""
+        """Latent moments and (for a frozen text encoder) text states once; token ids; fixed validation noise."""
         config, parts = self.config, self.components
         cache = DiskCache(Path(config.cache_dir or self.dataset / ".cache") if config.cache else None)
         self.train_split = read_dataset(self.dataset, "train.txt")
