@@ -184,8 +184,8 @@ def test_a_failed_proof_mid_run_keeps_best_and_last_with_one_pipeline(
     )
     convert, saves = lora_formats.diffusers_to_kohya, []
 
-    def lossy(state, alpha):
-        kohya = convert(state, alpha)
+    def lossy(state, alpha, family):
+        kohya = convert(state, alpha, family)
         saves.append(1)
         if len(saves) == 2:
             names = sorted({key.split(".")[0] for key in kohya})
