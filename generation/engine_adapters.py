@@ -205,7 +205,10 @@ def load_weight_adapter(pipe: Any, path: Path, name: str, family: Family = SD15)
     detected = detect_adapter(path)
     if detected.format is AdapterFormat.EMBEDDING:
         raise UserInputError(f"{path} is a textual-inversion embedding, not a weight adapter.")
-    found = file_family(detected.weights, list(read_state_dict(detected.weights)))
+    # A peft folder's weights are its adapter_model.safetensors; the other formats' are the detected file.
+    weights = Path(detected.weights)
+    weights = weights / PEFT_WEIGHTS_FILE if weights.is_dir() else weights
+    found = file_family(weights, list(read_state_dict(weights)))
     label = METHOD_LABELS[detected.method]
     refuse_other_family(f"{label} {path}", label, found, family)
     if detected.format is AdapterFormat.PEFT:

@@ -71,6 +71,7 @@ def test_files_of_the_other_family_are_refused_in_one_line(
     cases = [
         (tiny_sdxl_dir, "lora", adapters["diffusers"], "is an SD 1.x LoRA but the model is SDXL"),
         (tiny_sdxl_dir, "lora", adapters["kohya"], "is an SD 1.x LoRA but the model is SDXL"),
+        (tiny_sdxl_dir, "lora", adapters["peft"], "is an SD 1.x LoRA but the model is SDXL"),
         (tiny_sdxl_dir, "ti", adapters["ti_a1111"], "is an SD 1.x embedding but the model is SDXL"),
         (tiny_model_dir, "lora", tiny_sdxl_runs["lora"], "is an SDXL LoRA but the model is SD 1.x"),
         (

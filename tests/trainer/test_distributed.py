@@ -292,3 +292,35 @@ def test_a_launched_training_that_refuses_its_input_fails_with_the_one_line(tmp_
     config = build_config("lora", **lora_options, batch_size=1)
     with pytest.raises(UserInputError, match=r"^dataset folder \S+missing does not exist; prepare one"):
         launch_training(tmp_path / "missing", tmp_path / "out", config, processes=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "method, extra, weights_file",
+    [
+        ("lora", {"learning_rate": 1e-3}, LORA_FILE),
+        (
+            "ti",
+            {"learning_rate": 5e-3, "placeholder_token": "<ghiblivis-xl>", "initializer_token": "style"},
+            "ghiblivis-xl.safetensors",
+        ),
+    ],
+)
+def test_sdxl_on_two_processes_matches_one_process_with_the_global_batch(
+    tmp_path, dataset_dir, environment, tiny_sdxl_dir, method, extra, weights_file
+):
+    """SDXL's pooled embeddings and size-and-crop ids are shared out with the batch; TI's two encoders train
+    as one module under DDP."""
+    options = {"model": str(tiny_sdxl_dir), "resolution": 64, "epochs": 2, **extra}
+    launch(
+        f"train_{method}",
+        {**options, "data": dataset_dir, "output": tmp_path / "two", "batch_size": 1},
+        environment,
+    )
+    engine_train(dataset_dir, tmp_path / "one", build_config(method, **options, batch_size=2))
+    weights = assert_same_training(tmp_path / "one", tmp_path / "two", weights_file)
+    if method == "ti":
+        assert {key: tuple(value.shape) for key, value in weights.items()} == {
+            "clip_l": (1, 32),
+            "clip_g": (1, 64),
+        }

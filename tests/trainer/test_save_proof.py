@@ -193,8 +193,8 @@ def test_a_failed_proof_mid_run_keeps_best_and_last_with_one_pipeline(
     )
     convert, saves, snapshot = lora_formats.diffusers_to_kohya, [], {}
 
-    def faulty(state, alpha):
-        kohya = convert(state, alpha)
+    def faulty(state, alpha, family):
+        kohya = convert(state, alpha, family)
         saves.append(1)
         if len(saves) == 2:
             # What epoch 1's save left, as epoch 2's save writes its files.
