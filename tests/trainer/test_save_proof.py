@@ -340,3 +340,31 @@ def test_proofs_never_write_the_frozen_tensors_training_shares(tiny_model_dir, t
     after = frozen()
     assert after.keys() == before.keys()
     assert [name for name in before if not torch.equal(before[name], after[name])] == []
+
+
+def test_a_background_save_saves_from_a_snapshot_of_the_trainable_tensors_over_the_shared_frozen_ones(
+    tiny_model_dir, tmp_path
+):
+    """The snapshot shares every frozen tensor and copies the trainable ones at `take()`: the next step's
+    changes do not reach the files a background save is writing."""
+    from trainer.engine.saving import TrainedSnapshot
+
+    method, parts = lora_run(tiny_model_dir)
+    snapshot = TrainedSnapshot(parts.unet)
+    taken = snapshot.take()
+    trained = dict(parts.unet.named_parameters())
+    copied = dict(taken.named_parameters())
+    assert copied.keys() == trained.keys()
+    for name, parameter in trained.items():
+        shared = copied[name].data_ptr() == parameter.data_ptr()
+        assert shared != parameter.requires_grad, name  # frozen: the same storage; trainable: a copy
+        assert torch.equal(copied[name], parameter)
+    expected = trained_lora_deltas(parts.unet, 2.0)
+    with torch.no_grad():
+        for parameter in parts.unet.parameters():
+            if parameter.requires_grad:
+                parameter.mul_(3)  # the next epoch's step
+    method.save(taken, tmp_path)  # proves the snapshot's values
+    assert all(torch.equal(expected[name], delta) for name, delta in trained_lora_deltas(taken, 2.0).items())
+    assert snapshot.take() is taken
+    assert all(torch.equal(copied[name], trained[name]) for name in trained)  # refreshed
