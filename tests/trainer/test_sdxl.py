@@ -3,6 +3,7 @@ file proven again here through stock diffusers SDXL loading (as a user loads the
 
 import io
 import json
+import re
 
 import pytest
 import torch
@@ -146,3 +147,17 @@ def test_sdxl_ti_files_load_into_both_encoders_through_stock_sdxl_pipeline(tiny_
     # The trained vectors moved away from the initializer's in both encoders.
     style = pipe.tokenizer.convert_tokens_to_ids("style</w>")
     assert not torch.equal(pipe.text_encoder.get_input_embeddings().weight[style], layout["clip_l"][0])
+
+
+def test_the_loop_names_no_family():
+    """Families are registered objects behind one interface: the loop's code names none of them."""
+    from pathlib import Path
+
+    from trainer.engine import loop
+    from trainer.engine.families import FAMILIES
+
+    source = Path(loop.__file__).read_text(encoding="utf-8")
+    for family in FAMILIES.values():
+        for name in (family.name, family.label, family.pipeline_class, *family.embedding_keys):
+            assert not re.search(rf"\b{re.escape(name)}\b", source), name
+    assert "text_encoder_2" not in source and "added_cond_kwargs" not in source
