@@ -16,9 +16,21 @@ from PIL import Image
 from peftlab.errors import UserInputError
 from peftlab.files import write_atomic
 from trainer.engine.dataset import read_split, sha256_file
-from trainer.engine.families import CAPTION_CHUNKS, Family, TextEncoders, detect_family
+from trainer.engine.families import CAPTION_CHUNKS, Family, detect_family
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")  # what the UNet predicts: the noise, or the velocity
+
+
+class TextEncoders(torch.nn.Module):
+    """A family's text encoders as one module: token ids [n, encoders, length] -> (states, pooled)."""
+
+    def __init__(self, family: Family, encoders: list[Any], window: int) -> None:
+        super().__init__()
+        self.family, self.window = family, window
+        self.encoders = torch.nn.ModuleList(encoders)
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.family.encode(list(self.encoders), ids, self.window)
 
 
 @dataclass

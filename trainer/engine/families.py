@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from peftlab.errors import UserInputError
+
+if TYPE_CHECKING:  # torch is imported where a family computes: the web app reads families without it
+    import torch
 
 CAPTION_CHUNKS = {77: 1, 150: 2, 225: 3}  # --max-caption-tokens -> 75-token chunks
 
@@ -68,6 +69,8 @@ class Family:
         self, tokenizers: list[Any], captions: list[str], max_caption_tokens: int = 77
     ) -> torch.Tensor:
         """Token ids [n, encoders, chunks x window], one row of ids per tokenizer (their padding differs)."""
+        import torch
+
         return torch.stack(
             [tokenize(tokenizer, captions, max_caption_tokens) for tokenizer in tokenizers], dim=1
         )
@@ -122,6 +125,8 @@ class SdxlFamily(Family):
             states.append(hidden.reshape(count, length, hidden.shape[-1]))
             if index == len(encoders) - 1:
                 pooled = output.text_embeds.reshape(count, -1, output.text_embeds.shape[-1])[:, 0]
+        import torch
+
         return torch.cat(states, dim=-1), pooled
 
     def image_conditions(
@@ -129,6 +134,8 @@ class SdxlFamily(Family):
     ) -> torch.Tensor | None:
         """(original height, original width, crop top, crop left, target height, target width) per image, as
         diffusers' SDXL training examples pass them; `sizes` are (height, width, top, left) of each source."""
+        import torch
+
         return torch.tensor([[*size, resolution, resolution] for size in sizes], dtype=torch.float32)
 
     def unet_kwargs(self, pooled: torch.Tensor | None, conditions: torch.Tensor | None) -> dict[str, Any]:
@@ -222,22 +229,12 @@ def refuse_other_family(what: str, kind: str, found: Family | None, model: Famil
         )
 
 
-class TextEncoders(torch.nn.Module):
-    """A family's text encoders as one module: token ids [n, encoders, length] -> (states, pooled)."""
-
-    def __init__(self, family: Family, encoders: list[Any], window: int) -> None:
-        super().__init__()
-        self.family, self.window = family, window
-        self.encoders = torch.nn.ModuleList(encoders)
-
-    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.family.encode(list(self.encoders), ids, self.window)
-
-
 def tokenize(tokenizer: Any, captions: list[str], max_caption_tokens: int = 77) -> torch.Tensor:
     """Token ids [n, chunks x window]: one window padded as the pipeline does at inference, or (for longer
     captions) 75-token chunks each framed by BOS and EOS and kept whole: A1111's layout without its comma
     backtrack; kohya's v1 form drops the inner BOS/EOS states after encoding (docs/training.md)."""
+    import torch
+
     window = tokenizer.model_max_length
     chunks = CAPTION_CHUNKS[max_caption_tokens]
     # Tokenized to chunks x 75 caption tokens between one BOS and one EOS, padded; then cut into chunks.
