@@ -1,5 +1,6 @@
 """The fast step keeps the maths: the fused posterior sample, noise independent of the cache, TI's spliced
-rows, TI's validation encoding each caption once, the precision choice, and --compile."""
+rows, TI's validation encoding each caption once and scoring max(images, timesteps) pairs, the precision
+choice, and --compile."""
 
 import json
 
@@ -11,7 +12,7 @@ from trainer.engine import loop
 from trainer.engine.config import build_config
 from trainer.engine.data import load_components
 from trainer.engine.families import encode_text
-from trainer.engine.loop import posterior_sample, resolve_mixed_precision, scaled_moments
+from trainer.engine.loop import posterior_sample, resolve_mixed_precision, scaled_moments, validation_pairs
 from trainer.engine.loop import train as engine_train
 from trainer.engine.methods import SplicedEmbedding, make_method
 
@@ -100,17 +101,31 @@ def test_ti_gradients_and_clip_see_only_the_new_rows(tiny_model_dir):
     assert torch.equal(norm, plain.weight.grad[method.token_ids].norm())
 
 
+@pytest.mark.parametrize(("images", "timesteps"), [(1, 10), (11, 10), (12, 4), (3, 7), (5, 5)])
+def test_validation_pairs_cover_every_image_and_timestep_in_max_not_product_forwards(images, timesteps):
+    image, timestep = validation_pairs(images, timesteps, 1000)
+    spaced = torch.linspace(0, 999, timesteps).round().long()
+    assert len(image) == len(timestep) == max(images, timesteps)
+    image_counts = torch.bincount(image, minlength=images)
+    timestep_counts = torch.stack([(timestep == value).sum() for value in spaced])
+    for counts in (image_counts, timestep_counts):
+        assert counts.min() >= 1 and counts.max() - counts.min() <= 1  # all scored, none favoured
+    # Each image meets distinct timesteps (spread over the schedule), not the same one again.
+    for index in range(images):
+        mine = timestep[image == index]
+        assert len(set(mine.tolist())) == len(mine)
+
+
 def loss_pair_by_pair(trainer: loop.Trainer) -> float:
     """The validation loss scored one (image, timestep) pair at a time, the pair's caption encoded for it."""
     window = trainer.components.tokenizer.model_max_length
     losses = []
     with torch.no_grad():
-        for image, latents in enumerate(trainer.val_latents):
-            for index, timestep in enumerate(trainer.val_timesteps):
-                ids = trainer.val_ids[image : image + 1, 0]  # the one text encoder's ids
-                states = encode_text(trainer.components.text_encoder, ids, window)
-                noise = trainer.val_noise[image, index][None]
-                losses.append(trainer.loss(latents[None], states, noise, timestep[None]).item())
+        for pair, (image, timestep) in enumerate(zip(trainer.val_images, trainer.val_timesteps, strict=True)):
+            ids = trainer.val_ids[image : image + 1, 0]  # the one text encoder's ids
+            states = encode_text(trainer.components.text_encoder, ids, window)
+            latents, noise = trainer.val_latents[image][None], trainer.val_noise[pair][None]
+            losses.append(trainer.loss(latents, states, noise, timestep[None]).item())
     return sum(losses) / len(losses)
 
 
@@ -118,10 +133,11 @@ def loss_pair_by_pair(trainer: loop.Trainer) -> float:
 def test_ti_validation_encodes_each_caption_once_and_scores_each_image_with_its_own(
     tmp_path, prepared_dir, fast_options, monkeypatch
 ):
-    # Batch size 1: the 2 images x 3 timesteps take two validation batches, the 2 captions one encoding.
+    # Batch size 1: the 5 pairs (2 images, 5 timesteps) take two validation batches of 4, the 2 captions
+    # one encoding.
     options = {**fast_options, "epochs": 1, "batch_size": 1}
     config = build_config(
-        "ti", **options, placeholder_token="<gv>", initializer_token="style", validation_timesteps=3
+        "ti", **options, placeholder_token="<gv>", initializer_token="style", validation_timesteps=5
     )
     passes = []
     validation_loss = loop.Trainer.validation_loss

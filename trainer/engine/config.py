@@ -71,7 +71,11 @@ class TrainingConfig:
     early_stopping_patience: int = option(
         0, "Stop after N epochs without a lower validation loss; 0 never stops."
     )
-    validation_timesteps: int = option(10, "Evenly spaced timesteps of the deterministic validation loss.")
+    validation_timesteps: int = option(
+        10,
+        "Evenly spaced timesteps of the deterministic validation loss: it scores max(validation images, this) "
+        "fixed (image, timestep) pairs, each image and each timestep at least once.",
+    )
     max_caption_tokens: int = option(
         77,
         "Caption tokens the text encoder sees: 77 (one window; longer captions are cut), or 150 / 225 "

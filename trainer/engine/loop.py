@@ -143,6 +143,17 @@ def train(
     return Trainer(Path(dataset), Path(output), config, resume, progress, on_epoch, on_warning).run()
 
 
+def validation_pairs(images: int, timesteps: int, train_timesteps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The validation loss's (image index, timestep) pairs: `timesteps` evenly spaced over the scheduler's."""
+    # Pair k scores image k mod N at timestep k mod T: max(N, T) pairs, every image and every timestep at
+    # least once, none more than once beyond the others. Crossing them (N x T forwards) cost about as much
+    # as the training steps; for a fixed number of forwards, spreading them over distinct images and
+    # timesteps estimates the mean loss with less variance than scoring the same images again.
+    spaced = torch.linspace(0, train_timesteps - 1, timesteps).round().long()
+    pairs = torch.arange(max(images, timesteps))
+    return pairs % images, spaced[pairs % timesteps]
+
+
 class Trainer:
     """One run's state; `run()` is the loop."""
 
@@ -385,11 +396,14 @@ class Trainer:
                 image_sizes(self.dataset, split, config.resolution), config.resolution
             )
             setattr(self, f"{name}_conditions", None if conditions is None else conditions.to(device))
-        # Evenly spaced timesteps and noise from a seeded generator: the same validation batch every epoch.
-        steps = parts.noise_scheduler.config.num_train_timesteps
-        self.val_timesteps = torch.linspace(0, steps - 1, config.validation_timesteps).round().long()
+        # Fixed pairs and noise from a seeded generator: the same validation batch every epoch.
+        self.val_images, self.val_timesteps = validation_pairs(
+            len(self.val_split.images),
+            config.validation_timesteps,
+            parts.noise_scheduler.config.num_train_timesteps,
+        )
         generator = torch.Generator().manual_seed(config.seed)
-        noise_shape = (len(self.val_split.images), config.validation_timesteps, *self.val_latents.shape[1:])
+        noise_shape = (len(self.val_images), *self.val_latents.shape[1:])
         self.val_noise = torch.randn(noise_shape, generator=generator).to(device)
 
     def to_device(
@@ -626,36 +640,31 @@ class Trainer:
 
     @torch.no_grad()
     def validation_loss(self) -> float:
-        """Mean noise-prediction MSE over validation images x fixed timesteps x fixed noise (deterministic)."""
+        """Mean noise-prediction MSE over the fixed (image, timestep, noise) validation pairs (deterministic)."""
         self.module.eval()
         device = self.accelerator.device
-        latents = self.val_latents
-        count, steps = len(latents), len(self.val_timesteps)
-        # Every (image, timestep) pair, batched across timesteps: no gradients, so batches can be larger.
-        images = torch.arange(count, device=device).repeat_interleave(steps)
-        times = torch.arange(steps, device=device).repeat(count)
-        timesteps = self.val_timesteps.to(device)
+        images, timesteps = self.val_images.to(device), self.val_timesteps.to(device)
         total = torch.zeros((), device=device)
         size = self.config.batch_size * VALIDATION_BATCH_FACTOR
-        # A trained text encoder (TI) changes every epoch: encode each caption once here, not once per timestep.
+        # A trained text encoder (TI) changes every epoch: encode each caption once here, not once per pair.
         val_states, val_pooled = self.val_states, self.val_pooled
         if val_states is None:
             encoded = [self.encoder_states(ids, None) for ids in self.val_ids.split(size)]
             val_states = torch.cat([states for states, _ in encoded])
             val_pooled = None if encoded[0][1] is None else torch.cat([pooled for _, pooled in encoded])
-        for start in range(0, count * steps, size):
-            image, time_index = images[start : start + size], times[start : start + size]
+        for start in range(0, len(images), size):
+            image, pair = images[start : start + size], slice(start, start + size)
             with self.autocast():
                 losses = self.loss(
-                    latents[image],
+                    self.val_latents[image],
                     val_states[image].to(self.components.unet.dtype),
-                    self.val_noise[image, time_index],
-                    timesteps[time_index],
+                    self.val_noise[pair],
+                    timesteps[pair],
                     self.unet_kwargs(rows_of(val_pooled, image), rows_of(self.val_conditions, image)),
                 )
             total += losses.sum()
         self.module.train()
-        value = total.item() / (count * steps)
+        value = total.item() / len(images)
         if not math.isfinite(value):
             raise UserInputError(
                 f"the validation loss became {value}; lower --learning-rate or use --mixed-precision bf16."
