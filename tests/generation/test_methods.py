@@ -319,23 +319,23 @@ def test_generate_refuses_adapter_options_that_do_not_fit(
 @pytest.mark.django_db
 @pytest.mark.parametrize("method", ["dora", "loha", "lokr", "oft"])
 def test_a_trained_runs_best_folder_generates_for_every_method(
-    method, tmp_path, prepared_dir, fast_options, tiny_model_dir
+    method, tmp_path, prepared_dir, fast_options, family_model_dir
 ):
     """What peftlab's trainer writes (DoRA: the diffusers file; LoHa, LoKr, OFT: the peft folder beside the
-    LyCORIS file) loads by its folder alone and passes the effect check."""
+    LyCORIS file) on an SD 1.x or SDXL model loads by its folder alone and passes the effect check."""
     from django.core.management import call_command
 
     from generation.models import GenerationRun
 
     output = tmp_path / "run"
-    options = fast_options | TRAINED_OPTIONS[method]
+    options = fast_options | {"model": str(family_model_dir)} | TRAINED_OPTIONS[method]
     call_command("train", method=method, data=prepared_dir, output=output, stdout=io.StringIO(), **options)
     prompts = tmp_path / "one.csv"
     prompts.write_text("landmark,text\nBig Ben,big ben clock tower\n")
     call_command("load_prompts", str(prompts), stdout=io.StringIO())
     call_command(
         "generate",
-        "--model", str(tiny_model_dir),
+        "--model", str(family_model_dir),
         "--adapter", f"{method}={output / 'best'}",
         "--prompts", "one",
         "--steps", "2",
