@@ -93,19 +93,46 @@ def test_half_precision_runs_prove_every_method_in_float32(family_model_dir, tmp
     assert adapter.proof.pipe.unet.dtype == torch.float32
 
 
-def test_peft_folder_loads_through_peft_by_its_config(tiny_model_dir, tmp_path):
-    """What generation does with the folder: the config class from adapter_config.json, then PeftModel."""
+@pytest.mark.parametrize("method", ["loha", "lokr", "oft"])
+def test_peft_folder_loads_through_peft_by_its_config(family_model_dir, tmp_path, method):
+    """What generation does with the folder: the config class from adapter_config.json, then PeftModel, into
+    a UNet loaded afresh from the model folder (not the proof's)."""
     from diffusers import UNet2DConditionModel
     from peft import PeftConfig, PeftModel
 
-    adapter, unet = trained(tiny_model_dir, "lokr")
+    adapter, unet = trained(family_model_dir, method)
     adapter.save(unet, tmp_path)
-    assert type(PeftConfig.from_pretrained(tmp_path)).__name__ == "LoKrConfig"
-    fresh = UNet2DConditionModel.from_pretrained(tiny_model_dir, subfolder="unet")
+    assert PeftConfig.from_pretrained(tmp_path).peft_type.value == method.upper()
+    fresh = UNet2DConditionModel.from_pretrained(family_model_dir, subfolder="unet")
     model = PeftModel.from_pretrained(fresh, tmp_path)
     loaded = weight_changes(model.base_model.model)
-    for name, change in weight_changes(unet).items():
+    expected = weight_changes(unet)
+    assert loaded.keys() == expected.keys()
+    for name, change in expected.items():
         torch.testing.assert_close(loaded[name], change)
+
+
+def test_dora_file_loads_through_the_familys_stock_pipeline(family_model_dir, tmp_path):
+    """DoRA's diffusers file in a pipeline loaded afresh (StableDiffusionPipeline or StableDiffusionXLPipeline,
+    as model_index.json names it): every module wrapped as DoRA, its update and magnitude as trained."""
+    from diffusers import DiffusionPipeline
+
+    adapter, unet = trained(family_model_dir, "dora")
+    adapter.save(unet, tmp_path)
+    pipe = DiffusionPipeline.from_pretrained(family_model_dir)
+    assert type(pipe).__name__ == detect_family(str(family_model_dir)).pipeline_class
+    pipe.load_lora_weights(tmp_path, adapter_name="dora")
+    expected = trained_lora_deltas(unet, 1.0)
+    loaded = {}
+    for name, module in pipe.unet.named_modules():
+        if "dora" in getattr(module, "lora_magnitude_vector", {}):
+            loaded[name] = module.scaling["dora"] * (
+                module.lora_B["dora"].weight.flatten(1) @ module.lora_A["dora"].weight.flatten(1)
+            )
+            loaded[name + MAGNITUDE] = module.lora_magnitude_vector["dora"].weight
+    assert loaded.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(loaded[name].detach(), value)
 
 
 def test_dora_file_with_a_lost_or_altered_module_is_refused(family_model_dir, tmp_path):
