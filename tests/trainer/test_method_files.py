@@ -247,6 +247,27 @@ def test_lycoris_keys_follow_the_kohya_layout(request, tmp_path, model, name, wi
 
 
 @pytest.mark.parametrize("method", ["loha", "lokr"])
+def test_save_refuses_a_lycoris_file_that_lost_a_module(family_model_dir, tmp_path, monkeypatch, method):
+    """The save itself proves its LyCORIS file: one written without a module stops it with one line."""
+    from trainer.engine import lycoris_formats
+
+    adapter, unet = trained(family_model_dir, method)
+    lost = kohya_module_name(middle(weight_changes(unet)), detect_family(str(family_model_dir)))
+    convert = lycoris_formats.peft_to_lycoris
+    monkeypatch.setattr(
+        lycoris_formats,
+        "peft_to_lycoris",
+        lambda *args: {k: v for k, v in convert(*args).items() if not k.startswith(f"{lost}.")},
+    )
+    with pytest.raises(
+        UserInputError,
+        match=f"{adapter.lycoris_file} did not load back: 1 of {len(weight_changes(unet))} trained adapter modules "
+        f"are missing \\(e.g. {lost}\\)",
+    ):
+        adapter.save(unet, tmp_path)
+
+
+@pytest.mark.parametrize("method", ["loha", "lokr"])
 def test_sdxl_lycoris_file_under_diffusers_names_is_refused(tiny_sdxl_dir, tmp_path, method):
     """A LyCORIS SDXL file whose modules carry diffusers' names (`lora_unet_down_blocks_...`), not the
     original UNet's that kohya, A1111 and ComfyUI's SDXL files use, does not prove out."""
