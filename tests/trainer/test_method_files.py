@@ -33,7 +33,7 @@ def trained(tiny_model_dir, method: str, dtype=torch.float32, **options):
     """`method` set up on the tiny UNet (frozen weights in `dtype`), every trained tensor moved off its start."""
     from trainer.engine.data import load_components
 
-    config = build_config(method, model=str(tiny_model_dir), target_modules=TARGETS, **options)
+    config = build_config(method, model=str(tiny_model_dir), **({"target_modules": TARGETS} | options))
     adapter = make_method(config)
     parts = load_components(str(tiny_model_dir), dtype)
     adapter.setup(parts)
@@ -244,6 +244,20 @@ def test_lycoris_keys_follow_the_kohya_layout(request, tmp_path, model, name, wi
     }
     assert header["ss_base_model_version"] == family.kohya_version
     assert header["base_model_family"] == family.name
+
+
+@pytest.mark.parametrize(
+    ("method", "file"), [("lora", "lora_kohya.safetensors"), ("loha", "loha_lycoris.safetensors")]
+)
+def test_sdxl_resnet_layers_are_saved_under_the_original_unets_names(tiny_sdxl_dir, tmp_path, method, file):
+    """Resnet layers (the middle block's too) under kohya's SDXL names (`in_layers_2` for conv1, ...); the save
+    proves them, the kohya LoRA file through stock diffusers, which reads those names back."""
+    adapter, unet = trained(tiny_sdxl_dir, method, target_modules="conv1,conv2,time_emb_proj,conv_shortcut")
+    adapter.save(unet, tmp_path)
+    modules = {key.partition(".")[0] for key in load_file(tmp_path / file)}
+    assert {"lora_unet_input_blocks_1_0_in_layers_2", "lora_unet_middle_block_2_out_layers_3"} <= modules
+    assert "lora_unet_output_blocks_0_0_skip_connection" in modules
+    assert not any(layer in name for name in modules for layer in ("conv1", "conv2", "time_emb", "shortcut"))
 
 
 @pytest.mark.parametrize("method", ["loha", "lokr"])
