@@ -27,6 +27,15 @@ def tiny_sdxl_dir(tmp_path_factory) -> Path:
     ).path
 
 
+FAMILY_MODELS = {"sd15": "tiny_model_dir", "sdxl": "tiny_sdxl_dir"}  # family -> its tiny model's fixture
+
+
+@pytest.fixture(params=sorted(FAMILY_MODELS))
+def family_model_dir(request) -> Path:
+    """The tiny model of each family (SD 1.x, SDXL): a test that takes it runs once per family (ids sd15, sdxl)."""
+    return request.getfixturevalue(FAMILY_MODELS[request.param])
+
+
 @pytest.fixture(scope="session")
 def tiny_sdxl_runs(tmp_path_factory, tiny_sdxl_dir) -> dict[str, Path]:
     """LoRA and TI trained once per session on the tiny SDXL model (the demo's synthetic data and settings):

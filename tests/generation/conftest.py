@@ -180,28 +180,41 @@ def method_model(model_dir: Path, method: str, trained: bool):
     return model
 
 
-@pytest.fixture(scope="session")
-def method_adapters(tiny_model_dir: Path, tmp_path_factory) -> dict[str, Path]:
-    """Per method, a trained and a dead adapter in peft's save_pretrained layout ("loha", "loha_dead", ...),
-    and DoRA also as the diffusers file ("dora_diffusers", "dora_diffusers_dead"), from the same weights."""
-    from diffusers import StableDiffusionPipeline
+def build_method_adapters(model_dir: Path, root: Path) -> dict[str, Path]:
+    """Per method, a trained and a dead adapter of the model at `model_dir` in peft's save_pretrained layout
+    ("loha", "loha_dead", ...), and DoRA also as the diffusers file of its family's pipeline ("dora_diffusers",
+    "dora_diffusers_dead"), from the same weights."""
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    root = tmp_path_factory.mktemp("methods")
+    from trainer.engine.families import detect_family
+
+    pipeline = detect_family(str(model_dir)).pipeline()
     paths: dict[str, Path] = {}
     for method in METHOD_SPREAD:
         for trained in (True, False):
             name = method if trained else f"{method}_dead"
-            model = method_model(tiny_model_dir, method, trained)
+            model = method_model(model_dir, method, trained)
             model.save_pretrained(root / name)
             paths[name] = root / name
             if method == "dora":
                 unet = model.base_model.model
-                StableDiffusionPipeline.save_lora_weights(
+                pipeline.save_lora_weights(
                     root / f"dora_diffusers{name[4:]}",
                     unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)),
                     unet_lora_adapter_metadata=method_config(method).to_dict(),
                 )
                 paths[f"dora_diffusers{name[4:]}"] = root / f"dora_diffusers{name[4:]}"
     return paths
+
+
+@pytest.fixture(scope="session")
+def method_adapters(tiny_model_dir: Path, tmp_path_factory) -> dict[str, Path]:
+    """The adapters of every method (`build_method_adapters`) on the tiny SD 1.x model."""
+    return build_method_adapters(tiny_model_dir, tmp_path_factory.mktemp("methods"))
+
+
+@pytest.fixture(scope="session")
+def sdxl_method_adapters(tiny_sdxl_dir: Path, tmp_path_factory) -> dict[str, Path]:
+    """The adapters of every method (`build_method_adapters`) on the tiny SDXL model."""
+    return build_method_adapters(tiny_sdxl_dir, tmp_path_factory.mktemp("sdxl-methods"))

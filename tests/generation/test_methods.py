@@ -4,6 +4,7 @@ a module cut out or with keys the model lacks, a LyCORIS file, and settings that
 import io
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +59,34 @@ def refused(config: GenerationConfig, match: str) -> str:
     return str(error.value)
 
 
+@pytest.fixture(params=["sd15", "sdxl"])
+def family_arms(request) -> tuple[Path, dict[str, Path], Callable[[], tuple[Path, str]]]:
+    """Per family (ids sd15, sdxl): the tiny model, its adapters of every method (`method_adapters`), and a
+    function giving a trained TI embedding with the token it is detected by (SDXL's is trained on first use)."""
+    if request.param == "sd15":
+        return (
+            request.getfixturevalue("tiny_model_dir"),
+            request.getfixturevalue("method_adapters"),
+            lambda: (request.getfixturevalue("adapters")["ti"], "<peftlab-ti>"),
+        )
+    # The SDXL TI run's folder: its clip_l/clip_g file carries the token in its header.
+    return (
+        request.getfixturevalue("tiny_sdxl_dir"),
+        request.getfixturevalue("sdxl_method_adapters"),
+        lambda: (request.getfixturevalue("tiny_sdxl_runs")["ti"], "<ghiblivis-xl>"),
+    )
+
+
 @pytest.mark.slow
-def test_six_adapters_of_every_method_render_in_one_run(tiny_model_dir, method_adapters, adapters):
-    """Base + DoRA (peft and diffusers files of the same weights), LoHa, LoKr, OFT and TI on one UNet."""
-    paths = {**method_adapters, "ti": adapters["ti"]}
+def test_six_adapters_of_every_method_render_in_one_run(family_arms):
+    """Base + DoRA (peft and diffusers files of the same weights), LoHa, LoKr, OFT and TI on one UNet, on SD 1.x
+    and on SDXL."""
+    model, paths, ti = family_arms
+    embedding, token = ti()
+    paths = {**paths, "ti": embedding}
     names = [*METHODS, "ti"]
-    images, effects, parameters = render(config(tiny_model_dir, paths, *names))
-    plain, _, _ = render(config(tiny_model_dir, paths))
+    images, effects, parameters = render(config(model, paths, *names))
+    plain, _, _ = render(config(model, paths))
     assert list(images) == ["base", *names]
     # The base arm is the base model, whatever adapters are loaded beside it ...
     assert np.array_equal(images["base"], plain["base"])
@@ -75,7 +97,7 @@ def test_six_adapters_of_every_method_render_in_one_run(tiny_model_dir, method_a
     # The same DoRA weights through peft's folder and diffusers' stock loader render the same image.
     assert np.abs(images["dora"] - images["dora_diffusers"]).max() <= 1
     # An arm renders alone as it does among five other adapters: only its own adapter acts.
-    alone, _, _ = render(config(tiny_model_dir, paths, "oft"))
+    alone, _, _ = render(config(model, paths, "oft"))
     assert np.array_equal(alone["oft"], images["oft"])
     assert {arm: (p.get("method"), p.get("format")) for arm, p in parameters.items()} == {
         "base": (None, None),
@@ -86,18 +108,19 @@ def test_six_adapters_of_every_method_render_in_one_run(tiny_model_dir, method_a
         "oft": ("oft", "peft"),
         "ti": ("ti", "embedding"),
     }
-    # The TI token came from the diffusers file's key.
-    assert parameters["ti"]["token"] == "<peftlab-ti>" and parameters["loha"]["adapter"] == str(paths["loha"])
+    # The TI token came from the file: the diffusers file's key (SD 1.x), the clip_l/clip_g file's header (SDXL).
+    assert parameters["ti"]["token"] == token and parameters["loha"]["adapter"] == str(paths["loha"])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(METHODS))
-def test_dead_adapter_of_every_method_is_refused_before_any_image(tiny_model_dir, method_adapters, name):
+def test_dead_adapter_of_every_method_is_refused_before_any_image(family_arms, name):
     """peft's own initialisation changes nothing (zero LoRA B / LoHa / LoKr factor, identity OFT rotation)."""
+    model, paths, _ = family_arms
     dead = f"{name}_dead"
     handed_out = []
     with pytest.raises(UserInputError) as error:
-        generate(config(tiny_model_dir, method_adapters, dead), PROMPTS, handed_out.append)
+        generate(config(model, paths, dead), PROMPTS, handed_out.append)
     assert re.match(
         rf"the {dead} adapter \S+ \({METHODS[name]}\) had no visible effect: its probe render differs from the "
         r"same adapter switched off by 0\.0",
@@ -137,19 +160,21 @@ def rename_last_module(state) -> None:
 
 
 @pytest.mark.parametrize("method", PEFT_METHODS)
-def test_peft_adapter_with_a_module_cut_out_is_refused(tiny_model_dir, method_adapters, tmp_path, method):
-    folder = peft_variant(method_adapters[method], tmp_path, cut_last_module)
+def test_peft_adapter_with_a_module_cut_out_is_refused(family_arms, tmp_path, method):
+    model, paths, _ = family_arms
+    folder = peft_variant(paths[method], tmp_path, cut_last_module)
     refused(
-        config(tiny_model_dir, {method: folder}, method),
+        config(model, {method: folder}, method),
         r"peft adapter \S+ does not fit this model's UNet \(0 unexpected, [1-9]\d* missing keys, e.g. .*up_blocks",
     )
 
 
 @pytest.mark.parametrize("method", PEFT_METHODS)
-def test_peft_adapter_with_keys_the_model_lacks_is_refused(tiny_model_dir, method_adapters, tmp_path, method):
-    folder = peft_variant(method_adapters[method], tmp_path, rename_last_module)
+def test_peft_adapter_with_keys_the_model_lacks_is_refused(family_arms, tmp_path, method):
+    model, paths, _ = family_arms
+    folder = peft_variant(paths[method], tmp_path, rename_last_module)
     refused(
-        config(tiny_model_dir, {method: folder}, method),
+        config(model, {method: folder}, method),
         r"peft adapter \S+ does not fit this model's UNet \([1-9]\d* unexpected, [1-9]\d* missing keys",
     )
 
@@ -319,23 +344,23 @@ def test_generate_refuses_adapter_options_that_do_not_fit(
 @pytest.mark.django_db
 @pytest.mark.parametrize("method", ["dora", "loha", "lokr", "oft"])
 def test_a_trained_runs_best_folder_generates_for_every_method(
-    method, tmp_path, prepared_dir, fast_options, tiny_model_dir
+    method, tmp_path, prepared_dir, fast_options, family_model_dir
 ):
     """What peftlab's trainer writes (DoRA: the diffusers file; LoHa, LoKr, OFT: the peft folder beside the
-    LyCORIS file) loads by its folder alone and passes the effect check."""
+    LyCORIS file) on an SD 1.x or SDXL model loads by its folder alone and passes the effect check."""
     from django.core.management import call_command
 
     from generation.models import GenerationRun
 
     output = tmp_path / "run"
-    options = fast_options | TRAINED_OPTIONS[method]
+    options = fast_options | {"model": str(family_model_dir)} | TRAINED_OPTIONS[method]
     call_command("train", method=method, data=prepared_dir, output=output, stdout=io.StringIO(), **options)
     prompts = tmp_path / "one.csv"
     prompts.write_text("landmark,text\nBig Ben,big ben clock tower\n")
     call_command("load_prompts", str(prompts), stdout=io.StringIO())
     call_command(
         "generate",
-        "--model", str(tiny_model_dir),
+        "--model", str(family_model_dir),
         "--adapter", f"{method}={output / 'best'}",
         "--prompts", "one",
         "--steps", "2",

@@ -63,6 +63,14 @@ def test_kohya_sdxl_names_follow_the_original_unet():
     assert SDXL.kohya_unet_name("up_blocks.0.attentions.2.transformer_blocks.0.ff.net.2") == (
         "lora_unet_output_blocks_2_1_transformer_blocks_0_ff_net_2"
     )
+    # A resnet's layers by the original UNet's names too (in_layers.2 is conv1, ...), middle resnets at 0 and 2.
+    assert SDXL.kohya_unet_name("down_blocks.0.resnets.1.conv1") == "lora_unet_input_blocks_2_0_in_layers_2"
+    assert SDXL.kohya_unet_name("up_blocks.1.resnets.2.conv_shortcut") == (
+        "lora_unet_output_blocks_5_0_skip_connection"
+    )
+    assert (
+        SDXL.kohya_unet_name("mid_block.resnets.1.time_emb_proj") == "lora_unet_middle_block_2_emb_layers_1"
+    )
     assert SD15.kohya_unet_name(f"down_blocks.1.{attention}") == (
         "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
     )

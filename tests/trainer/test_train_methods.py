@@ -1,4 +1,5 @@
-"""`train --method` end to end on the tiny model for DoRA, LoHa, LoKr and OFT: the same loop, run.json, resume."""
+"""`train --method` end to end on the tiny SD 1.x and SDXL models for DoRA, LoHa, LoKr and OFT: the same loop,
+run.json, resume."""
 
 import json
 from io import StringIO
@@ -10,6 +11,7 @@ from safetensors.torch import load_file
 
 from peftlab.progress import Progress
 from trainer.engine.config import build_config
+from trainer.engine.families import detect_family
 from trainer.engine.loop import train as engine_train
 from trainer.models import TrainingRun
 from trainer.selectors import training_run_adapter_files
@@ -36,10 +38,12 @@ class Killed(Exception):
 
 
 @pytest.mark.parametrize("method", sorted(WEIGHTS))
-def test_train_method_trains_records_and_proves_its_files(method, tmp_path, prepared_dir, fast_options):
+def test_train_method_trains_records_and_proves_its_files(
+    method, tmp_path, prepared_dir, fast_options, family_model_dir
+):
     output = tmp_path / "out"
     stdout = StringIO()
-    options = fast_options | OPTIONS[method] | {"learning_rate": 1e-3}
+    options = fast_options | {"model": str(family_model_dir)} | OPTIONS[method] | {"learning_rate": 1e-3}
     call_command("train", method=method, data=prepared_dir, output=output, stdout=stdout, **options)
     run = TrainingRun.objects.get(output_path=str(output.resolve()))
     assert run.status == TrainingRun.Status.FINISHED and run.method == method
@@ -48,6 +52,7 @@ def test_train_method_trains_records_and_proves_its_files(method, tmp_path, prep
     # run.json records the method and every option, the method's own included.
     assert record["config"] == build_config(method, **options).to_dict()
     assert record["config"]["method"] == method
+    assert record["base_model"]["base_model_family"] == detect_family(str(family_model_dir)).name
     weights, zero_at_start = WEIGHTS[method]
     for folder in (output, output / "best", output / "last"):
         assert (folder / weights).is_file()

@@ -20,6 +20,15 @@ if TYPE_CHECKING:  # torch is imported where a family computes: the web app read
     import torch
 
 CAPTION_CHUNKS = {77: 1, 150: 2, 225: 3}  # --max-caption-tokens -> 75-token chunks
+# diffusers' resnet layer names -> the original (SGM) UNet's, which kohya's SDXL files use.
+SGM_RESNET_LAYERS = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,11 @@ class SdxlFamily(Family):
         writes it and A1111, ComfyUI and diffusers read it; two blocks per level plus a down/upsampler."""
         parts = module.split(".")
         per_level = 3  # SDXL's layers_per_block (2) + the sampler
+        if "resnets" in parts:
+            # A resnet's layers have other names in the original UNet (as ComfyUI's UNET_MAP_RESNET lists them).
+            at = parts.index("resnets") + 2
+            layer = ".".join(parts[at:])
+            parts = [*parts[:at], *SGM_RESNET_LAYERS.get(layer, layer).split(".")]
         if parts[0] == "down_blocks" and parts[2] in ("attentions", "resnets"):
             block = 1 + int(parts[1]) * per_level + int(parts[3])
             sgm = ["input_blocks", str(block), "1" if parts[2] == "attentions" else "0", *parts[4:]]
@@ -160,6 +174,8 @@ class SdxlFamily(Family):
             sgm = ["output_blocks", str(block), "1" if parts[2] == "attentions" else "0", *parts[4:]]
         elif parts[0] == "mid_block" and parts[1] == "attentions":
             sgm = ["middle_block", "1", *parts[3:]]
+        elif parts[0] == "mid_block" and parts[1] == "resnets":
+            sgm = ["middle_block", str(2 * int(parts[2])), *parts[3:]]  # resnet, attention, resnet
         else:
             raise ValueError(f"no kohya SDXL name for UNet module {module!r}")
         return "lora_unet_" + "_".join(sgm)

@@ -1,7 +1,8 @@
 """LyCORIS/kohya single-file formats of LoHa and LoKr (what ComfyUI and A1111 load), written from PEFT's tensors
 and read back by the LyCORIS formulas, independently of PEFT.
 
-Keys per module: `lora_unet_<module path, dots as underscores>.` + `hada_w1_a`, `hada_w1_b`, `hada_w2_a`,
+Keys per module: the module's kohya name (`lora_unet_<module path, dots as underscores>` on SD 1.x; on SDXL the
+original UNet's `lora_unet_input_blocks_4_1_...`, the one mapping kohya LoRA files use too) + `.hada_w1_a`, `hada_w1_b`, `hada_w2_a`,
 `hada_w2_b` (LoHa) or `lokr_w1` | `lokr_w1_a` + `lokr_w1_b`, and `lokr_w2` | `lokr_w2_a` + `lokr_w2_b` (LoKr),
 and `alpha`. The loaders' scale is alpha / rank, where LoKr's rank is that of a decomposed factor: a LoKr module
 with no decomposed factor is applied unscaled.
@@ -13,21 +14,27 @@ from typing import Any
 
 import torch
 
+from trainer.engine.families import SD15, Family
 from trainer.engine.lora_formats import kohya_metadata, kohya_module_name
 
 LOHA_PARTS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
 LOKR_PARTS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
 
 
-def peft_to_lycoris(state: dict[str, torch.Tensor], alpha: float, rank: int) -> dict[str, torch.Tensor]:
-    """LyCORIS keys for PEFT LoHa or LoKr tensors (`<module>.hada_w1_a`, ...), PEFT's alpha / rank kept."""
+def peft_to_lycoris(
+    state: dict[str, torch.Tensor], alpha: float, rank: int, family: Family = SD15
+) -> dict[str, torch.Tensor]:
+    """LyCORIS keys for PEFT LoHa or LoKr tensors (`<kohya module name>.hada_w1_a`, ...) of a `family` UNet,
+    PEFT's alpha / rank kept."""
     modules: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
         module, _, part = key.rpartition(".")
         if part not in LOHA_PARTS + LOKR_PARTS:
             # Tucker-decomposed convolutions (hada_t1, lokr_t2) are never trained here: refuse, do not drop.
             raise ValueError(f"not a LoHa or LoKr weight of a linear or 1x1 layer: {key!r}")
-        modules.setdefault(kohya_module_name(module), {})[part] = value.detach().float().cpu().contiguous()
+        modules.setdefault(kohya_module_name(module, family), {})[part] = (
+            value.detach().float().cpu().contiguous()
+        )
     converted: dict[str, torch.Tensor] = {}
     for name, parts in modules.items():
         if "lokr_w1" in parts and "lokr_w2" in parts:
@@ -77,9 +84,10 @@ def lycoris_deltas(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return deltas
 
 
-def lycoris_metadata(config: Any, base_model: dict[str, str]) -> dict[str, str]:
-    """kohya's header with LyCORIS's network module and algorithm, plus the base model's fingerprint."""
-    return kohya_metadata(config, base_model) | {
+def lycoris_metadata(config: Any, base_model: dict[str, str], family: Family = SD15) -> dict[str, str]:
+    """kohya's header (`ss_base_model_version` of `family`) with LyCORIS's network module and algorithm, plus the
+    base model's fingerprint."""
+    return kohya_metadata(config, base_model, family) | {
         "ss_network_module": "lycoris.kohya",
         "ss_network_args": f'{{"algo": "{config.method}"}}',
     }

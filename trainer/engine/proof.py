@@ -433,10 +433,10 @@ class LoadProof:
             model.unload()  # the UNet's own layers back in place, the adapter gone
         compare_deltas(folder / "adapter_model.safetensors", expected, loaded, "adapter")
 
-    @staticmethod
-    def lycoris(path: Path, expected: dict[str, torch.Tensor]) -> None:
+    def lycoris(self, path: Path, expected: dict[str, torch.Tensor]) -> None:
         """Rebuild each module's weight change from the LyCORIS file (LoHa, LoKr) by the LyCORIS formulas and
-        compare it with the trained model's own (PEFT's merged change), module by module."""
+        compare it with the trained model's own (PEFT's merged change), module by module, under the kohya names
+        of the model's family (SDXL: the original UNet's `input_blocks_...`)."""
         from safetensors.torch import load_file
 
         from trainer.engine.lora_formats import kohya_module_name
@@ -446,5 +446,5 @@ class LoadProof:
             loaded = lycoris_deltas(load_file(path))
         except (KeyError, RuntimeError) as error:
             raise UserInputError(f"{path} did not load back: {error_line(error)}") from None
-        expected = {kohya_module_name(name): delta for name, delta in expected.items()}
+        expected = {kohya_module_name(name, self.family): delta for name, delta in expected.items()}
         compare_deltas(path, expected, loaded, "adapter")

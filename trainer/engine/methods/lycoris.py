@@ -51,8 +51,9 @@ class PeftFolderMethod(AdapterMethod):
             return [PEFT_CONFIG, PEFT_WEIGHTS]
         from trainer.engine.lycoris_formats import lycoris_metadata, peft_to_lycoris
 
-        lycoris = peft_to_lycoris(state, self.config.alpha, self.config.rank)
-        header = lycoris_metadata(self.config, self.base_model)
+        family = self.components.family
+        lycoris = peft_to_lycoris(state, self.config.alpha, self.config.rank, family)
+        header = lycoris_metadata(self.config, self.base_model, family)
         write_atomic(folder / self.lycoris_file, lambda path: save_file(lycoris, path, metadata=header))
         self.proof.lycoris(folder / self.lycoris_file, expected)
         return [PEFT_CONFIG, PEFT_WEIGHTS, self.lycoris_file]
