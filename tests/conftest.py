@@ -10,6 +10,19 @@ SHARED_DATA = Path(os.environ.get("PEFTLAB_SHARED_DATA", REPO.parent / "shared" 
 
 
 @pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory) -> None:
+    """SQLite's test database in a file, as in production, not Django's shared-cache memory database: there a
+    write that meets another connection's read fails at once ("database table is locked": shared-cache table
+    locks ignore the busy timeout), so a job thread writing its row beside a test polling it failed on a busy
+    machine; on a file the write waits (settings: timeout 30 s)."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("database") / "test.sqlite3")
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny SD-shaped pipeline built once per test session (text width 32, 64px)."""
     from trainer.engine.tiny_model import TinyModelConfig, build_tiny_model
