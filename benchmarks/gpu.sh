@@ -16,6 +16,7 @@
 #   benchmarks/gpu.sh             # on the GPU
 #   benchmarks/gpu.sh --dry-run   # the same code at tiny sizes on a CPU (the SDXL rows on the tiny SDXL model,
 #                                 # 64 px), so the first GPU run has no typo
+#   benchmarks/gpu.sh --parts sdxl   # the SDXL rows alone, with the whole budget (parts: sd15 sdxl compile)
 # Extra arguments go to benchmarks/train.py (e.g. --peak-tflops 312 for an A100).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -27,7 +27,7 @@ epochs save in line instead of on a background thread.
 --methods M [M ...]: instead, each method (lora dora loha lokr oft ti) through peftlab's loop on the same data, each
 in a fresh process: samples/s and peak memory per method (GPU: CUDA peak allocated; CPU: the process's peak RSS).
     .venv/bin/python benchmarks/train.py [--gpu | --dry-run] [--shape sd15|sdxl-tiny] [--images N] [--epochs N] [--inline-saves]
-    .venv/bin/python benchmarks/train.py --gpu --budget-seconds 450   # what gpu.sh runs
+    .venv/bin/python benchmarks/train.py --gpu --budget-seconds 450 [--parts sd15 sdxl compile]   # gpu.sh
     .venv/bin/python benchmarks/train.py --methods lora dora loha lokr oft ti [--gpu | --dry-run]
 """
 
@@ -82,6 +82,7 @@ LABEL = 20  # the width of the GPU table's first column
 MIN_ROW_SECONDS = 20  # a GPU row with less of the budget left is skipped
 SDXL_SETUP_SECONDS = 60  # building SDXL-sized weights (about 14 GB of files) and one row, at the least
 STARTED = time.monotonic()  # the GPU run's budget counts from here
+PARTS = ("sd15", "sdxl", "compile")  # the GPU table's parts, in the order they run
 TRAIN_FACTOR = 3  # forward + backward ~ 3 forwards (LoRA: input and adapter grads; TI: input grads)
 TI = {"placeholder_token": "<bench-style>", "initializer_token": "style"}
 SD_VOCABULARY = (
@@ -535,12 +536,53 @@ def extra(method: str) -> dict[str, str]:
     return TI if method == "ti" else {}
 
 
-def gpu_benchmark(args: argparse.Namespace) -> None:
-    """The GPU table; with --dry-run the same code at tiny sizes, on whatever device there is."""
+def table_row(
+    args: argparse.Namespace,
+    what: str,
+    batch: int,
+    speed: float,
+    peak: float,
+    tflop_per_sample: float,
+    epochs: bool = True,
+) -> None:
+    """One line of the GPU table; `epochs`: with the projected seconds of 10 and 15 epochs of --images."""
+    utilisation = speed * tflop_per_sample / args.peak_tflops * 100
+    print(
+        f"{what:<{LABEL}} {batch:>5} {speed:>10.2f} {peak:>9.1f} {utilisation:>6.1f} "
+        + (f"{10 * args.images / speed:>9.1f} {15 * args.images / speed:>9.1f}" if epochs else ""),
+        flush=True,
+    )
+
+
+def generation_table_rows(
+    args: argparse.Namespace, budget: Budget, label: str, config: Any, images: int, tflop: float
+) -> None:
+    """peftlab's generation (`label`, batched) and the plain one-image pipeline loop (`label plain`) on
+    `images` prompts, in the dtype the engine resolves on both sides (auto: float16 on CUDA), so that the rows
+    differ only in what the engine does (batching, SDPA), not in precision."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from generate import peftlab_images_per_second, plain_images_per_second
 
-    from generation.engine import GenerationConfig, PromptItem, resolve_device_dtype
+    from generation.engine import PromptItem, resolve_device_dtype
+
+    places = ("tower", "bridge", "temple", "castle")
+    prompts = [
+        PromptItem(key=i, text=f"a {places[i % 4]} in ghiblivis style, view {i}") for i in range(images)
+    ]
+    device, gen_dtype = resolve_device_dtype("auto", config.dtype)
+    for what, batch, run in (
+        (label, config.batch_size, lambda: peftlab_images_per_second(config, prompts)[0]),
+        (f"{label} plain", 1, lambda: plain_images_per_second(config, prompts, device, gen_dtype)),
+    ):
+        reset_peak_memory()
+        speed = budget.run(what, batch, run)
+        if speed is not None:
+            table_row(args, what, batch, speed, peak_memory_gib(), tflop, epochs=False)
+
+
+def gpu_benchmark(args: argparse.Namespace) -> None:
+    """The GPU table; with --dry-run the same code at tiny sizes, on whatever device there is."""
+    from generation.engine import GenerationConfig
 
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device; none is visible (try --dry-run).")
@@ -557,34 +599,29 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
         # The precision an H200 gets, so that a CPU dry run goes through the GPU run's dtype paths.
         precision, reason = "bf16", "dry run on a CPU: what auto picks on an H200"
     budget = Budget(args)
+    parts = args.parts
+    left_out = [part for part in PARTS if part not in parts]
+    if left_out:
+        print(f"not run (--parts {' '.join(parts)}): the {', '.join(left_out)} rows")
     with tempfile.TemporaryDirectory(prefix="peftlab-bench-") as folder:
         root = Path(folder)
-        start = time.perf_counter()
-        model = build_tiny_model(
-            root / "model",
-            TinyModelConfig(shape=shape, text_width=32 if args.dry_run else 768, image_size=size),
-        ).path
-        sd_vocabulary(model)
-        dataset = make_dataset(root, args.images, size)
-        print(
-            f"{shape} random weights, {size}x{size}, mixed precision {precision} ({reason}), {args.images} images, "
-            f"{args.epochs} epochs per training row (median of epochs 2-{args.epochs}); "
-            f"setup {time.perf_counter() - start:.0f} s"
-        )
+        if "sd15" in parts or "compile" in parts:
+            start = time.perf_counter()
+            model = build_tiny_model(
+                root / "model",
+                TinyModelConfig(shape=shape, text_width=32 if args.dry_run else 768, image_size=size),
+            ).path
+            sd_vocabulary(model)
+            dataset = make_dataset(root, args.images, size)
+            print(
+                f"{shape} random weights, {size}x{size}, mixed precision {precision} ({reason}), {args.images} "
+                f"images, {args.epochs} epochs per training row (median of epochs 2-{args.epochs}); "
+                f"setup {time.perf_counter() - start:.0f} s"
+            )
         print(
             f"{'what':<{LABEL}} {'batch':>5} {'samples/s':>10} {'peak GiB':>9} {'MFU %':>6} {'10 ep. s':>9} {'15 ep. s':>9}"
         )
-
-        def row(
-            what: str, batch: int, speed: float, peak: float, tflop_per_sample: float, epochs: bool = True
-        ) -> None:
-            utilisation = speed * tflop_per_sample / args.peak_tflops * 100
-            print(
-                f"{what:<{LABEL}} {batch:>5} {speed:>10.2f} {peak:>9.1f} {utilisation:>6.1f} "
-                + (f"{10 * args.images / speed:>9.1f} {15 * args.images / speed:>9.1f}" if epochs else ""),
-                flush=True,
-            )
-
+        row = functools.partial(table_row, args)
         train_tflop = TRAIN_FACTOR * UNET_FORWARD_TFLOP
 
         def training_rows(compiled: bool) -> None:
@@ -617,44 +654,24 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
                         row(f"{method} reference", batch, figures.reference, figures.peak_gib, train_tflop)
                         row(f"{method} model-only", batch, figures.model_only, figures.peak_gib, train_tflop)
 
-        places = ("tower", "bridge", "temple", "castle")
-        prompts = [
-            PromptItem(key=i, text=f"a {places[i % 4]} in ghiblivis style, view {i}")
-            for i in range(max(args.gen_images, args.sdxl_gen_images))
-        ]
+        generation_rows = functools.partial(generation_table_rows, args, budget)
 
-        def generation_rows(label: str, config: GenerationConfig, images: int, tflop: float) -> None:
-            # Both sides render in the dtype the engine resolves (auto: float16 on CUDA), so that the rows
-            # differ only in what the engine does (batching, SDPA), not in precision.
-            device, gen_dtype = resolve_device_dtype("auto", config.dtype)
-            for what, batch, run in (
-                (label, config.batch_size, lambda: peftlab_images_per_second(config, prompts[:images])[0]),
-                (
-                    f"{label} plain",
-                    1,
-                    lambda: plain_images_per_second(config, prompts[:images], device, gen_dtype),
-                ),
-            ):
-                reset_peak_memory()
-                speed = budget.run(what, batch, run)
-                if speed is not None:
-                    row(what, batch, speed, peak_memory_gib(), tflop, epochs=False)
-
-        # Without --compile first, then generation, then SDXL, then --compile (its compilation is the slow
-        # part): if the time runs out, the rows that matter most are printed, and the others say why not.
-        training_rows(compiled=False)
         # Each image: `steps` UNet forwards of 2 samples (classifier-free guidance).
         gen_tflop = args.gen_steps * 2 * UNET_FORWARD_TFLOP
-        generation_rows(
-            "generate",
-            GenerationConfig(
-                model=str(model), steps=args.gen_steps, width=size, height=size, batch_size=args.gen_batch
-            ),
-            args.gen_images,
-            gen_tflop,
-        )
-        sdxl_rows(args, root, precision, budget, row, generation_rows)
-        training_rows(compiled=True)
+        if "sd15" in parts:
+            training_rows(compiled=False)
+            generation_rows(
+                "generate",
+                GenerationConfig(
+                    model=str(model), steps=args.gen_steps, width=size, height=size, batch_size=args.gen_batch
+                ),
+                args.gen_images,
+                gen_tflop,
+            )
+        if "sdxl" in parts:
+            sdxl_rows(args, root, precision, budget)
+        if "compile" in parts:
+            training_rows(compiled=True)
         print(
             f"samples/s: images/s for generate. Peak GiB of a reference row: both loops' models together. MFU %: rate x {train_tflop:.1f} TFLOP per training sample or "
             f"{gen_tflop:.0f} TFLOP per image / {args.peak_tflops:.0f} TFLOP/s (SDXL: {TRAIN_FACTOR * SDXL_UNET_FORWARD_TFLOP:.1f} "
@@ -663,14 +680,7 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
         )
 
 
-def sdxl_rows(
-    args: argparse.Namespace,
-    root: Path,
-    precision: str,
-    budget: Budget,
-    row: Callable[..., None],
-    generation_rows: Callable[..., None],
-) -> None:
+def sdxl_rows(args: argparse.Namespace, root: Path, precision: str, budget: Budget) -> None:
     """SDXL at its native 1024 px on random weights of SDXL base 1.0's sizes (the dry run: the tiny SDXL model
     at 64 px): LoRA at batch 1 and 4 (dry run 1 and 2) without and with gradient checkpointing, whose peak
     memory is the figure a card's size is chosen by, and generation against the plain pipeline loop."""
@@ -700,12 +710,19 @@ def sdxl_rows(
     config = TinyModelConfig(
         shape=shape, family="sdxl", text_width=32 if args.dry_run else 768, image_size=size
     )
-    # Random initialisation of SDXL's 3.5 B parameters is quicker on the GPU; the files are written from it.
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = build_tiny_model(root / "sdxl-model", config).path
-    reset_peak_memory()
-    (root / "sdxl").mkdir()
-    dataset = make_dataset(root / "sdxl", args.sdxl_images, size)
+    try:
+        model = build_sdxl_weights(root / "sdxl-model", config)
+        (root / "sdxl").mkdir()
+        dataset = make_dataset(root / "sdxl", args.sdxl_images, size)
+    except Exception as error:
+        if args.dry_run:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        for label, batch in every_row:
+            budget.skip(label, batch, f"building SDXL's weights or data failed: {type(error).__name__}: {error}")
+        return
     print(
         f"sdxl: {'tiny SDXL' if args.dry_run else 'SDXL base 1.0'}-shaped random weights, {size}x{size}, "
         f"mixed precision {precision}, {args.sdxl_images} images, {args.epochs} epochs per LoRA row; "
@@ -732,8 +749,10 @@ def sdxl_rows(
             note=lambda: f"peak so far {peak_memory_gib():.1f} GiB",
         )
         if figures is not None:
-            row(label, batch, figures.peftlab, figures.peak_gib, train_tflop, epochs=False)
-    generation_rows(
+            table_row(args, label, batch, figures.peftlab, figures.peak_gib, train_tflop, epochs=False)
+    generation_table_rows(
+        args,
+        budget,
         "sdxl generate",
         GenerationConfig(
             model=str(model),
@@ -745,6 +764,20 @@ def sdxl_rows(
         args.sdxl_gen_images,
         args.gen_steps * 2 * SDXL_UNET_FORWARD_TFLOP,
     )
+
+
+def build_sdxl_weights(output: Path, config: TinyModelConfig) -> Path:
+    """The SDXL rows' model folder. On a GPU the random initialisation of SDXL's 3.5 B parameters runs there
+    (quicker than on the CPU) and the files are written from it; if that fails, it is built on the CPU."""
+    if torch.cuda.is_available():
+        try:
+            with torch.device("cuda"):
+                return build_tiny_model(output, config).path
+        except Exception as error:  # noqa: BLE001 (the CPU build below is the fallback; the error is shown)
+            print(f"sdxl: building on the GPU failed ({type(error).__name__}: {error}); building on the CPU")
+        finally:
+            reset_peak_memory()
+    return build_tiny_model(output, config).path
 
 
 def method_row(
@@ -868,6 +901,14 @@ def main() -> None:
         type=float,
         help="GPU: the whole table's time; a row is boxed to what is left of it and skipped, with a line, when "
         f"under {MIN_ROW_SECONDS} s is left (gpu.sh: PEFTLAB_BENCH_SECONDS less 20; default none).",
+    )
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="GPU: the parts of the table to run, always in this order (default all): sd15 (SD-1.5 training "
+        "and generation without --compile), sdxl, compile (SD-1.5 training with --compile).",
     )
     parser.add_argument("--sdxl-images", type=int, help="Images of the SDXL rows' dataset (GPU 16, dry run 4).")
     parser.add_argument(

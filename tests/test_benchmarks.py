@@ -116,13 +116,9 @@ def test_sequential_benchmark_prints_every_table_and_keeps_the_anytime_false_pos
 
 
 def test_a_gpu_row_past_its_time_box_is_skipped_with_a_line_and_the_next_rows_go_on(capsys, monkeypatch):
-    import importlib.util
     import time
 
-    spec = importlib.util.spec_from_file_location("train_benchmark", REPO / "benchmarks" / "train.py")
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up
-    spec.loader.exec_module(bench)
+    bench = load_train_benchmark(monkeypatch)
     assert bench.boxed("lora compile", 4, 0.05, lambda: time.sleep(60)) is None
     out = capsys.readouterr().out
     assert re.search(
@@ -174,6 +170,27 @@ def test_a_gpu_row_past_the_budget_is_skipped_with_a_line_and_a_failing_row_says
     dry = bench.Budget(argparse.Namespace(row_seconds=None, budget_seconds=None, dry_run=True))
     with pytest.raises(RuntimeError):
         dry.run("sdxl generate", 2, fail)
+
+
+def test_the_sdxl_rows_say_why_they_are_skipped_when_too_little_budget_is_left(capsys, monkeypatch, tmp_path):
+    """Under SDXL_SETUP_SECONDS of the budget left, nothing is built: each SDXL row prints its line."""
+    import argparse
+    import time
+
+    bench = load_train_benchmark(monkeypatch)
+    args = argparse.Namespace(
+        row_seconds=120.0, budget_seconds=450.0, dry_run=False, sdxl_batch_sizes=[1, 4], sdxl_gen_batch=4
+    )
+    budget = bench.Budget(args)
+    budget.deadline = time.monotonic() + bench.SDXL_SETUP_SECONDS - 5
+    bench.sdxl_rows(args, tmp_path, "bf16", budget)
+    out = capsys.readouterr().out.splitlines()
+    rows = [("sdxl lora", 1), ("sdxl lora gc", 1), ("sdxl lora", 4), ("sdxl lora gc", 4)]
+    rows += [("sdxl generate", 4), ("sdxl generate plain", 1)]
+    assert len(out) == len(rows)
+    for line, (label, batch) in zip(out, rows, strict=True):
+        assert re.match(rf"{label} +{batch} skipped: 5\d s left of the run's 450 s budget, under the 60 s", line), line
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
