@@ -32,7 +32,9 @@ class Command(PeftlabCommand):
             "and a text_time UNet.",
         )
         parser.add_argument(
-            "--text-width", type=int, help="Text encoder width; 768 matches SD-1.x (default: 32, sd15: 768)."
+            "--text-width",
+            type=int,
+            help="(First) text encoder width; 768 matches SD-1.x and SDXL (default: 32, sd15 and sdxl: 768).",
         )
         parser.add_argument(
             "--image-size", type=int, help="Native image size in pixels (default: 64, sd15: 512, sdxl: 1024)."
