@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from generation.engine import SCHEDULERS, AdapterArm, GenerationConfig, PromptItem, Renderer  # noqa: E402
+from trainer.engine.families import detect_family  # noqa: E402
 from trainer.engine.tiny_model import TinyModelConfig, build_tiny_model  # noqa: E402
 
 
@@ -101,13 +102,16 @@ def time_renderer(config: GenerationConfig) -> float:
 def plain_images_per_second(
     config: GenerationConfig, prompts: list[PromptItem], device: str, dtype: str
 ) -> float:
-    """Images/s of a plain diffusers loop: one prompt per call, one generator per image."""
+    """Images/s of a plain diffusers loop of the model's pipeline class (StableDiffusionPipeline,
+    StableDiffusionXLPipeline): one prompt per call, one generator per image."""
     import diffusers
     import torch
 
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(config.model, dtype=getattr(torch, dtype)).to(
-        device
+    family = detect_family(config.model)
+    pipe = family.pipeline().from_pretrained(
+        config.model, dtype=getattr(torch, dtype), **family.pipeline_kwargs()
     )
+    pipe = pipe.to(device)
     class_name, extra = SCHEDULERS[config.scheduler]
     pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
     pipe.set_progress_bar_config(disable=True)
@@ -129,7 +133,9 @@ def plain_images_per_second(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="A diffusers SD-1.x folder (default: a freshly built tiny model).")
+    parser.add_argument(
+        "--model", help="A diffusers SD-1.x or SDXL folder (default: a freshly built tiny model)."
+    )
     parser.add_argument("--images", type=int, default=32, help="Images per side (default 32).")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", type=int, default=64)

@@ -13,8 +13,12 @@ peftlab epoch, then one reference epoch and one model-only epoch, interleaved; t
 after the first of each.
 GPU (--gpu): SD-1.5-shaped random weights (built from configs, nothing downloaded) at 512x512 in bf16:
 LoRA and TI at batch 1/4/8 with and without --compile, the reference and model-only loops at batch 4, and
-generation against a plain pipeline loop in the same dtype; samples/s (images/s), peak memory and model
-FLOP utilisation in one table.
+generation against a plain pipeline loop in the same dtype; then SDXL base 1.0-shaped random weights at
+1024x1024: LoRA at batch 1/4 without and with gradient checkpointing, and SDXL generation against a plain
+StableDiffusionXLPipeline loop; samples/s (images/s), peak memory and model FLOP utilisation in one table.
+Order: SD-1.5 without --compile, SD-1.5 generation, SDXL, then --compile. Each row is boxed to --row-seconds
+and to what is left of --budget-seconds; a row past either, out of GPU memory or (on a GPU) failing prints a
+line saying why it was skipped, and the next rows go on.
 --dry-run runs the --gpu table's code end to end with tiny sizes (on CPU where there is no GPU, in bf16).
 CPU --shape sd15: SD-1.5's layer sizes with random weights, peftlab's epochs only (the reference loops would
 take hours); with the tiny shape, the same epoch split is printed under the rates. --shape sdxl-tiny: the
@@ -23,6 +27,7 @@ epochs save in line instead of on a background thread.
 --methods M [M ...]: instead, each method (lora dora loha lokr oft ti) through peftlab's loop on the same data, each
 in a fresh process: samples/s and peak memory per method (GPU: CUDA peak allocated; CPU: the process's peak RSS).
     .venv/bin/python benchmarks/train.py [--gpu | --dry-run] [--shape sd15|sdxl-tiny] [--images N] [--epochs N] [--inline-saves]
+    .venv/bin/python benchmarks/train.py --gpu --budget-seconds 450 [--parts sd15 sdxl compile]   # gpu.sh
     .venv/bin/python benchmarks/train.py --methods lora dora loha lokr oft ti [--gpu | --dry-run]
 """
 
@@ -70,6 +75,14 @@ SHARED_DATA = Path(
     os.environ.get("PEFTLAB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 UNET_FORWARD_TFLOP = 0.8  # one SD-1.5 UNet forward of one sample at 64x64 latents (the issue's figure)
+# One SDXL base UNet forward of one sample at 128x128 latents (1024 px), 77 tokens: counted with
+# torch.utils.flop_counter.FlopCounterMode on the meta device, which counts SD-1.5's at 0.80 the same way.
+SDXL_UNET_FORWARD_TFLOP = 6.76
+LABEL = 20  # the width of the GPU table's first column
+MIN_ROW_SECONDS = 20  # a GPU row with less of the budget left is skipped
+SDXL_SETUP_SECONDS = 60  # building SDXL-sized weights (about 14 GB of files) and one row, at the least
+STARTED = time.monotonic()  # the GPU run's budget counts from here
+PARTS = ("sd15", "sdxl", "compile")  # the GPU table's parts, in the order they run
 TRAIN_FACTOR = 3  # forward + backward ~ 3 forwards (LoRA: input and adapter grads; TI: input grads)
 TI = {"placeholder_token": "<bench-style>", "initializer_token": "style"}
 SD_VOCABULARY = (
@@ -440,17 +453,81 @@ def time_box(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def boxed(label: str, batch: int, seconds: float | None, work: Callable[[], Any]) -> Any:
-    """`work()`'s result, or None after printing why the row was skipped when it ran past `seconds`."""
+def boxed(
+    label: str,
+    batch: int,
+    seconds: float | None,
+    work: Callable[[], Any],
+    box: str = "time box (--row-seconds)",
+    note: Callable[[], str] | None = None,
+) -> Any:
+    """`work()`'s result, or None after printing why the row was skipped when it ran past `seconds` (`box`
+    names the limit, `note()` adds what the row got to before it)."""
     try:
         with time_box(seconds):
             return work()
     except RowTimeout:
         print(
-            f"{label:<18} {batch:>5} skipped: ran past its {seconds:g} s time box (--row-seconds); "
-            "the next rows go on",
+            f"{label:<{LABEL}} {batch:>5} skipped: ran past its {seconds:g} s {box}; "
+            + (f"{note()}; " if note else "")
+            + "the next rows go on",
             flush=True,
         )
+        return None
+
+
+class Budget:
+    """The GPU run's time: each row is boxed to the smaller of --row-seconds and the time left of
+    --budget-seconds; a row with under MIN_ROW_SECONDS left is skipped with a line saying so, as is a row that
+    runs out of GPU memory or (on a GPU, not in a dry run) fails, so that the rows after it still run."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.row_seconds = args.row_seconds
+        self.total = args.budget_seconds
+        self.deadline = STARTED + args.budget_seconds if args.budget_seconds else None
+        self.tolerate_errors = not args.dry_run
+
+    def left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def skip(self, label: str, batch: int, why: str) -> None:
+        print(f"{label:<{LABEL}} {batch:>5} skipped: {why}", flush=True)
+
+    def spent(self, label: str, batch: int) -> bool:
+        """Whether the budget is spent; if so, the row's line says so."""
+        left = self.left()
+        if left is not None and left < MIN_ROW_SECONDS:
+            self.skip(
+                label,
+                batch,
+                f"{max(left, 0):.0f} s left of the run's {self.total:g} s budget (--budget-seconds, "
+                "PEFTLAB_BENCH_SECONDS in gpu.sh)",
+            )
+            return True
+        return False
+
+    def run(
+        self, label: str, batch: int, work: Callable[[], Any], note: Callable[[], str] | None = None
+    ) -> Any:
+        """`work()`'s result, or None after a line saying why the row was skipped."""
+        if self.spent(label, batch):
+            return None
+        left = self.left()
+        seconds, box = self.row_seconds, "time box (--row-seconds)"
+        if left is not None and (not seconds or left < seconds):
+            seconds, box = left, f"time box (what was left of the run's {self.total:g} s budget)"
+        try:
+            return boxed(label, batch, seconds, work, box, note)
+        except torch.cuda.OutOfMemoryError as error:
+            reset_peak_memory()
+            self.skip(label, batch, f"out of GPU memory ({str(error).splitlines()[0][:120]})")
+        except Exception as error:
+            if not self.tolerate_errors:
+                raise
+            import traceback
+
+            traceback.print_exc()
+            self.skip(label, batch, f"{type(error).__name__}: {str(error).splitlines()[0][:160]}")
         return None
 
 
@@ -459,12 +536,53 @@ def extra(method: str) -> dict[str, str]:
     return TI if method == "ti" else {}
 
 
-def gpu_benchmark(args: argparse.Namespace) -> None:
-    """The GPU table; with --dry-run the same code at tiny sizes, on whatever device there is."""
+def table_row(
+    args: argparse.Namespace,
+    what: str,
+    batch: int,
+    speed: float,
+    peak: float,
+    tflop_per_sample: float,
+    epochs: bool = True,
+) -> None:
+    """One line of the GPU table; `epochs`: with the projected seconds of 10 and 15 epochs of --images."""
+    utilisation = speed * tflop_per_sample / args.peak_tflops * 100
+    print(
+        f"{what:<{LABEL}} {batch:>5} {speed:>10.2f} {peak:>9.1f} {utilisation:>6.1f} "
+        + (f"{10 * args.images / speed:>9.1f} {15 * args.images / speed:>9.1f}" if epochs else ""),
+        flush=True,
+    )
+
+
+def generation_table_rows(
+    args: argparse.Namespace, budget: Budget, label: str, config: Any, images: int, tflop: float
+) -> None:
+    """peftlab's generation (`label`, batched) and the plain one-image pipeline loop (`label plain`) on
+    `images` prompts, in the dtype the engine resolves on both sides (auto: float16 on CUDA), so that the rows
+    differ only in what the engine does (batching, SDPA), not in precision."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from generate import peftlab_images_per_second, plain_images_per_second
 
-    from generation.engine import GenerationConfig, PromptItem, resolve_device_dtype
+    from generation.engine import PromptItem, resolve_device_dtype
+
+    places = ("tower", "bridge", "temple", "castle")
+    prompts = [
+        PromptItem(key=i, text=f"a {places[i % 4]} in ghiblivis style, view {i}") for i in range(images)
+    ]
+    device, gen_dtype = resolve_device_dtype("auto", config.dtype)
+    for what, batch, run in (
+        (label, config.batch_size, lambda: peftlab_images_per_second(config, prompts)[0]),
+        (f"{label} plain", 1, lambda: plain_images_per_second(config, prompts, device, gen_dtype)),
+    ):
+        reset_peak_memory()
+        speed = budget.run(what, batch, run)
+        if speed is not None:
+            table_row(args, what, batch, speed, peak_memory_gib(), tflop, epochs=False)
+
+
+def gpu_benchmark(args: argparse.Namespace) -> None:
+    """The GPU table; with --dry-run the same code at tiny sizes, on whatever device there is."""
+    from generation.engine import GenerationConfig
 
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device; none is visible (try --dry-run).")
@@ -480,34 +598,30 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
     if args.dry_run and not torch.cuda.is_available():
         # The precision an H200 gets, so that a CPU dry run goes through the GPU run's dtype paths.
         precision, reason = "bf16", "dry run on a CPU: what auto picks on an H200"
+    budget = Budget(args)
+    parts = args.parts
+    left_out = [part for part in PARTS if part not in parts]
+    if left_out:
+        print(f"not run (--parts {' '.join(parts)}): the {', '.join(left_out)} rows")
     with tempfile.TemporaryDirectory(prefix="peftlab-bench-") as folder:
         root = Path(folder)
-        start = time.perf_counter()
-        model = build_tiny_model(
-            root / "model",
-            TinyModelConfig(shape=shape, text_width=32 if args.dry_run else 768, image_size=size),
-        ).path
-        sd_vocabulary(model)
-        dataset = make_dataset(root, args.images, size)
-        print(
-            f"{shape} random weights, {size}x{size}, mixed precision {precision} ({reason}), {args.images} images, "
-            f"{args.epochs} epochs per training row (median of epochs 2-{args.epochs}); "
-            f"setup {time.perf_counter() - start:.0f} s"
-        )
-        print(
-            f"{'what':<18} {'batch':>5} {'samples/s':>10} {'peak GiB':>9} {'MFU %':>6} {'10 ep. s':>9} {'15 ep. s':>9}"
-        )
-
-        def row(
-            what: str, batch: int, speed: float, peak: float, tflop_per_sample: float, epochs: bool = True
-        ) -> None:
-            utilisation = speed * tflop_per_sample / args.peak_tflops * 100
+        if "sd15" in parts or "compile" in parts:
+            start = time.perf_counter()
+            model = build_tiny_model(
+                root / "model",
+                TinyModelConfig(shape=shape, text_width=32 if args.dry_run else 768, image_size=size),
+            ).path
+            sd_vocabulary(model)
+            dataset = make_dataset(root, args.images, size)
             print(
-                f"{what:<18} {batch:>5} {speed:>10.2f} {peak:>9.1f} {utilisation:>6.1f} "
-                + (f"{10 * args.images / speed:>9.1f} {15 * args.images / speed:>9.1f}" if epochs else ""),
-                flush=True,
+                f"{shape} random weights, {size}x{size}, mixed precision {precision} ({reason}), {args.images} "
+                f"images, {args.epochs} epochs per training row (median of epochs 2-{args.epochs}); "
+                f"setup {time.perf_counter() - start:.0f} s"
             )
-
+        print(
+            f"{'what':<{LABEL}} {'batch':>5} {'samples/s':>10} {'peak GiB':>9} {'MFU %':>6} {'10 ep. s':>9} {'15 ep. s':>9}"
+        )
+        row = functools.partial(table_row, args)
         train_tflop = TRAIN_FACTOR * UNET_FORWARD_TFLOP
 
         def training_rows(compiled: bool) -> None:
@@ -526,10 +640,9 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
                     )
                     reference = batch == args.reference_batch and not compiled
                     label = f"{method}{' compile' if compiled else ''}"
-                    figures = boxed(
+                    figures = budget.run(
                         label,
                         batch,
-                        args.row_seconds,
                         functools.partial(
                             measure, dataset, root / f"{method}-{batch}-{compiled}", config, reference
                         ),
@@ -541,36 +654,130 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
                         row(f"{method} reference", batch, figures.reference, figures.peak_gib, train_tflop)
                         row(f"{method} model-only", batch, figures.model_only, figures.peak_gib, train_tflop)
 
-        # Without --compile first, then generation, then --compile (its compilation is the slow part):
-        # if the time runs out, the rows that matter most are printed.
-        training_rows(compiled=False)
-        places = ("tower", "bridge", "temple", "castle")
-        prompts = [
-            PromptItem(key=i, text=f"a {places[i % 4]} in ghiblivis style, view {i}")
-            for i in range(args.gen_images)
-        ]
-        config = GenerationConfig(
-            model=str(model), steps=args.gen_steps, width=size, height=size, batch_size=args.gen_batch
-        )
+        generation_rows = functools.partial(generation_table_rows, args, budget)
+
         # Each image: `steps` UNet forwards of 2 samples (classifier-free guidance).
         gen_tflop = args.gen_steps * 2 * UNET_FORWARD_TFLOP
-        # Both sides render in the dtype the engine resolves (auto: float16 on CUDA), so that the rows differ
-        # only in what the engine does (batching, SDPA), not in precision.
-        device, gen_dtype = resolve_device_dtype("auto", config.dtype)
-        for what, batch, run in (
-            ("generate", args.gen_batch, lambda: peftlab_images_per_second(config, prompts)[0]),
-            ("generate plain", 1, lambda: plain_images_per_second(config, prompts, device, gen_dtype)),
-        ):
-            reset_peak_memory()
-            speed = boxed(what, batch, args.row_seconds, run)
-            if speed is not None:
-                row(what, batch, speed, peak_memory_gib(), gen_tflop, epochs=False)
-        training_rows(compiled=True)
+        if "sd15" in parts:
+            training_rows(compiled=False)
+            generation_rows(
+                "generate",
+                GenerationConfig(
+                    model=str(model), steps=args.gen_steps, width=size, height=size, batch_size=args.gen_batch
+                ),
+                args.gen_images,
+                gen_tflop,
+            )
+        if "sdxl" in parts:
+            sdxl_rows(args, root, precision, budget)
+        if "compile" in parts:
+            training_rows(compiled=True)
         print(
             f"samples/s: images/s for generate. Peak GiB of a reference row: both loops' models together. MFU %: rate x {train_tflop:.1f} TFLOP per training sample or "
-            f"{gen_tflop:.0f} TFLOP per image / {args.peak_tflops:.0f} TFLOP/s. 10/15 ep. s: projected "
-            f"training seconds of 10 (LoRA) / 15 (TI) epochs of {args.images} images."
+            f"{gen_tflop:.0f} TFLOP per image / {args.peak_tflops:.0f} TFLOP/s (SDXL: {TRAIN_FACTOR * SDXL_UNET_FORWARD_TFLOP:.1f} "
+            f"and {args.gen_steps * 2 * SDXL_UNET_FORWARD_TFLOP:.0f}). 10/15 ep. s: projected "
+            f"training seconds of 10 (LoRA) / 15 (TI) epochs of {args.images} images. gc: --gradient-checkpointing."
         )
+
+
+def sdxl_rows(args: argparse.Namespace, root: Path, precision: str, budget: Budget) -> None:
+    """SDXL at its native 1024 px on random weights of SDXL base 1.0's sizes (the dry run: the tiny SDXL model
+    at 64 px): LoRA at batch 1 and 4 (dry run 1 and 2) without and with gradient checkpointing, whose peak
+    memory is the figure a card's size is chosen by, and generation against the plain pipeline loop."""
+    from generation.engine import GenerationConfig
+
+    size = 64 if args.dry_run else 1024
+    labels = [
+        (f"sdxl lora{' gc' if checkpointing else ''}", batch, checkpointing)
+        for batch in args.sdxl_batch_sizes
+        for checkpointing in (False, True)
+    ]
+    every_row = [(label, batch) for label, batch, _ in labels] + [
+        ("sdxl generate", args.sdxl_gen_batch),
+        ("sdxl generate plain", 1),
+    ]
+    if budget.left() is not None and budget.left() < SDXL_SETUP_SECONDS:
+        for label, batch in every_row:
+            budget.skip(
+                label,
+                batch,
+                f"{max(budget.left(), 0):.0f} s left of the run's {budget.total:g} s budget, under the "
+                f"{SDXL_SETUP_SECONDS} s that building SDXL's weights and one row take",
+            )
+        return
+    start = time.perf_counter()
+    shape = "tiny" if args.dry_run else "sdxl"
+    config = TinyModelConfig(
+        shape=shape, family="sdxl", text_width=32 if args.dry_run else 768, image_size=size
+    )
+    try:
+        model = build_sdxl_weights(root / "sdxl-model", config)
+        (root / "sdxl").mkdir()
+        dataset = make_dataset(root / "sdxl", args.sdxl_images, size)
+    except Exception as error:
+        if args.dry_run:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        for label, batch in every_row:
+            budget.skip(label, batch, f"building SDXL's weights or data failed: {type(error).__name__}: {error}")
+        return
+    print(
+        f"sdxl: {'tiny SDXL' if args.dry_run else 'SDXL base 1.0'}-shaped random weights, {size}x{size}, "
+        f"mixed precision {precision}, {args.sdxl_images} images, {args.epochs} epochs per LoRA row; "
+        f"setup {time.perf_counter() - start:.0f} s",
+        flush=True,
+    )
+    train_tflop = TRAIN_FACTOR * SDXL_UNET_FORWARD_TFLOP
+    for label, batch, checkpointing in labels:
+        lora = build_config(
+            "lora",
+            model=str(model),
+            resolution=size,
+            epochs=args.epochs,
+            batch_size=batch,
+            gradient_checkpointing=checkpointing,
+            mixed_precision=precision,
+            cache_dir=str(root / "sdxl-cache"),
+        )
+        figures = budget.run(
+            label,
+            batch,
+            functools.partial(measure, dataset, root / f"sdxl-{batch}-{checkpointing}", lora, False),
+            # Past its box the row still has its peak so far: the figure SDXL's rows are for.
+            note=lambda: f"peak so far {peak_memory_gib():.1f} GiB",
+        )
+        if figures is not None:
+            table_row(args, label, batch, figures.peftlab, figures.peak_gib, train_tflop, epochs=False)
+    generation_table_rows(
+        args,
+        budget,
+        "sdxl generate",
+        GenerationConfig(
+            model=str(model),
+            steps=args.gen_steps,
+            width=size,
+            height=size,
+            batch_size=args.sdxl_gen_batch,
+        ),
+        args.sdxl_gen_images,
+        args.gen_steps * 2 * SDXL_UNET_FORWARD_TFLOP,
+    )
+
+
+def build_sdxl_weights(output: Path, config: TinyModelConfig) -> Path:
+    """The SDXL rows' model folder. On a GPU the random initialisation of SDXL's 3.5 B parameters runs there
+    (quicker than on the CPU) and the files are written from it; if that fails, it is built on the CPU."""
+    if torch.cuda.is_available():
+        try:
+            with torch.device("cuda"):
+                return build_tiny_model(output, config).path
+        except Exception as error:  # noqa: BLE001 (the CPU build below is the fallback; the error is shown)
+            print(f"sdxl: building on the GPU failed ({type(error).__name__}: {error}); building on the CPU")
+        finally:
+            reset_peak_memory()
+    return build_tiny_model(output, config).path
 
 
 def method_row(
@@ -689,6 +896,26 @@ def main() -> None:
         choices=("lora", "dora", "loha", "lokr", "oft", "ti"),
         help="Instead of the reference comparison: these methods' samples/s and peak memory on the same data.",
     )
+    parser.add_argument(
+        "--budget-seconds",
+        type=float,
+        help="GPU: the whole table's time; a row is boxed to what is left of it and skipped, with a line, when "
+        f"under {MIN_ROW_SECONDS} s is left (gpu.sh: PEFTLAB_BENCH_SECONDS less 20; default none).",
+    )
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="GPU: the parts of the table to run, always in this order (default all): sd15 (SD-1.5 training "
+        "and generation without --compile), sdxl, compile (SD-1.5 training with --compile).",
+    )
+    parser.add_argument("--sdxl-images", type=int, help="Images of the SDXL rows' dataset (GPU 16, dry run 4).")
+    parser.add_argument(
+        "--sdxl-batch-sizes", type=int, nargs="+", help="SDXL LoRA batch sizes (1 4; dry run 1 2)."
+    )
+    parser.add_argument("--sdxl-gen-images", type=int, help="SDXL images per generation side (8; dry run 4).")
+    parser.add_argument("--sdxl-gen-batch", type=int, help="peftlab's SDXL generation batch (4; dry run 2).")
     parser.add_argument("--gen-images", type=int, default=16, help="Images per generation side.")
     parser.add_argument("--gen-steps", type=int, default=30, help="Generation steps (dry run 2).")
     parser.add_argument("--gen-batch", type=int, default=8, help="peftlab's generation batch.")
@@ -708,6 +935,10 @@ def main() -> None:
         args.row_seconds = 120.0
     if args.dry_run:
         args.gen_images, args.gen_steps, args.gen_batch = 4, 2, 2
+    args.sdxl_images = args.sdxl_images or (4 if args.dry_run else 16)
+    args.sdxl_batch_sizes = args.sdxl_batch_sizes or ([1, 2] if args.dry_run else [1, 4])
+    args.sdxl_gen_images = args.sdxl_gen_images or (4 if args.dry_run else 8)
+    args.sdxl_gen_batch = args.sdxl_gen_batch or (2 if args.dry_run else 4)
     logging.disable(logging.INFO)  # the per-epoch log lines; the tables are the output
     if args.methods:
         methods_benchmark(args)

@@ -3,6 +3,9 @@
 captioned images -> prepared dataset -> LoRA, DoRA, LoKr and TI on one loop -> renderings of the base and
 each adapter under identical seeds -> an open blind study
 -> a pilot of simulated participants -> the analysis report. Then `make demo` serves it.
+
+`family="sdxl"` (`manage.py demo --family sdxl`, `make demo FAMILY=sdxl`) runs the same stages on the tiny
+SDXL-shaped model (two text encoders, a text_time UNet) with the methods proven on SDXL: LoRA and TI.
 """
 
 import random
@@ -18,6 +21,7 @@ from django.urls import reverse
 from analysis.services import study_plan_lock, study_report_write
 from generation.engine import AdapterArm, GenerationConfig
 from generation.services import generation_run_render, prompt_set_install_builtin
+from peftlab.errors import UserInputError
 from studies.models import Participant, Study
 from studies.services import (
     ExternalIds,
@@ -42,6 +46,9 @@ DEMO_METHODS = {
     "lokr": {"learning_rate": 1e-2},
     "ti": {"learning_rate": 5e-2, "placeholder_token": DEMO_TOKEN, "initializer_token": "style"},
 }
+# The methods each model family's demo trains, in the order they are trained and shown.
+FAMILY_METHODS = {"sd15": ("lora", "dora", "lokr", "ti"), "sdxl": ("lora", "ti")}
+FAMILY_LABELS = {"sd15": "SD 1.x", "sdxl": "SDXL"}
 DEMO_STOPPING = {
     "rule": "anytime",
     "alpha": 0.05,
@@ -60,20 +67,38 @@ class DemoResult:
     lines: list[str]
 
 
-def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: int = 12) -> DemoResult:
-    """Run every stage into `output`; return the study it opened and the lines that say what was produced."""
+def run_demo(
+    *,
+    output: Path,
+    log: Callable[[str], None],
+    pilot_participants: int = 12,
+    family: str = "sd15",
+    images: int = 16,
+    epochs: int = 4,
+) -> DemoResult:
+    """Run every stage into `output` on the tiny model of `family` (sd15 or sdxl), with `images` synthetic
+    images and `epochs` per method; return the study it opened and the lines that say what was produced."""
+    if family not in FAMILY_METHODS:
+        raise UserInputError(f"--family must be one of {', '.join(FAMILY_METHODS)}, got {family!r}.")
+    if images < 4:
+        raise UserInputError(f"--images must be at least 4 (a training and a validation split), got {images}.")
+    if epochs < 1:
+        raise UserInputError(f"--epochs must be at least 1, got {epochs}.")
+    methods = FAMILY_METHODS[family]
     output = Path(output)
-    log("1/6 Building the tiny offline model and a synthetic captioned dataset")
-    model = tiny_model_build(output=output / "tiny-model", config=TinyModelConfig())
-    make_synthetic_dataset(output / "raw", SyntheticDatasetConfig())
+    log(f"1/6 Building the tiny offline {FAMILY_LABELS[family]} model and a synthetic captioned dataset")
+    model = tiny_model_build(output=output / "tiny-model", config=TinyModelConfig(family=family))
+    shutil.rmtree(output / "raw", ignore_errors=True)  # a rerun with fewer --images draws only those
+    make_synthetic_dataset(output / "raw", SyntheticDatasetConfig(count=images))
     dataset, _ = dataset_prepare(
         source=output / "raw", output=output / "dataset", config=PrepareConfig(resolution=64, min_size=64)
     )
 
-    log("2/6 Training LoRA, DoRA, LoKr and Textual Inversion on the same loop")
-    shared = {"model": str(model.path), "resolution": 64, "epochs": 4, "batch_size": 4, "seed": 0}
+    log(f"2/6 Training {method_names(methods)} on the same loop")
+    shared = {"model": str(model.path), "resolution": 64, "epochs": epochs, "batch_size": 4, "seed": 0}
     runs = {}
-    for method, overrides in DEMO_METHODS.items():
+    for method in methods:
+        overrides = DEMO_METHODS[method]
         run_dir = output / "runs" / method
         shutil.rmtree(run_dir, ignore_errors=True)  # a rerun of the demo starts its runs afresh
         config = build_config(method, **shared, **overrides)
@@ -100,7 +125,7 @@ def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: in
             width=64,
             height=64,
         ),
-        name="demo: base vs LoRA vs DoRA vs LoKr vs TI",
+        name=f"demo: {' vs '.join(['base', *(DISPLAY[method] for method in methods)])}",
     )
 
     log("4/6 Opening a blind study over every pair of arms, its plan and stopping rule preregistered")
@@ -139,6 +164,15 @@ def run_demo(*, output: Path, log: Callable[[str], None], pilot_participants: in
         f"report      {output / 'report'} ({len(report_files)} files)",
     ]
     return DemoResult(study=study, password=password, lines=lines)
+
+
+DISPLAY = {"lora": "LoRA", "dora": "DoRA", "lokr": "LoKr", "ti": "TI"}
+
+
+def method_names(methods: tuple[str, ...]) -> str:
+    """'LoRA, DoRA, LoKr and Textual Inversion' for the methods given."""
+    names = [DISPLAY[method] if method != "ti" else "Textual Inversion" for method in methods]
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
 
 
 def simulate_participants(*, study: Study, count: int, preferred_arm: str, seed: int) -> list[Participant]:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from django.core.management import CommandError, call_command
 
+from peftlab.errors import UserInputError
 from trainer.engine.tiny_model import TINY_VOCABULARY_WORDS, TinyModelConfig, build_tiny_model
 
 
@@ -90,3 +91,27 @@ def test_sd15_shape_has_stable_diffusion_15_sizes():
     assert round(sum(p.numel() for p in unet.parameters()) / 1e6, 1) == 859.5
     assert round(sum(p.numel() for p in make_vae(config).parameters()) / 1e6, 1) == 83.7
     assert unet.config.sample_size == 64 and unet.config.cross_attention_dim == 768
+
+
+def test_sdxl_shape_has_sdxl_base_sizes():
+    """Built on the meta device (no memory, no time): SDXL base 1.0's UNet of 2,567,463,684 parameters, its
+    conditioning widths, and its second text encoder (OpenCLIP ViT-bigG with projection, 1280 wide)."""
+    from trainer.engine.tiny_model import build_bpe_files, make_sdxl_unet, make_text_encoder
+
+    config = TinyModelConfig(shape="sdxl", family="sdxl", text_width=768, image_size=1024)
+    vocab, _ = build_bpe_files()
+    with torch.device("meta"):
+        unet = make_sdxl_unet(config)
+        first, second = make_text_encoder(config, vocab), make_text_encoder(config, vocab, second=True)
+    assert sum(p.numel() for p in unet.parameters()) == 2_567_463_684
+    assert unet.config.sample_size == 128 and unet.config.cross_attention_dim == 2048
+    assert unet.config.projection_class_embeddings_input_dim == 2816
+    assert tuple(unet.config.transformer_layers_per_block) == (1, 2, 10)
+    assert [encoder.config.hidden_size for encoder in (first, second)] == [768, 1280]
+    assert second.config.num_hidden_layers == 32 and second.text_projection.out_features == 1280
+
+
+@pytest.mark.parametrize(("family", "shape"), [("sd15", "sdxl"), ("sdxl", "sd15")])
+def test_a_shape_of_the_other_family_is_refused(family, shape):
+    with pytest.raises(UserInputError, match=f"--shape {shape} is not a {family} shape"):
+        TinyModelConfig(family=family, shape=shape)

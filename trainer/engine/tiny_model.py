@@ -2,9 +2,10 @@
 
 Same shapes and file layout as SD 1.x (UNet with cross-attention, VAE with scale factor 8, CLIP text
 encoder and BPE tokenizer, DDPM scheduler with SD's betas), small enough to train and render on a CPU.
-The SDXL shape adds SDXL's second text encoder (with projection, twice as wide, its tokenizer padding with
-"!"), a UNet with `addition_embed_type="text_time"` and two levels of two blocks, and a VAE that asks to be
-upcast from float16, saved as a StableDiffusionXLPipeline.
+The SDXL family adds SDXL's second text encoder (with projection, its tokenizer padding with "!"), a UNet
+with `addition_embed_type="text_time"`, and a VAE that asks to be upcast from float16, saved as a
+StableDiffusionXLPipeline: tiny (two UNet levels, the second encoder twice as wide) or at SDXL base 1.0's full
+sizes (`shape="sdxl"`, random weights, for GPU benchmarks).
 """
 
 from __future__ import annotations
@@ -48,12 +49,38 @@ class ModelShape:
     attention_head_dim: int
 
 
+@dataclass(frozen=True)
+class SdxlShape:
+    """What an SDXL-family pipeline adds or sets differently: its UNet's levels (the first without
+    cross-attention), transformer layers and heads per level, the width each size-and-crop id is embedded to,
+    and the second text encoder (0 width: twice the first's)."""
+
+    unet_channels: tuple[int, ...]
+    transformer_layers: tuple[int, ...]
+    attention_heads: tuple[int, ...]  # diffusers' `attention_head_dim`, which SDXL's config uses as heads
+    time_width: int
+    text_2_width: int
+    text_2_layers: int
+    text_2_heads: int
+    text_2_act: str
+
+
 SHAPES = {
     # Small enough to train and render on a CPU in tests.
     "tiny": ModelShape((32, 64), 1, (32, 32, 64, 64), 1, 2, 4, 8),
     # Stable Diffusion 1.5's sizes (860 M UNet parameters), with random weights: for GPU benchmarks.
     "sd15": ModelShape((320, 640, 1280, 1280), 2, (128, 256, 512, 512), 2, 12, 12, 8),
+    # SDXL base 1.0's VAE and first text encoder (CLIP ViT-L: 12 layers, 12 heads, 768 wide); with SDXL_SHAPES.
+    "sdxl": ModelShape((320, 640, 1280), 2, (128, 256, 512, 512), 2, 12, 12, 64),
 }
+SDXL_SHAPES = {
+    "tiny": SdxlShape((32, 64), (1, 2), (2, 4), 8, 0, 2, 4, "quick_gelu"),
+    # SDXL base 1.0's UNet (2.6 B parameters: 320/640/1280 channels, 1/2/10 transformer layers, 5/10/20 heads,
+    # 2048-wide cross-attention, text_time with 256 per id and 2816 inputs) and second text encoder (OpenCLIP
+    # ViT-bigG with projection: 1280 wide, 32 layers, 20 heads, gelu).
+    "sdxl": SdxlShape((320, 640, 1280), (1, 2, 10), (5, 10, 20), 256, 1280, 32, 20, "gelu"),
+}
+FAMILY_SHAPES = {"sd15": ("tiny", "sd15"), "sdxl": ("tiny", "sdxl")}
 
 
 @dataclass(frozen=True)
@@ -61,16 +88,19 @@ class TinyModelConfig:
     """What to build: the shape and sizes of the pipeline and the seed of its random weights."""
 
     seed: int = 0
-    text_width: int = 32  # 768 gives SD-1.x's embedding width
+    text_width: int = 32  # 768 gives SD-1.x's embedding width (and SDXL's first encoder's)
     image_size: int = 64  # pixels; the UNet sees image_size // 8 latents
-    shape: str = "tiny"  # a key of SHAPES
+    shape: str = "tiny"  # a key of SHAPES: tiny for either family, sd15 for sd15, sdxl for sdxl
     family: str = "sd15"  # sd15 or sdxl
 
     def __post_init__(self) -> None:
-        if self.family not in ("sd15", "sdxl"):
+        if self.family not in FAMILY_SHAPES:
             raise UserInputError(f"--family must be sd15 or sdxl, got {self.family!r}.")
-        if self.family == "sdxl" and self.shape != "tiny":
-            raise UserInputError("--family sdxl builds the tiny shape only; leave --shape at tiny.")
+        if self.shape in SHAPES and self.shape not in FAMILY_SHAPES[self.family]:
+            raise UserInputError(
+                f"--shape {self.shape} is not a {self.family} shape; use one of "
+                f"{', '.join(FAMILY_SHAPES[self.family])} with --family {self.family}."
+            )
         if self.text_width < 8 or self.text_width % 4:
             raise UserInputError(
                 f"--text-width must be a multiple of 4 and at least 8, got {self.text_width}."
@@ -221,22 +251,27 @@ def build_tiny_model(output: Path, config: TinyModelConfig) -> TinyModel:
 
 def make_text_encoder(config: TinyModelConfig, vocab: dict[str, int], second: bool = False) -> Any:
     """A CLIP text encoder of the config's shape and width with seeded random weights; `second`: SDXL's
-    second encoder, twice as wide (1280 against 768 on the real model) and with a text projection."""
+    second encoder, with a text projection: the shape's (SDXL's OpenCLIP ViT-bigG, 1280 wide) or, tiny, twice
+    as wide as the first."""
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     shape = SHAPES[config.shape]
     torch.manual_seed(config.seed + 3 * second)
-    width = config.text_width * (2 if second else 1)
+    width, layers, heads, act = config.text_width, shape.text_layers, shape.text_heads, "quick_gelu"
+    if second:
+        xl = SDXL_SHAPES[config.shape]
+        width = xl.text_2_width or 2 * config.text_width
+        layers, heads, act = xl.text_2_layers, xl.text_2_heads, xl.text_2_act
     return (CLIPTextModelWithProjection if second else CLIPTextModel)(
         CLIPTextConfig(
             vocab_size=len(vocab),
             hidden_size=width,
             intermediate_size=width * 4,
-            num_hidden_layers=shape.text_layers,
-            num_attention_heads=shape.text_heads,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
             max_position_embeddings=77,
-            hidden_act="quick_gelu",
+            hidden_act=act,
             bos_token_id=vocab[BOS_TOKEN],
             eos_token_id=vocab[EOS_TOKEN],
             pad_token_id=vocab[EOS_TOKEN],
@@ -268,26 +303,29 @@ def make_unet(config: TinyModelConfig) -> Any:
 
 
 def make_sdxl_unet(config: TinyModelConfig) -> Any:
-    """An SDXL-shaped UNet: a plain first level, then cross-attention with two transformer layers, two blocks
-    per level, linear projections, and the pooled text and size-and-crop ids added to the time embedding."""
+    """An SDXL-shaped UNet: a plain first level, then cross-attention levels with the shape's transformer
+    layers, two blocks per level, linear projections, and the pooled text and size-and-crop ids added to the
+    time embedding."""
     import torch
     from diffusers import UNet2DConditionModel
 
+    xl = SDXL_SHAPES[config.shape]
     torch.manual_seed(config.seed + 1)
-    time_width = 8  # SDXL: 256 per id
-    pooled_width = config.text_width * 2  # encoder 2's projection
+    time_width = xl.time_width  # SDXL: 256 per id
+    pooled_width = xl.text_2_width or config.text_width * 2  # encoder 2's projection
+    cross_attention = ("CrossAttnDownBlock2D",) * (len(xl.unet_channels) - 1)
     return UNet2DConditionModel(
         sample_size=config.image_size // 8,
         in_channels=4,
         out_channels=4,
         layers_per_block=2,
-        block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2),
-        attention_head_dim=(2, 4),
+        block_out_channels=xl.unet_channels,
+        down_block_types=("DownBlock2D", *cross_attention),
+        up_block_types=(*(name.replace("Down", "Up") for name in reversed(cross_attention)), "UpBlock2D"),
+        transformer_layers_per_block=xl.transformer_layers,
+        attention_head_dim=xl.attention_heads,
         use_linear_projection=True,
-        cross_attention_dim=config.text_width * 3,  # both encoders' states side by side
+        cross_attention_dim=config.text_width + pooled_width,  # both encoders' states side by side
         addition_embed_type="text_time",
         addition_time_embed_dim=time_width,
         # Six size-and-crop ids, each embedded time_width wide, and the pooled text embedding.

@@ -9,7 +9,10 @@ from peftlab.commands import PeftlabCommand
 
 
 class Command(PeftlabCommand):
-    help = "Train, render, open a blind study and analyse a pilot of it, all on the tiny model; --serve serves it."
+    help = (
+        "Train, render, open a blind study and analyse a pilot of it, all on the tiny model (SD 1.x, or SDXL with "
+        "--family sdxl); --serve serves it."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -18,11 +21,27 @@ class Command(PeftlabCommand):
         parser.add_argument(
             "--serve", action="store_true", help="Serve the result with runserver at the end."
         )
+        parser.add_argument(
+            "--family",
+            default="sd15",
+            help="The tiny model's family: sd15 (default: LoRA, DoRA, LoKr and TI) or sdxl (the tiny SDXL-shaped "
+            "model: LoRA and TI).",
+        )
+        parser.add_argument(
+            "--images", type=int, default=16, help="Synthetic captioned images to train on (default 16)."
+        )
+        parser.add_argument("--epochs", type=int, default=4, help="Epochs per method (default 4).")
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args, **options):
-        result = run_demo(output=options["output"], log=self.stdout.write)
+        result = run_demo(
+            output=options["output"],
+            log=self.stdout.write,
+            family=options["family"],
+            images=options["images"],
+            epochs=options["epochs"],
+        )
         for line in result.lines:
             self.stdout.write(line)
         base_url = f"http://{options['host']}:{options['port']}"

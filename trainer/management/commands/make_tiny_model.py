@@ -6,11 +6,11 @@ from peftlab.commands import PeftlabCommand
 from trainer.engine.tiny_model import SHAPES, TinyModelConfig
 from trainer.services import tiny_model_build
 
-SHAPE_DEFAULTS = {"tiny": (32, 64), "sd15": (768, 512)}  # text width, image size
+SHAPE_DEFAULTS = {"tiny": (32, 64), "sd15": (768, 512), "sdxl": (768, 1024)}  # text width, image size
 
 
 class Command(PeftlabCommand):
-    help = "Build a tiny (or SD-1.5-sized) SD-1.x-shaped diffusers pipeline offline, with random weights."
+    help = "Build a tiny (or SD-1.5- or SDXL-sized) SD-1.x- or SDXL-shaped diffusers pipeline offline, with random weights."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -21,20 +21,23 @@ class Command(PeftlabCommand):
             "--shape",
             choices=sorted(SHAPES),
             default="tiny",
-            help="tiny: for CPU tests and the demo (default); sd15: SD 1.5's sizes, for GPU benchmarks.",
+            help="tiny: for CPU tests and the demo (default); sd15: SD 1.5's sizes, sdxl: SDXL base 1.0's sizes "
+            "(implies --family sdxl), for GPU benchmarks.",
         )
         parser.add_argument(
             "--family",
             choices=("sd15", "sdxl"),
-            default="sd15",
-            help="sd15: a StableDiffusionPipeline (default); sdxl: a StableDiffusionXLPipeline with two text "
-            "encoders (the second twice as wide, with projection) and a text_time UNet.",
+            help="sd15: a StableDiffusionPipeline (the default, except with --shape sdxl); sdxl: a "
+            "StableDiffusionXLPipeline with two text encoders (the second with projection; tiny: twice as wide) "
+            "and a text_time UNet.",
         )
         parser.add_argument(
-            "--text-width", type=int, help="Text encoder width; 768 matches SD-1.x (default: 32, sd15: 768)."
+            "--text-width",
+            type=int,
+            help="(First) text encoder width; 768 matches SD-1.x and SDXL (default: 32, sd15 and sdxl: 768).",
         )
         parser.add_argument(
-            "--image-size", type=int, help="Native image size in pixels (default: 64, sd15: 512)."
+            "--image-size", type=int, help="Native image size in pixels (default: 64, sd15: 512, sdxl: 1024)."
         )
 
     def handle(self, *args, **options):
@@ -42,7 +45,7 @@ class Command(PeftlabCommand):
         config = TinyModelConfig(
             seed=options["seed"],
             shape=options["shape"],
-            family=options["family"],
+            family=options["family"] or ("sdxl" if options["shape"] == "sdxl" else "sd15"),
             text_width=options["text_width"] or width,
             image_size=options["image_size"] or size,
         )
