@@ -330,10 +330,6 @@ def test_a_launched_training_that_refuses_its_input_fails_with_the_one_line(tmp_
         ),
     ],
 )
-@pytest.mark.skip(
-    reason="issue 24 (open): the 2-process SDXL LoRA run crashed once in backward under gloo (rank lost); "
-    "passes alone, not yet stable enough for CI"
-)
 def test_sdxl_on_two_processes_matches_one_process_with_the_global_batch(
     tmp_path, dataset_dir, environment, tiny_sdxl_dir, method, extra, weights_file
 ):
