@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,6 +29,18 @@ from trainer.engine.results import EpochResult
 
 REPORT = "peftlab-report "  # the prefix of the main process's report lines on stdout
 STDERR_LINES = 20  # how much of the processes' stderr a failure shows
+# A Python exception's last line, `RuntimeError: ...` or `peftlab.errors.UserInputError: ...`.
+EXCEPTION_LINE = re.compile(r"^\w+(\.\w+)*(Error|Exception|Interrupt)\b")
+
+
+def first_errors(stderr: str) -> list[str]:
+    """The exception lines of the processes' stderr, each once, in the order printed.
+
+    When one process of a group fails, the others fail next in their pending collective (gloo: "Connection
+    closed by peer", often in backward's all-reduce) and the launcher prints its summary: those fill the tail
+    of stderr, so a failure's cause is its first exception line, not its last.
+    """
+    return list(dict.fromkeys(line for line in stderr.splitlines() if EXCEPTION_LINE.match(line)))
 
 
 def free_port() -> int:
@@ -113,9 +126,12 @@ def launch_training(
                 raise UserInputError(reports["error"])
             if process.returncode != 0 or "result" not in reports:
                 stderr.seek(0)
-                tail = "".join(stderr.readlines()[-STDERR_LINES:])
+                text = stderr.read()
+                tail = "".join(text.splitlines(keepends=True)[-STDERR_LINES:])
+                errors = "".join(f"{line}\n" for line in first_errors(text))
                 raise RuntimeError(
-                    f"the {processes} training processes failed (exit {process.returncode}):\n{tail}"
+                    f"the {processes} training processes failed (exit {process.returncode}); their errors, "
+                    f"first first:\n{errors}stderr's last lines:\n{tail}"
                 )
     result = reports["result"]
     return TrainingResult(
