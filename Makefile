@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 
 # The demo serves with runserver, for local use: DEBUG=1 makes it serve the static files and rendered images and
 # accept the session cookie over plain http; ALLOWED_HOSTS keeps its loopback default (HOST is 127.0.0.1).
-# FAMILY=sdxl runs it on the tiny SDXL model (LoRA and TI) instead of the tiny SD 1.x one.
+# FAMILY=sdxl runs it on the tiny SDXL model (the same four methods) instead of the tiny SD 1.x one.
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python manage.py migrate --no-input
 	DEBUG=1 HF_HUB_OFFLINE=1 $(BIN)/python manage.py demo --family $(FAMILY) --output $(DEMO_DIR) --serve --host $(HOST) --port $(PORT)

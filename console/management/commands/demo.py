@@ -24,8 +24,8 @@ class Command(PeftlabCommand):
         parser.add_argument(
             "--family",
             default="sd15",
-            help="The tiny model's family: sd15 (default: LoRA, DoRA, LoKr and TI) or sdxl (the tiny SDXL-shaped "
-            "model: LoRA and TI).",
+            help="The tiny model's family: sd15 (default) or sdxl (the tiny SDXL-shaped model); either trains "
+            "LoRA, DoRA, LoKr and TI.",
         )
         parser.add_argument(
             "--images", type=int, default=16, help="Synthetic captioned images to train on (default 16)."
