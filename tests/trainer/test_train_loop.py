@@ -91,6 +91,21 @@ def test_resume_with_another_config_is_refused(tmp_path, prepared_dir, config, f
         train(prepared_dir, tmp_path / "out", config)
 
 
+def test_resume_of_a_checkpoint_scored_on_other_validation_pairs_is_refused(tmp_path, prepared_dir, config):
+    with pytest.raises(Killed):
+        train(prepared_dir, tmp_path / "out", config, progress=kill_after_first_epoch)
+    checkpoint = tmp_path / "out" / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["validation_pairs"] == [[0, 1, 0, 1, 0, 1, 0, 1, 0, 1], list(range(0, 1000, 111))]
+    # As a peftlab from before the paired validation wrote it: no pairs recorded (its losses crossed them).
+    del state["validation_pairs"]
+    torch.save(state, checkpoint)
+    written = checkpoint.read_bytes()
+    with pytest.raises(UserInputError, match=r"other \(image, timestep\) pairs .* train into a new --output"):
+        train(prepared_dir, tmp_path / "out", config, resume=True)
+    assert checkpoint.read_bytes() == written  # refused before anything is touched
+
+
 def test_latent_cache_is_reused_by_later_runs(tmp_path, prepared_dir, fast_options):
     cache = tmp_path / "cache"
     config = build_config("lora", **{**fast_options, "epochs": 1}, cache_dir=str(cache))

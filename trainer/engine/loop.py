@@ -740,9 +740,14 @@ class Trainer:
             "history": [asdict(result) for result in self.history],
             "best_epoch": self.best_epoch,
             "best_val_loss": self.best_val_loss,
+            "validation_pairs": self.validation_pairs_list(),
             "seconds": dict(self.seconds),
             "stopped_early": self.stopped_early,
         }
+
+    def validation_pairs_list(self) -> list[list[int]]:
+        """The validation loss's (image index, timestep) pairs, as a checkpoint records them."""
+        return [self.val_images.tolist(), self.val_timesteps.tolist()]
 
     def load_checkpoint(self) -> None:
         """Restore a checkpoint written by the same config on the same dataset."""
@@ -765,6 +770,13 @@ class Trainer:
         if state["manifest_sha256"] != self.manifest_sha256:
             raise UserInputError(
                 f"cannot resume {self.output}: the dataset changed since the checkpoint; train into a new --output."
+            )
+        if state.get("validation_pairs") != self.validation_pairs_list():
+            # The history's losses and the best epoch were scored on other pairs (a checkpoint from before
+            # validation paired images with timesteps): the next epochs' losses could not be compared with them.
+            raise UserInputError(
+                f"cannot resume {self.output}: its validation loss was measured on other (image, timestep) pairs "
+                "(a checkpoint written by an earlier peftlab); train into a new --output."
             )
         saved_processes, processes = state.get("processes", 1), self.accelerator.num_processes
         if saved_processes != processes:
